@@ -1,0 +1,78 @@
+"""Argument checks shared by the public functions.
+
+A check runs only on values that are known when the function is traced (Python
+numbers, NumPy arrays, concrete JAX arrays). Traced values pass through
+unchecked, so the same functions stay usable under ``jit`` and ``vmap``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import numpy as np
+
+
+def concrete_value(value: Any) -> np.ndarray | None:
+  """Returns ``value`` as a NumPy array, or None when it is only known at run time."""
+  if isinstance(value, jax.core.Tracer):
+    return None
+  try:
+    return np.asarray(value)
+  except (TypeError, jax.errors.ConcretizationTypeError):
+    return None
+
+
+def check_eps(eps: Any, name: str = "eps") -> None:
+  """Raises ValueError if a known ``eps`` is negative or not finite."""
+  value = concrete_value(eps)
+  if value is None:
+    return
+  if not np.all(np.isfinite(value)):
+    raise ValueError(f"{name} must be finite, got {eps!r}.")
+  if np.any(value < 0):
+    raise ValueError(f"{name} must be >= 0, got {eps!r}.")
+
+
+def check_alpha(alpha: Any) -> None:
+  """Raises ValueError if a known ``alpha`` lies outside [0, 1]."""
+  value = concrete_value(alpha)
+  if value is None:
+    return
+  if not np.all(np.isfinite(value)) or np.any(value < 0) or np.any(value > 1):
+    raise ValueError(f"alpha must lie in [0, 1], got {alpha!r}.")
+
+
+def check_clip(clip: tuple[Any, Any] | None) -> None:
+  """Raises ValueError unless ``clip`` is None or a ``(lo, hi)`` pair with lo <= hi."""
+  if clip is None:
+    return
+  if not isinstance(clip, (tuple, list)) or len(clip) != 2:
+    raise ValueError(f"clip must be None or a (lo, hi) pair, got {clip!r}.")
+  lo, hi = (concrete_value(bound) for bound in clip)
+  if lo is not None and hi is not None and np.any(lo > hi):
+    raise ValueError(f"clip must have lo <= hi, got {clip!r}.")
+
+
+def check_batch(x: Any, y: Any) -> None:
+  """Raises ValueError when batched ``x`` and ``y`` disagree on the batch size.
+
+  ``x`` counts as batched when it has two or more axes (one example is a
+  vector); ``y`` when it has one or more (integer labels, +-1 targets or
+  one-hot rows). A single unbatched image with one-hot labels should be given
+  a leading batch axis of 1.
+  """
+  x_shape, y_shape = np.shape(x), np.shape(y)
+  if len(x_shape) >= 2 and len(y_shape) >= 1 and x_shape[0] != y_shape[0]:
+    raise ValueError(
+        "x and y must have the same batch size, got x with shape "
+        f"{tuple(x_shape)} and y with shape {tuple(y_shape)}.")
+
+
+def check_finite(x: Any, name: str = "x") -> None:
+  """Raises ValueError if a known array holds NaN or infinity."""
+  value = concrete_value(x)
+  if value is None or not np.issubdtype(value.dtype, np.inexact):
+    return
+  if not np.all(np.isfinite(value)):
+    raise ValueError(f"{name} holds NaN or infinite values.")

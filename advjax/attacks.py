@@ -1,0 +1,195 @@
+"""Gradient-sign attacks: FGSM, its targeted form, and projected gradient descent.
+
+Every attack is a plain function of a loss function and an input. ``loss_fn``
+has the signature ``loss_fn(params, x, y) -> scalar``, for any params pytree, so
+the attacks work with Flax, Haiku, Equinox or hand-written models, and compose
+with ``jax.jit``, ``jax.vmap`` and ``jax.grad``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+
+from advjax import _validation
+
+Array = jax.Array
+LossFn = Callable[[Any, Array, Array], Array]
+Clip = tuple[Any, Any] | None
+
+
+def input_grad(loss_fn: LossFn, params: Any, x: Array, y: Array) -> Array:
+  """Gradient of ``loss_fn(params, x, y)`` with respect to the input ``x``.
+
+  Args:
+    loss_fn: scalar loss ``(params, x, y) -> loss``.
+    params: the model parameters, any pytree.
+    x: the inputs.
+    y: the labels, in whatever form ``loss_fn`` takes them.
+
+  Returns:
+    An array of the shape and dtype of ``x``.
+
+  Example:
+    >>> loss = lambda w, x, y: jnp.mean(jax.nn.softplus(-y * (x @ w)))
+    >>> g = input_grad(loss, jnp.ones(3), jnp.zeros((2, 3)), jnp.ones(2))
+  """
+  _validation.check_batch(x, y)
+  return jax.grad(loss_fn, argnums=1)(params, x, y)
+
+
+def broadcast_eps(eps: Any, x: Array) -> Array:
+  """Aligns ``eps`` with the leading axes of ``x``: one value, or one per example.
+
+  Args:
+    eps: a scalar, or an array whose shape is a prefix of ``x.shape`` (for
+      example one epsilon per example of the batch).
+    x: the inputs to perturb.
+
+  Returns:
+    ``eps`` in the dtype of ``x`` with trailing unit axes, ready to broadcast.
+  """
+  eps = jnp.asarray(eps, dtype=x.dtype)
+  if eps.ndim > x.ndim or eps.shape != x.shape[:eps.ndim]:
+    raise ValueError(
+        f"eps must be a scalar or match the leading axes of x {x.shape}, "
+        f"got shape {eps.shape}.")
+  return eps.reshape(eps.shape + (1,) * (x.ndim - eps.ndim))
+
+
+def sign_step(x: Array, direction: Array, eps: Any, *, clip: Clip = None) -> Array:
+  """Moves ``x`` by ``eps * sign(direction)``, then clips it into the box.
+
+  This is the step FGSM takes along its gradient; it is exposed so that a
+  gradient computed once can be reused for many epsilons. ``sign(0) = 0``:
+  pixels the loss does not depend on stay where they are.
+
+  Args:
+    x: the inputs.
+    direction: an array of the shape of ``x``, typically the input gradient.
+    eps: step size: a scalar or one value per example (see `broadcast_eps`).
+    clip: optional ``(lo, hi)`` box for the result.
+
+  Returns:
+    The moved inputs, in the dtype of ``x``.
+
+  Example:
+    >>> sign_step(jnp.zeros(3), jnp.array([2., 0., -1.]), 0.1)
+    Array([ 0.1,  0. , -0.1], dtype=float32)
+  """
+  _validation.check_eps(eps)
+  _validation.check_clip(clip)
+  moved = x + broadcast_eps(eps, x) * jnp.sign(direction).astype(x.dtype)
+  return _clip(moved, clip)
+
+
+def _clip(x: Array, clip: Clip) -> Array:
+  if clip is None:
+    return x
+  lo, hi = clip
+  return jnp.clip(x, lo, hi).astype(x.dtype)
+
+
+def fgsm(loss_fn: LossFn, params: Any, x: Array, y: Array, eps: Any, *,
+         clip: Clip = None) -> Array:
+  """The fast gradient sign method: ``x + eps * sign(grad_x loss_fn(params, x, y))``.
+
+  Goodfellow, Shlens & Szegedy (2015), eq. (3). The paper's numbers use no
+  clipping; pass ``clip=(0., 1.)`` to keep images valid.
+
+  Args:
+    loss_fn: scalar loss ``(params, x, y) -> loss`` that the attack raises.
+    params: the model parameters, any pytree.
+    x: the inputs.
+    y: the true labels.
+    eps: max-norm of the perturbation: a scalar, or one value per example.
+    clip: optional ``(lo, hi)`` box for the adversarial inputs.
+
+  Returns:
+    The adversarial inputs, with the shape and dtype of ``x``.
+
+  Example:
+    >>> x_adv = advjax.fgsm(loss_fn, params, x, y, eps=0.25)
+  """
+  return sign_step(x, input_grad(loss_fn, params, x, y), eps, clip=clip)
+
+
+def targeted_fgsm(loss_fn: LossFn, params: Any, x: Array, target: Array,
+                  eps: Any, *, clip: Clip = None) -> Array:
+  """One gradient-sign step that lowers the loss of a chosen ``target`` class.
+
+  Args:
+    loss_fn: scalar loss ``(params, x, y) -> loss``.
+    params: the model parameters, any pytree.
+    x: the inputs.
+    target: the labels the attack wants the model to give.
+    eps: max-norm of the perturbation: a scalar, or one value per example.
+    clip: optional ``(lo, hi)`` box for the adversarial inputs.
+
+  Returns:
+    ``x - eps * sign(grad_x loss_fn(params, x, target))``, clipped if asked.
+
+  Example:
+    >>> x_adv = advjax.targeted_fgsm(loss_fn, params, x, jnp.full_like(y, 7), 0.25)
+  """
+  return sign_step(x, -input_grad(loss_fn, params, x, target), eps, clip=clip)
+
+
+def pgd(loss_fn: LossFn, params: Any, x: Array, y: Array, eps: Any, *,
+        step_size: Any, num_steps: int, clip: Clip = None,
+        random_start: bool = False, key: Array | None = None,
+        targeted: bool = False) -> Array:
+  """The iterated gradient-sign method under the L-infinity norm (BIM / PGD).
+
+  Each step moves by ``step_size * sign(grad)`` and projects back onto the
+  ``eps``-ball around ``x`` and onto the ``clip`` box. Without a random start
+  this is the basic iterative method of Kurakin et al. (2017); with one it is
+  the PGD attack of Madry et al. (2018). One step of size ``eps`` from ``x`` is
+  exactly `fgsm`.
+
+  Args:
+    loss_fn: scalar loss ``(params, x, y) -> loss``.
+    params: the model parameters, any pytree.
+    x: the clean inputs.
+    y: the true labels, or the target labels when ``targeted``.
+    eps: radius of the L-infinity ball: a scalar, or one value per example.
+    step_size: size of each sign step: a scalar, or one value per example.
+    num_steps: number of steps, a Python int >= 1.
+    clip: optional ``(lo, hi)`` box for the adversarial inputs.
+    random_start: start from a uniform point of the ball (needs ``key``).
+    key: PRNG key for the random start.
+    targeted: lower the loss of ``y`` instead of raising it.
+
+  Returns:
+    The adversarial inputs, with the shape and dtype of ``x``.
+
+  Example:
+    >>> x_adv = advjax.pgd(loss_fn, params, x, y, 0.25, step_size=0.01,
+    ...                    num_steps=40, clip=(0., 1.))
+  """
+  _validation.check_eps(eps)
+  _validation.check_eps(step_size, "step_size")
+  _validation.check_clip(clip)
+  _validation.check_batch(x, y)
+  if not isinstance(num_steps, int) or num_steps < 1:
+    raise ValueError(f"num_steps must be an int >= 1, got {num_steps!r}.")
+  if random_start and key is None:
+    raise ValueError("random_start=True needs a PRNG key: pass key=.")
+  radius = broadcast_eps(eps, x)
+  sign = -1 if targeted else 1
+
+  def project(x_adv):
+    return _clip(x + jnp.clip(x_adv - x, -radius, radius), clip)
+
+  start = x
+  if random_start:
+    start = project(x + jax.random.uniform(
+        key, x.shape, x.dtype, minval=-1, maxval=1) * radius)
+
+  def step(_, x_adv):
+    grad = input_grad(loss_fn, params, x_adv, y)
+    return project(sign_step(x_adv, sign * grad, step_size))
+
+  return jax.lax.fori_loop(0, num_steps, step, start)

@@ -1,0 +1,231 @@
+"""Training objectives of the paper: the adversarial loss and its controls.
+
+- `adversarial_loss` turns any loss into ``alpha*J(x) + (1-alpha)*J(x_adv)``
+  (eq. 6), at the cost of two forward and two backward passes;
+- `logistic_loss` and `logistic_worst_case_loss` are the closed forms of
+  section 5 for logistic regression;
+- `sign_noise`, `uniform_noise` and `rubbish_inputs` are the controls of
+  sections 6 and 9.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from advjax import _validation
+from advjax.attacks import Array, Clip, LossFn, broadcast_eps, sign_step
+
+
+def adversarial_loss(loss_fn: LossFn, eps: Any, alpha: Any = 0.5, *,
+                     clip: Clip = None) -> LossFn:
+  """Wraps ``loss_fn`` into the adversarial objective of eq. (6).
+
+  The returned function computes
+  ``alpha * J(params, x, y) + (1 - alpha) * J(params, x_adv, y)`` with
+  ``x_adv = x + eps * sign(grad_x J(params, x, y))`` regenerated from the
+  current ``params`` on every call. ``x_adv`` is treated as a constant, as in
+  the paper: ``jax.grad`` with respect to ``params`` gives
+  ``alpha * grad J(x) + (1 - alpha) * grad J(x_adv)``, and with respect to
+  ``x`` only the clean term's ``alpha * grad_x J(x)``.
+
+  Differentiating it costs two forward and two backward passes of the model:
+  the clean pass yields the clean loss, its parameter gradient and the input
+  gradient at once (a custom VJP keeps JAX from running it again). Forward-mode
+  differentiation (``jax.jvp``) is not supported.
+
+  A ``loss_fn`` with dropout should close over its PRNG key: the same dropout
+  mask then serves the attack, the clean term and the adversarial term.
+
+  Args:
+    loss_fn: scalar loss ``(params, x, y) -> loss``.
+    eps: max-norm of the FGSM perturbation (0.25 on MNIST in the paper): a
+      scalar, or one value per example.
+    alpha: weight of the clean term, in [0, 1] (0.5 in the paper).
+    clip: optional ``(lo, hi)`` box for the adversarial inputs.
+
+  Returns:
+    A loss function with the signature of ``loss_fn``.
+
+  Example:
+    >>> adv_loss = advjax.adversarial_loss(loss_fn, eps=0.25, alpha=0.5)
+    >>> grads = jax.grad(adv_loss)(params, x, y)
+  """
+  _validation.check_eps(eps)
+  _validation.check_alpha(alpha)
+  _validation.check_clip(clip)
+
+  def adversarial_inputs(x, grad_x, eps):
+    return jax.lax.stop_gradient(sign_step(x, grad_x, eps, clip=clip))
+
+  @jax.custom_vjp
+  def objective(params, x, y, eps, alpha):
+    clean, grad_x = jax.value_and_grad(loss_fn, argnums=1)(params, x, y)
+    adversarial = loss_fn(params, adversarial_inputs(x, grad_x, eps), y)
+    return alpha * clean + (1 - alpha) * adversarial
+
+  def objective_fwd(params, x, y, eps, alpha):
+    clean, (grad_clean, grad_x) = jax.value_and_grad(
+        loss_fn, argnums=(0, 1))(params, x, y)
+    adversarial, grad_adversarial = jax.value_and_grad(loss_fn)(
+        params, adversarial_inputs(x, grad_x, eps), y)
+    grad_params = jax.tree.map(lambda c, a: alpha * c + (1 - alpha) * a,
+                               grad_clean, grad_adversarial)
+    value = alpha * clean + (1 - alpha) * adversarial
+    return value, (grad_params, alpha * grad_x, y, eps, alpha)
+
+  def objective_bwd(residuals, cotangent):
+    grad_params, grad_x, y, eps, alpha = residuals
+    return (jax.tree.map(lambda g: (cotangent * g).astype(g.dtype), grad_params),
+            (cotangent * grad_x).astype(grad_x.dtype),
+            _zero_cotangent(y), _zero_cotangent(eps), _zero_cotangent(alpha))
+
+  objective.defvjp(objective_fwd, objective_bwd)
+
+  def loss(params: Any, x: Array, y: Array) -> Array:
+    _validation.check_batch(x, y)
+    return objective(params, x, y, jnp.asarray(eps), jnp.asarray(alpha))
+
+  return loss
+
+
+def _zero_cotangent(value: Array) -> Array:
+  """Zero cotangent for an input treated as constant (float0 for integers)."""
+  value = jnp.asarray(value)
+  if jnp.issubdtype(value.dtype, jnp.inexact):
+    return jnp.zeros_like(value)
+  return np.zeros(value.shape, dtype=jax.dtypes.float0)
+
+
+def logistic_loss(w: Array, b: Array, x: Array, y: Array) -> Array:
+  """Mean logistic loss ``softplus(-y (w.x + b))`` for labels ``y`` in {-1, +1}.
+
+  Args:
+    w: weights, shape ``(d,)``.
+    b: bias, a scalar.
+    x: inputs, shape ``(n, d)``.
+    y: labels in {-1, +1}, shape ``(n,)``.
+
+  Returns:
+    The mean loss, a scalar.
+
+  Example:
+    >>> logistic_loss(jnp.ones(2), 0., jnp.zeros((1, 2)), jnp.ones(1))  # log 2
+  """
+  _validation.check_batch(x, y)
+  return jnp.mean(jax.nn.softplus(-y * (x @ w + b)))
+
+
+def logistic_worst_case_loss(w: Array, b: Array, x: Array, y: Array,
+                             eps: Any) -> Array:
+  """Closed-form logistic loss at the FGSM point: ``softplus(-y (w.x + b) + eps |w|_1)``.
+
+  Section 5 of the paper: against a max-norm perturbation of size ``eps`` the
+  worst case for example ``(x, y)`` is ``x - eps * y * sign(w)``, which lowers
+  the margin by exactly ``eps * ||w||_1``.
+
+  Args:
+    w: weights, shape ``(d,)``.
+    b: bias, a scalar.
+    x: inputs, shape ``(n, d)``.
+    y: labels in {-1, +1}, shape ``(n,)``.
+    eps: max-norm of the perturbation.
+
+  Returns:
+    The mean worst-case loss, a scalar.
+
+  Example:
+    >>> logistic_worst_case_loss(w, b, x, y, eps=0.25)
+  """
+  _validation.check_batch(x, y)
+  _validation.check_eps(eps)
+  return jnp.mean(jax.nn.softplus(-y * (x @ w + b) + eps * jnp.sum(jnp.abs(w))))
+
+
+def sign_noise(key: Array, x: Array, eps: Any) -> Array:
+  """Adds ``eps * s`` with ``s`` uniform in {-1, +1} per coordinate (section 6 control).
+
+  Args:
+    key: PRNG key.
+    x: inputs.
+    eps: noise size: a scalar, or one value per example.
+
+  Returns:
+    The noisy inputs, in the shape and dtype of ``x``.
+
+  Example:
+    >>> x_noisy = advjax.sign_noise(jax.random.key(0), x, 0.25)
+  """
+  _validation.check_eps(eps)
+  signs = jax.random.rademacher(key, x.shape, dtype=x.dtype)
+  return x + broadcast_eps(eps, x) * signs
+
+
+def uniform_noise(key: Array, x: Array, eps: Any) -> Array:
+  """Adds noise drawn uniformly from ``[-eps, eps]`` per coordinate (section 6 control).
+
+  Args:
+    key: PRNG key.
+    x: inputs.
+    eps: half-width of the noise: a scalar, or one value per example.
+
+  Returns:
+    The noisy inputs, in the shape and dtype of ``x``.
+
+  Example:
+    >>> x_noisy = advjax.uniform_noise(jax.random.key(0), x, 0.25)
+  """
+  _validation.check_eps(eps)
+  noise = jax.random.uniform(key, x.shape, x.dtype, minval=-1, maxval=1)
+  return x + broadcast_eps(eps, x) * noise
+
+
+def rubbish_inputs(key: Array, num: int, shape: tuple[int, ...] = (784,),
+                   dtype: Any = jnp.float32) -> Array:
+  """Samples of ``N(0, I)``: inputs that belong to no class (section 9).
+
+  Args:
+    key: PRNG key.
+    num: number of samples.
+    shape: shape of one sample (784 for flattened MNIST).
+    dtype: floating dtype of the samples.
+
+  Returns:
+    An array of shape ``(num, *shape)``.
+
+  Example:
+    >>> x = advjax.rubbish_inputs(jax.random.key(0), 10_000)
+  """
+  if not isinstance(num, int) or num < 0:
+    raise ValueError(f"num must be an int >= 0, got {num!r}.")
+  return jax.random.normal(key, (num, *shape), dtype)
+
+
+def noise_loss(loss_fn: LossFn, noise_fn: Callable[[Array, Array, Any], Array],
+               key: Array, eps: Any, alpha: Any = 0.5) -> LossFn:
+  """The noise control of eq. (6): ``alpha*J(x) + (1-alpha)*J(noise_fn(key, x, eps))``.
+
+  Args:
+    loss_fn: scalar loss ``(params, x, y) -> loss``.
+    noise_fn: `sign_noise` or `uniform_noise`, or any ``(key, x, eps) -> x``.
+    key: PRNG key for the noise of this call.
+    eps: noise size.
+    alpha: weight of the clean term, in [0, 1].
+
+  Returns:
+    A loss function with the signature of ``loss_fn``.
+
+  Example:
+    >>> loss = advjax.noise_loss(loss_fn, advjax.sign_noise, key, 0.25)
+  """
+  _validation.check_eps(eps)
+  _validation.check_alpha(alpha)
+
+  def loss(params: Any, x: Array, y: Array) -> Array:
+    noisy = noise_fn(key, x, eps)
+    return alpha * loss_fn(params, x, y) + (1 - alpha) * loss_fn(params, noisy, y)
+
+  return loss

@@ -1,0 +1,176 @@
+"""Tests of the adversarial objective and the paper's noise and rubbish controls."""
+
+import chex
+from absl.testing import parameterized
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import advjax
+from tests.test_attacks import logistic, logistic_problem, mlp_loss, mlp_problem
+
+
+def separate_gradient(loss_fn, params, x, y, eps, alpha):
+  """alpha*grad J(x) + (1-alpha)*grad J(x_adv), each computed on its own."""
+  x_adv = advjax.fgsm(loss_fn, params, x, y, eps)
+  clean = jax.grad(loss_fn)(params, x, y)
+  adversarial = jax.grad(loss_fn)(params, x_adv, y)
+  return jax.tree.map(lambda c, a: alpha * c + (1 - alpha) * a, clean, adversarial)
+
+
+class AdversarialLossTest(chex.TestCase):
+
+  @chex.variants(with_jit=True, without_jit=True)
+  @parameterized.parameters(0.5, 0.2)
+  def test_gradient_is_weighted_sum_of_clean_and_adversarial(self, alpha):
+    params, x, y = mlp_problem()
+    grad = self.variant(jax.grad(advjax.adversarial_loss(mlp_loss, 0.1, alpha)))
+    chex.assert_trees_all_close(grad(params, x, y),
+                                separate_gradient(mlp_loss, params, x, y, 0.1, alpha),
+                                rtol=1e-5, atol=1e-6)
+
+  def test_value_is_weighted_sum(self):
+    params, x, y = mlp_problem()
+    x_adv = advjax.fgsm(mlp_loss, params, x, y, 0.1)
+    expected = 0.3 * mlp_loss(params, x, y) + 0.7 * mlp_loss(params, x_adv, y)
+    value, _ = jax.value_and_grad(advjax.adversarial_loss(mlp_loss, 0.1, 0.3))(
+        params, x, y)
+    chex.assert_trees_all_close(advjax.adversarial_loss(mlp_loss, 0.1, 0.3)(params, x, y),
+                                expected, rtol=1e-6)
+    chex.assert_trees_all_close(value, expected, rtol=1e-6)
+
+  def test_logistic_regression_reaches_the_closed_form(self):
+    params, x, y = logistic_problem()
+    value = advjax.adversarial_loss(logistic, 0.25, alpha=0.0)(params, x, y)
+    chex.assert_trees_all_close(
+        value, advjax.logistic_worst_case_loss(params["w"], params["b"], x, y, 0.25),
+        rtol=1e-5)
+
+  @parameterized.parameters((0.0, 0.5), (0.1, 1.0))
+  def test_reduces_to_the_clean_loss(self, eps, alpha):
+    params, x, y = mlp_problem()
+    adversarial = advjax.adversarial_loss(mlp_loss, eps, alpha)
+    chex.assert_trees_all_close(adversarial(params, x, y), mlp_loss(params, x, y),
+                                rtol=1e-6)
+    chex.assert_trees_all_close(jax.grad(adversarial)(params, x, y),
+                                jax.grad(mlp_loss)(params, x, y), rtol=1e-5, atol=1e-7)
+
+  def test_costs_two_forward_and_two_backward_passes(self):
+    # A linear model has one matmul per forward pass, one per parameter
+    # gradient and one per input gradient: 2 forward + 2 backward passes, one
+    # of which also yields the input gradient, is 5 matmuls; recomputing the
+    # clean pass for the attack (the naive three passes) would be 6.
+    def linear_loss(w, x, y):
+      return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(x @ w), y[:, None], 1))
+    w, x, y = jnp.ones((5, 3)), jnp.ones((4, 5)), jnp.array([0, 1, 2, 0])
+    grad = jax.jit(jax.grad(advjax.adversarial_loss(linear_loss, 0.1)))
+    self.assertEqual(grad.lower(w, x, y).as_text().count("dot_general"), 5)
+
+  def test_gradient_with_respect_to_x_treats_x_adv_as_constant(self):
+    params, x, y = mlp_problem()
+    grad_x = jax.grad(advjax.adversarial_loss(mlp_loss, 0.1, 0.5), argnums=1)(params, x, y)
+    chex.assert_trees_all_close(grad_x, 0.5 * advjax.input_grad(mlp_loss, params, x, y),
+                                rtol=1e-6)
+
+  def test_vmap_over_eps_and_over_stacked_params(self):
+    params, x, y = mlp_problem()
+    eps = jnp.array([0.0, 0.05, 0.1])
+    values = jax.vmap(lambda e: advjax.adversarial_loss(mlp_loss, e)(params, x, y))(eps)
+    for k in range(3):
+      chex.assert_trees_all_close(
+          values[k], advjax.adversarial_loss(mlp_loss, float(eps[k]))(params, x, y),
+          rtol=1e-6)
+    members = [mlp_problem(seed)[0] for seed in range(3)]
+    stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *members)
+    grads = jax.vmap(jax.grad(advjax.adversarial_loss(mlp_loss, 0.1)),
+                     in_axes=(0, None, None))(stacked, x, y)
+    for k, member in enumerate(members):
+      chex.assert_trees_all_close(jax.tree.map(lambda g: g[k], grads),
+                                  separate_gradient(mlp_loss, member, x, y, 0.1, 0.5),
+                                  rtol=1e-5, atol=1e-6)
+
+  def test_no_retrace_when_eps_changes(self):
+    params, x, y = mlp_problem()
+
+    @jax.jit
+    @chex.assert_max_traces(n=1)
+    def step(params, x, y, eps):
+      return jax.grad(advjax.adversarial_loss(mlp_loss, eps))(params, x, y)
+
+    chex.clear_trace_counter()
+    for eps in (0.1, 0.2, 0.3):
+      step(params, x, y, eps)
+
+  @parameterized.parameters(jnp.float32, jnp.bfloat16)
+  def test_dtypes(self, dtype):
+    params, x, y = mlp_problem()
+    params, x = jax.tree.map(lambda a: a.astype(dtype), (params, x))
+    value, grad = jax.value_and_grad(advjax.adversarial_loss(mlp_loss, 0.1))(params, x, y)
+    self.assertEqual(value.dtype, dtype)
+    chex.assert_trees_all_equal_dtypes(grad, params)
+
+  @parameterized.parameters(-0.5, 1.5, float("nan"))
+  def test_bad_alpha(self, alpha):
+    with pytest.raises(ValueError, match="alpha"):
+      advjax.adversarial_loss(mlp_loss, 0.1, alpha)
+
+  def test_bad_eps_and_batch(self):
+    params, x, y = mlp_problem()
+    with pytest.raises(ValueError, match="eps"):
+      advjax.adversarial_loss(mlp_loss, -0.1)
+    with pytest.raises(ValueError, match="batch size"):
+      advjax.adversarial_loss(mlp_loss, 0.1)(params, x, y[:3])
+
+
+class ControlsTest(chex.TestCase):
+
+  def test_sign_noise_moves_every_pixel_by_eps(self):
+    x = jnp.full((200, 50), 0.5)
+    noisy = advjax.sign_noise(jax.random.key(0), x, 0.25)
+    np.testing.assert_allclose(jnp.abs(noisy - x), 0.25)
+    self.assertLess(abs(float(jnp.mean(jnp.sign(noisy - x)))), 0.05)
+
+  def test_uniform_noise_stays_within_eps(self):
+    x = jnp.zeros((200, 50))
+    noisy = advjax.uniform_noise(jax.random.key(0), x, 0.25)
+    self.assertLessEqual(float(jnp.max(jnp.abs(noisy))), 0.25)
+    # U(-eps, eps) has variance eps^2 / 3.
+    np.testing.assert_allclose(float(jnp.var(noisy)), 0.25 ** 2 / 3, rtol=0.05)
+
+  def test_rubbish_inputs_are_standard_normal(self):
+    samples = advjax.rubbish_inputs(jax.random.key(0), 1000)
+    chex.assert_shape(samples, (1000, 784))
+    np.testing.assert_allclose(float(jnp.mean(samples)), 0.0, atol=0.01)
+    np.testing.assert_allclose(float(jnp.std(samples)), 1.0, atol=0.01)
+    with pytest.raises(ValueError, match="num"):
+      advjax.rubbish_inputs(jax.random.key(0), -1)
+
+  def test_noise_loss_is_weighted_sum(self):
+    params, x, y = mlp_problem()
+    key = jax.random.key(1)
+    loss = advjax.noise_loss(mlp_loss, advjax.sign_noise, key, 0.1, 0.5)
+    expected = 0.5 * mlp_loss(params, x, y) + 0.5 * mlp_loss(
+        params, advjax.sign_noise(key, x, 0.1), y)
+    chex.assert_trees_all_close(loss(params, x, y), expected, rtol=1e-6)
+
+
+class MetricsTest(chex.TestCase):
+
+  def test_error_and_confidence_on_mistakes(self):
+    probs = jnp.array([[0.9, 0.1], [0.3, 0.7], [0.6, 0.4], [0.2, 0.8]])
+    labels = jnp.array([0, 0, 1, 1])
+    error, confidence = advjax.error_and_confidence(probs, labels)
+    np.testing.assert_allclose(error, 0.5)
+    np.testing.assert_allclose(confidence, (0.7 + 0.6) / 2, rtol=1e-6)
+
+  def test_no_mistakes_gives_nan_confidence(self):
+    error, confidence = advjax.error_and_confidence(jnp.eye(3), jnp.arange(3))
+    self.assertEqual(float(error), 0.0)
+    self.assertTrue(np.isnan(confidence))
+
+  def test_rubbish_error_counts_claims_above_half(self):
+    probs = jnp.array([[0.9, 0.1], [0.5, 0.5], [0.05, 0.3]])
+    error, confidence = advjax.rubbish_error_and_confidence(probs)
+    np.testing.assert_allclose(error, 1 / 3, rtol=1e-6)
+    np.testing.assert_allclose(confidence, 0.9, rtol=1e-6)
