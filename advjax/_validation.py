@@ -68,11 +68,3 @@ def check_batch(x: Any, y: Any) -> None:
         "x and y must have the same batch size, got x with shape "
         f"{tuple(x_shape)} and y with shape {tuple(y_shape)}.")
 
-
-def check_finite(x: Any, name: str = "x") -> None:
-  """Raises ValueError if a known array holds NaN or infinity."""
-  value = concrete_value(x)
-  if value is None or not np.issubdtype(value.dtype, np.inexact):
-    return
-  if not np.all(np.isfinite(value)):
-    raise ValueError(f"{name} holds NaN or infinite values.")
