@@ -1,0 +1,242 @@
+"""Many epsilons for the price of one gradient: FGSM sweeps and Fig. 4's lines.
+
+The FGSM direction ``sign(grad_x J(params, x, y))`` does not depend on eps, so
+`epsilon_sweep` takes the input gradient once per batch and evaluates the model
+at every eps of the sweep in one vmapped computation. `direction_sweep` gives
+the model's outputs along any fixed direction, as in Fig. 4 of the paper.
+
+A model whose first layer is affine in its input can be handed over split as a
+`LinearFirst`: since ``W (x + eps s) + b = (W x + b) + eps W s``, the first layer
+then runs twice (on ``x`` and on ``s``) instead of once per eps, and only the
+layers above it pay for each eps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from advjax import _validation
+from advjax.attacks import Array, Clip, LossFn, input_grad
+
+ModelFn = Callable[[Any, Array], Array]
+
+
+@dataclasses.dataclass(frozen=True)
+class LinearFirst:
+  """A model ``rest(params, first(params, x))`` whose ``first`` is affine in ``x``.
+
+  Use it wherever a model function ``(params, x) -> outputs`` is expected; the
+  sweeps of this module recognise it and run ``first`` only on ``x`` and on the
+  direction, not once per eps. ``first`` must be affine in ``x`` (a dense or
+  convolutional layer with its bias, before any nonlinearity); anything else
+  gives wrong sweeps, since the split is taken on trust.
+
+  Being a frozen dataclass of two functions, it is hashable and compares equal
+  to another split of the same functions, so jitted sweeps reuse their
+  compilation across calls.
+
+  Attributes:
+    first: ``(params, x) -> h``, affine in ``x``.
+    rest: ``(params, h) -> outputs`` (probabilities for `epsilon_sweep`,
+      logits or probabilities for `direction_sweep`).
+
+  Example:
+    >>> probs_fn = LinearFirst(lambda p, x: x @ p["w"] + p["b"], jax.nn.softmax)
+  """
+  first: ModelFn
+  rest: ModelFn
+
+  def __call__(self, params: Any, x: Array) -> Array:
+    return self.rest(params, self.first(params, x))
+
+
+class SweepResult(NamedTuple):
+  """Scores of a model under FGSM at each eps of a sweep (a pytree).
+
+  Attributes:
+    eps: the epsilons, shape ``(K,)``.
+    error: fraction of all examples misclassified at each eps, shape ``(K,)``.
+    confidence: mean probability of the predicted class over the
+      misclassified examples, shape ``(K,)``; NaN where there is no mistake.
+  """
+  eps: Array
+  error: Array
+  confidence: Array
+
+
+def epsilon_sweep(loss_fn: LossFn, probs_fn: ModelFn, params: Any, x: Array,
+                  y: Array, eps_values: Any, *, clip: Clip = None,
+                  batch_size: int | None = None) -> SweepResult:
+  """Error and confidence on the mistakes under FGSM, at each of K epsilons.
+
+  Equal to looping ``advjax.fgsm`` and ``advjax.error_and_confidence`` over
+  ``eps_values``, but the input gradient is taken once per batch, and all
+  epsilons are evaluated in one jitted, vmapped computation. Pass a
+  `LinearFirst` as ``probs_fn`` (and no ``clip``, which breaks the linearity)
+  to also run the first layer once instead of K times.
+
+  The computation is compiled once per ``loss_fn``, ``probs_fn`` and
+  ``batch_size`` (compared by identity for plain functions: keep the same
+  function objects across calls) and per shape; new eps values of the same
+  count reuse it.
+
+  With ``batch_size``, ``x`` is processed that many examples at a time and the
+  mistakes are counted exactly across batches, so a whole test set fits in
+  memory (about ``K * batch_size`` inputs live at once). This assumes the loss
+  sums or averages per-example terms, as does any loss without batch
+  statistics, so that an example's FGSM direction does not depend on its batch.
+
+  Args:
+    loss_fn: scalar loss ``(params, x, y) -> loss`` that FGSM raises.
+    probs_fn: ``(params, x) -> probs`` of shape ``(n, classes)``, or a
+      `LinearFirst` split of it.
+    params: the model parameters, any pytree.
+    x: clean inputs, floating, with a leading batch axis of size ``n >= 1``.
+    y: integer labels, shape ``(n,)``.
+    eps_values: the epsilons, a 1-D array of ``K >= 1`` finite values ``>= 0``.
+    clip: optional ``(lo, hi)`` box for the adversarial inputs.
+    batch_size: examples per batch, or None for all of ``x`` at once.
+
+  Returns:
+    A `SweepResult` of arrays of shape ``(K,)``.
+
+  Example:
+    >>> sweep = advjax.epsilon_sweep(loss_fn, probs_fn, params, x_test, y_test,
+    ...                              jnp.linspace(0., 0.3, 32), batch_size=1000)
+    >>> sweep.error[0]  # the clean error, at eps = 0
+  """
+  _check_inputs(x)
+  _validation.check_batch(x, y)
+  if np.ndim(y) != 1:
+    raise ValueError(f"y must hold integer labels of shape (n,), got shape "
+                     f"{np.shape(y)}.")
+  _validation.check_clip(clip)
+  eps_values = _eps_array(eps_values, x, nonnegative=True)
+  num_examples = x.shape[0]
+  if batch_size is None:
+    batch_size = num_examples
+  elif isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+    raise ValueError(f"batch_size must be None or an int >= 1, got {batch_size!r}.")
+  return _epsilon_sweep(loss_fn, probs_fn, params, x, y, eps_values, clip,
+                        min(batch_size, num_examples))
+
+
+@functools.partial(jax.jit, static_argnames=("loss_fn", "probs_fn", "batch_size"))
+def _epsilon_sweep(loss_fn: LossFn, probs_fn: ModelFn, params: Any, x: Array,
+                   y: Array, eps_values: Array, clip: Clip,
+                   batch_size: int) -> SweepResult:
+  num_examples = x.shape[0]
+  num_batches = -(-num_examples // batch_size)
+  padding = num_batches * batch_size - num_examples
+
+  def in_batches(a):
+    # Padding repeats the last example, so the model only ever sees real
+    # inputs; the padded copies are masked out of the counts.
+    a = jnp.pad(a, [(0, padding)] + [(0, 0)] * (a.ndim - 1), mode="edge")
+    return a.reshape((num_batches, batch_size) + a.shape[1:])
+
+  valid = (jnp.arange(num_batches * batch_size) < num_examples).reshape(
+      num_batches, batch_size)
+
+  def batch_counts(batch):
+    x_batch, y_batch, valid_batch = batch
+    direction = jnp.sign(input_grad(loss_fn, params, x_batch, y_batch))
+    probs = _outputs_along(probs_fn, params, x_batch, direction, eps_values, clip)
+    return jax.vmap(_mistake_counts, in_axes=(0, None, None))(
+        probs, y_batch, valid_batch)
+
+  mistakes, confidence_sums = jax.lax.map(
+      batch_counts, (in_batches(x), in_batches(y), valid))
+  mistakes, confidence_sums = mistakes.sum(0), confidence_sums.sum(0)
+  confidence = jnp.where(mistakes > 0,
+                         confidence_sums / jnp.maximum(mistakes, 1), jnp.nan)
+  return SweepResult(eps_values, mistakes / num_examples, confidence)
+
+
+def _mistake_counts(probs: Array, labels: Array, valid: Array) -> tuple[Array, Array]:
+  """Number of valid mistakes and the sum of their top probabilities."""
+  wrong = valid & (jnp.argmax(probs, axis=-1) != labels)
+  return jnp.sum(wrong), jnp.sum(jnp.where(wrong, jnp.max(probs, axis=-1), 0))
+
+
+def direction_sweep(apply_fn: ModelFn, params: Any, x: Array, direction: Array,
+                    eps_values: Any) -> Array:
+  """The model's outputs at ``x + eps * direction`` for each eps (Fig. 4).
+
+  The paper plots the logits of a maxout network as eps sweeps through
+  ``[-eps_max, eps_max]`` along the FGSM direction of one example, and finds
+  nearly straight lines. ``direction`` is used as given: pass
+  ``jnp.sign(advjax.input_grad(...))`` for the FGSM direction. A `LinearFirst`
+  ``apply_fn`` runs its first layer once instead of once per eps.
+
+  Args:
+    apply_fn: ``(params, x) -> outputs``, typically logits, or a `LinearFirst`.
+    params: the model parameters, any pytree.
+    x: floating inputs: one example, or a batch, as ``apply_fn`` takes them.
+    direction: an array of the shape of ``x``.
+    eps_values: a 1-D array of ``K >= 1`` finite epsilons, of either sign.
+
+  Returns:
+    ``apply_fn``'s outputs stacked along a new leading axis of size K, for
+    instance logits of shape ``(K, n, classes)`` for a batch of ``n``.
+
+  Example:
+    >>> direction = jnp.sign(advjax.input_grad(loss_fn, params, x[:1], y[:1]))
+    >>> logits = advjax.direction_sweep(apply_fn, params, x[:1], direction,
+    ...                                 jnp.linspace(-1., 1., 101))
+  """
+  _check_inputs(x)
+  if np.shape(direction) != np.shape(x):
+    raise ValueError(f"direction must have the shape of x {np.shape(x)}, got "
+                     f"{np.shape(direction)}.")
+  eps_values = _eps_array(eps_values, x, nonnegative=False)
+  return _outputs_along(apply_fn, params, x, direction, eps_values, None)
+
+
+@functools.partial(jax.jit, static_argnames=("model_fn",))
+def _outputs_along(model_fn: ModelFn, params: Any, x: Array, direction: Array,
+                   eps_values: Array, clip: Clip) -> Array:
+  """``model_fn(params, clip(x + eps * direction))`` stacked over ``eps_values``."""
+  direction = direction.astype(x.dtype)
+  if isinstance(model_fn, LinearFirst) and clip is None:
+    # jvp of an affine map gives (W x + b, W direction) in one pass, without
+    # subtracting the bias back out of W direction + b.
+    hidden, hidden_step = jax.jvp(functools.partial(model_fn.first, params),
+                                  (x,), (direction,))
+    return jax.vmap(lambda eps: model_fn.rest(params, hidden + eps * hidden_step))(
+        eps_values)
+
+  def at(eps):
+    moved = x + eps * direction
+    if clip is not None:
+      moved = jnp.clip(moved, *clip).astype(x.dtype)
+    return model_fn(params, moved)
+
+  return jax.vmap(at)(eps_values)
+
+
+def _check_inputs(x: Array) -> None:
+  if not jnp.issubdtype(jnp.result_type(x), jnp.floating):
+    raise ValueError(f"x must be a floating array, got dtype {jnp.result_type(x)}.")
+  if np.ndim(x) >= 1 and np.shape(x)[0] == 0:
+    raise ValueError("x must hold at least one example, got an empty batch.")
+
+
+def _eps_array(eps_values: Any, x: Array, *, nonnegative: bool) -> Array:
+  """``eps_values`` as a 1-D array in the dtype of ``x``, checked where known."""
+  if np.ndim(eps_values) != 1 or np.size(eps_values) == 0:
+    raise ValueError("eps_values must be a 1-D array of at least one epsilon, "
+                     f"got shape {np.shape(eps_values)}.")
+  if nonnegative:
+    _validation.check_eps(eps_values, "eps_values")
+  else:
+    known = _validation.concrete_value(eps_values)
+    if known is not None and not np.all(np.isfinite(known)):
+      raise ValueError(f"eps_values must be finite, got {eps_values!r}.")
+  return jnp.asarray(eps_values, dtype=jnp.result_type(x))
