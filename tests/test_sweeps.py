@@ -76,12 +76,16 @@ def counting_backward(loss):
   return counted, calls
 
 
+@functools.partial(jax.jit, static_argnames="clip")
+def fgsm_scores(params, x, y, eps, clip=None):
+  x_adv = advjax.fgsm(loss_fn, params, x, y, eps, clip=clip)
+  return advjax.error_and_confidence(probs_fn(params, x_adv), y)
+
+
 def fgsm_loop(params, x, y, eps_values, clip=None):
-  """The reference: one jitted FGSM and one evaluation per eps."""
-  results = [advjax.error_and_confidence(
-      probs_fn(params, advjax.fgsm(loss_fn, params, x, y, eps, clip=clip)), y)
-             for eps in eps_values]
-  return np.array([r[0] for r in results]), np.array([r[1] for r in results])
+  """The reference: a jitted FGSM and evaluation, called once per eps."""
+  scores = [fgsm_scores(params, x, y, eps, clip) for eps in eps_values]
+  return np.array([s[0] for s in scores]), np.array([s[1] for s in scores])
 
 
 class EpsilonSweepTest(parameterized.TestCase):
@@ -91,8 +95,8 @@ class EpsilonSweepTest(parameterized.TestCase):
   def test_agrees_with_a_loop_of_fgsm(self, model, clip, batch_size):
     params, x, y = problem()
     model_fn = SPLIT_PROBS if model == "split" else probs_fn
-    sweep = advjax.sweeps.epsilon_sweep(loss_fn, model_fn, params, x, y, EPS,
-                                        clip=clip, batch_size=batch_size)
+    sweep = sweeps.epsilon_sweep(loss_fn, model_fn, params, x, y, EPS,
+                                 clip=clip, batch_size=batch_size)
     error, confidence = fgsm_loop(params, x, y, EPS, clip)
     np.testing.assert_allclose(sweep.error, error, rtol=1e-6)
     np.testing.assert_allclose(sweep.confidence, confidence, rtol=1e-5)
@@ -211,7 +215,9 @@ class DirectionSweepTest(parameterized.TestCase):
   @parameterized.parameters("plain", "split")
   def test_equals_a_loop_of_the_model(self, model):
     params, x, y = problem()
-    model_fn = sweeps.LinearFirst(first_layer, upper_layers) if model == "split" else apply_fn
+    model_fn = apply_fn
+    if model == "split":
+      model_fn = sweeps.LinearFirst(first_layer, upper_layers)
     direction = jnp.sign(advjax.input_grad(loss_fn, params, x, y))
     eps_values = jnp.linspace(-1.0, 1.0, 7)
     logits = sweeps.direction_sweep(model_fn, params, x, direction, eps_values)
