@@ -112,16 +112,20 @@ def epsilon_sweep(loss_fn: LossFn, probs_fn: ModelFn, params: Any, x: Array,
     >>> sweep.error[0]  # the clean error, at eps = 0
   """
   _check_inputs(x)
+  if np.ndim(x) < 2:
+    raise ValueError(f"x must have a batch axis and at least one feature axis, "
+                     f"got shape {np.shape(x)}.")
   _validation.check_batch(x, y)
   if np.ndim(y) != 1:
     raise ValueError(f"y must hold integer labels of shape (n,), got shape "
                      f"{np.shape(y)}.")
   _validation.check_clip(clip)
   eps_values = _eps_array(eps_values, x, nonnegative=True)
-  num_examples = x.shape[0]
+  num_examples = np.shape(x)[0]
   if batch_size is None:
     batch_size = num_examples
-  elif isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+  elif (isinstance(batch_size, bool) or not isinstance(batch_size, int)
+        or batch_size < 1):
     raise ValueError(f"batch_size must be None or an int >= 1, got {batch_size!r}.")
   return _epsilon_sweep(loss_fn, probs_fn, params, x, y, eps_values, clip,
                         min(batch_size, num_examples))

@@ -202,6 +202,8 @@ class EpsilonSweepTest(parameterized.TestCase):
     params, x, y = problem()
     with self.assertRaisesRegex(ValueError, "x must be a floating"):
       sweeps.epsilon_sweep(loss_fn, probs_fn, params, x.astype(jnp.int32), y, EPS)
+    with self.assertRaisesRegex(ValueError, "x must have a batch axis"):
+      sweeps.epsilon_sweep(loss_fn, probs_fn, params, x[0], y[:1], EPS)
     with self.assertRaisesRegex(ValueError, "same batch size"):
       sweeps.epsilon_sweep(loss_fn, probs_fn, params, x, y[:-1], EPS)
     with self.assertRaisesRegex(ValueError, "y must hold integer labels"):
