@@ -6,6 +6,14 @@ training live beside it in `advjax.models`, `advjax.data` and `advjax.train`.
 """
 
 from advjax.attacks import broadcast_eps
+from advjax.ensembles import ensemble_loss
+from advjax.ensembles import ensemble_probs
+from advjax.ensembles import ensemble_size
+from advjax.ensembles import ensemble_step
+from advjax.ensembles import init_ensemble
+from advjax.ensembles import member
+from advjax.ensembles import stack
+from advjax.ensembles import unstack
 from advjax.attacks import fgsm
 from advjax.attacks import input_grad
 from advjax.attacks import pgd
@@ -20,23 +28,39 @@ from advjax.objectives import noise_loss
 from advjax.objectives import rubbish_inputs
 from advjax.objectives import sign_noise
 from advjax.objectives import uniform_noise
+from advjax.sweeps import LinearFirst
+from advjax.sweeps import SweepResult
+from advjax.sweeps import direction_sweep
+from advjax.sweeps import epsilon_sweep
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "LinearFirst",
+    "SweepResult",
     "adversarial_loss",
     "broadcast_eps",
+    "direction_sweep",
+    "ensemble_loss",
+    "ensemble_probs",
+    "ensemble_size",
+    "ensemble_step",
+    "epsilon_sweep",
     "error_and_confidence",
     "fgsm",
+    "init_ensemble",
     "input_grad",
     "logistic_loss",
     "logistic_worst_case_loss",
+    "member",
     "noise_loss",
     "pgd",
     "rubbish_error_and_confidence",
     "rubbish_inputs",
     "sign_noise",
     "sign_step",
+    "stack",
     "targeted_fgsm",
     "uniform_noise",
+    "unstack",
 ]
