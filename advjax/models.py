@@ -1,0 +1,457 @@
+"""The paper's MNIST models as Flax modules, each paired with its output head.
+
+A `Classifier` bundles a Flax linen module with a `Head`: how its scores turn
+into the class probabilities the paper's confidence uses, and the training
+loss on those scores. Every classifier offers the same pure functions of
+``(params, x)``, so the trainer, the attacks and the experiments treat them
+alike:
+
+- `softmax_regression`: one linear layer, softmax (row M1 of the paper);
+- `logistic_regression`: one output, labels in {-1, +1} (row M2);
+- `maxout_mlp`: the maxout network with dropout and the max column-norm
+  constraint of Goodfellow et al. (2013) (rows M3 to M7), with softmax outputs
+  or, for the rubbish-class experiment (row R), one sigmoid per class;
+- `rbf_network`: the shallow RBF network with per-class scores
+  ``exp(q_k(x))`` (row M8).
+
+Example:
+  >>> model = maxout_mlp()
+  >>> params = model.init(jax.random.key(0), x[:1])
+  >>> loss_fn = model.loss_fn()                # (params, x, y) -> scalar
+  >>> x_adv = advjax.fgsm(loss_fn, params, x, y, eps=0.25)
+  >>> probs = model.probabilities(params, x_adv)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Literal, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+Array = jax.Array
+Params = Any
+LossFn = Callable[[Params, Array, Array], Array]
+
+# The recipe of Goodfellow et al. (2013) for permutation-invariant MNIST.
+MAX_COL_NORM = 1.9365
+INIT_RANGE = 0.005
+
+
+# ---------------------------------------------------------------------------
+# Heads: scores -> probabilities, and the training loss on the scores.
+# ---------------------------------------------------------------------------
+
+
+class Head(NamedTuple):
+  """How a model's scores become class probabilities, and how they are trained.
+
+  Attributes:
+    name: a short name, shown in reprs and run fingerprints.
+    probabilities: ``scores -> probs`` of shape ``(n, classes)``, the numbers
+      whose maximum over the mistakes is the paper's "confidence".
+    loss: ``(scores, labels) -> scalar``, the mean training loss.
+  """
+
+  name: str
+  probabilities: Callable[[Array], Array]
+  loss: Callable[[Array, Array], Array]
+
+
+def _softmax_cross_entropy(logits: Array, labels: Array) -> Array:
+  return jnp.mean(
+      optax.softmax_cross_entropy_with_integer_labels(logits, labels))
+
+
+def _sigmoid_cross_entropy(logits: Array, labels: Array) -> Array:
+  # One binary problem per class ("is it a k?"), summed over the classes.
+  targets = jax.nn.one_hot(labels, logits.shape[-1], dtype=logits.dtype)
+  return jnp.mean(jnp.sum(optax.sigmoid_binary_cross_entropy(logits, targets), -1))
+
+
+def _log1mexp(q: Array) -> Array:
+  """``log(1 - exp(q))`` for ``q < 0``, accurate near 0 and for large ``-q``."""
+  return jnp.where(q > -jnp.log(2.0), jnp.log(-jnp.expm1(q)),
+                   jnp.log1p(-jnp.exp(q)))
+
+
+def _exp_cross_entropy(log_probs: Array, labels: Array) -> Array:
+  # Binary cross-entropy of p_k = exp(q_k) against one-hot targets. q_k = 0
+  # (x exactly at a centre) would make log(1 - p_k) infinite, hence the cap.
+  log_probs = jnp.minimum(log_probs, -1e-6)
+  targets = jax.nn.one_hot(labels, log_probs.shape[-1], dtype=log_probs.dtype)
+  per_class = -(targets * log_probs + (1 - targets) * _log1mexp(log_probs))
+  return jnp.mean(jnp.sum(per_class, -1))
+
+
+def _binary_probabilities(scores: Array) -> Array:
+  p = jax.nn.sigmoid(scores)
+  return jnp.stack([1 - p, p], axis=-1)
+
+
+def _logistic_loss(scores: Array, labels: Array) -> Array:
+  return jnp.mean(jax.nn.softplus(-labels * scores))
+
+
+SOFTMAX = Head("softmax", jax.nn.softmax, _softmax_cross_entropy)
+"""Softmax over the logits, cross-entropy with integer labels."""
+
+SIGMOID = Head("sigmoid", jax.nn.sigmoid, _sigmoid_cross_entropy)
+"""One sigmoid per class, binary cross-entropy per class against one-hot labels."""
+
+EXP = Head("exp", jnp.exp, _exp_cross_entropy)
+"""Scores are log-probabilities ``q_k <= 0``; ``exp(q_k)`` per class, binary
+cross-entropy per class. The probabilities need not sum to one, so the RBF
+network can be unsure of every class (a softmax could not go below 0.1)."""
+
+LOGISTIC = Head("logistic", _binary_probabilities, _logistic_loss)
+"""One score ``s`` per example, labels in {-1, +1}, loss ``softplus(-y s)``.
+Its probabilities are ``[P(y=-1), P(y=+1)]``: class index 1 stands for +1."""
+
+
+# ---------------------------------------------------------------------------
+# Flax modules
+# ---------------------------------------------------------------------------
+
+
+def _uniform_init(scale: float) -> nn.initializers.Initializer:
+  def init(key: Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> Array:
+    return jax.random.uniform(key, shape, dtype, -scale, scale)
+  return init
+
+
+class Linear(nn.Module):
+  """One dense layer: softmax regression's logits, or logistic regression's score.
+
+  Attributes:
+    outputs: number of outputs; with ``squeeze`` it must be 1 and the output
+      is of shape ``(n,)``.
+    squeeze: drop the output axis (logistic regression).
+  """
+
+  outputs: int
+  squeeze: bool = False
+
+  @nn.compact
+  def __call__(self, x: Array, *, train: bool = False) -> Array:
+    del train  # No dropout; the argument keeps the modules interchangeable.
+    scores = nn.Dense(self.outputs, kernel_init=nn.initializers.zeros)(x)
+    return scores[..., 0] if self.squeeze else scores
+
+
+class Maxout(nn.Module):
+  """Maxout MLP: ``layers`` maxout layers, then a linear output layer, with dropout.
+
+  Each maxout unit is the maximum of ``pieces`` affine functions of its input.
+  Dropout follows the recipe: keep probability ``input_keep`` on the network's
+  input and ``hidden_keep`` on the input of every later layer. Dropout is
+  inverted (kept values are scaled by ``1/keep``), so evaluation uses the
+  weights as they are. Goodfellow et al.'s pylearn2 file did not rescale the
+  input (``input_scales: {h0: 1.}``), which trains the first layer on inputs
+  0.8 times as bright as the test inputs; scaling it too removes that mismatch.
+
+  Attributes:
+    units: maxout units per layer (240 in the paper's M3, 1600 in M5).
+    pieces: affine pieces per unit (5).
+    layers: number of maxout layers (2).
+    outputs: number of classes (10).
+    input_keep: keep probability of the input (0.8).
+    hidden_keep: keep probability of the inputs of the later layers (0.5).
+  """
+
+  units: int = 240
+  pieces: int = 5
+  layers: int = 2
+  outputs: int = 10
+  input_keep: float = 0.8
+  hidden_keep: float = 0.5
+
+  @nn.compact
+  def __call__(self, x: Array, *, train: bool = False) -> Array:
+    dense = lambda n, name: nn.Dense(
+        n, kernel_init=_uniform_init(INIT_RANGE),
+        bias_init=nn.initializers.zeros, name=name)
+    h = nn.Dropout(1 - self.input_keep, deterministic=not train)(x)
+    for i in range(self.layers):
+      # Unit j owns the output columns j*pieces .. j*pieces + pieces - 1.
+      z = dense(self.units * self.pieces, f"maxout_{i}")(h)
+      h = jnp.max(z.reshape(*z.shape[:-1], self.units, self.pieces), axis=-1)
+      h = nn.Dropout(1 - self.hidden_keep, deterministic=not train)(h)
+    return dense(self.outputs, "output")(h)
+
+
+class RBF(nn.Module):
+  """Shallow RBF network: ``q_k(x) = -sum_i beta_ki (x_i - mu_ki)^2`` per class.
+
+  ``beta_k = softplus(rho_k) >= 0`` makes ``q_k <= 0``, so ``exp(q_k)`` lies
+  in (0, 1] and is 1 only at the centre ``mu_k``: the unit is confident only
+  near what it has seen. Centres start at 0.5 (mid-grey) and
+  ``beta = softplus(-5) ~ 0.0067``, so that all scores start near
+  ``exp(-0.4)``, neither saturated nor vanishing.
+
+  Attributes:
+    outputs: number of classes (10).
+  """
+
+  outputs: int = 10
+
+  @nn.compact
+  def __call__(self, x: Array, *, train: bool = False) -> Array:
+    del train
+    dim = x.shape[-1]
+    mu = self.param("mu", nn.initializers.constant(0.5), (self.outputs, dim))
+    rho = self.param("rho", nn.initializers.constant(-5.0), (self.outputs, dim))
+    beta = jax.nn.softplus(rho)
+    # Expand the square as three matmuls: one (n, d) x (d, k) product each
+    # instead of an (n, k, d) difference tensor.
+    q = (2 * x @ (beta * mu).T - (x * x) @ beta.T
+         - jnp.sum(beta * mu * mu, axis=-1))
+    # Rounding can push q a hair above the true maximum of 0.
+    return jnp.minimum(q, 0.0)
+
+
+# ---------------------------------------------------------------------------
+# Classifier: module + head, with pure functions of (params, x).
+# ---------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Classifier:
+  """A Flax module, its output head and its weight constraint.
+
+  Instances are hashable, so they can be static arguments of ``jax.jit``.
+
+  Attributes:
+    module: the Flax module; ``module.apply(params, x, train=...)`` gives scores.
+    head: how scores become probabilities and a loss (`SOFTMAX`, `SIGMOID`,
+      `EXP` or `LOGISTIC`).
+    max_col_norm: if set, `constrain` scales every column of every
+      ``kernel`` (the incoming weights of one unit, or of one maxout piece)
+      down to at most this L2 norm.
+
+  Example:
+    >>> model = softmax_regression()
+    >>> params = model.init(jax.random.key(0), x[:1])
+    >>> error, conf = advjax.error_and_confidence(model.probabilities(params, x), y)
+  """
+
+  module: nn.Module
+  head: Head
+  max_col_norm: float | None = None
+
+  def init(self, key: Array, x: Array) -> Params:
+    """Initialises the parameters for inputs shaped like ``x`` (one example suffices).
+
+    Args:
+      key: PRNG key.
+      x: example inputs, shape ``(n, features)``.
+
+    Returns:
+      The parameter pytree (the ``"params"`` collection, without the wrapper).
+    """
+    return self.module.init(key, x)["params"]
+
+  def scores(self, params: Params, x: Array, *,
+             dropout_key: Array | None = None) -> Array:
+    """The model's raw outputs: logits, per-class ``q_k``, or one score per example.
+
+    Args:
+      params: the parameters.
+      x: inputs, shape ``(n, features)``.
+      dropout_key: PRNG key for dropout; dropout is on exactly when given.
+
+    Returns:
+      Scores of shape ``(n, classes)``, or ``(n,)`` for logistic regression.
+    """
+    train = dropout_key is not None
+    rngs = {"dropout": dropout_key} if train else None
+    return self.module.apply({"params": params}, x, train=train, rngs=rngs)
+
+  def probabilities(self, params: Params, x: Array) -> Array:
+    """Class probabilities at evaluation time (no dropout), shape ``(n, classes)``.
+
+    Args:
+      params: the parameters.
+      x: inputs, shape ``(n, features)``.
+
+    Returns:
+      What the paper's confidence is measured on: a softmax, per-class
+      sigmoids, per-class ``exp(q_k)``, or ``[P(-1), P(+1)]``.
+    """
+    return self.head.probabilities(self.scores(params, x))
+
+  def loss(self, params: Params, x: Array, y: Array, *,
+           dropout_key: Array | None = None) -> Array:
+    """The mean training loss of the head on a batch.
+
+    Args:
+      params: the parameters.
+      x: inputs, shape ``(n, features)``.
+      y: integer labels ``(n,)``, or +-1 for logistic regression.
+      dropout_key: PRNG key for dropout; dropout is on exactly when given.
+
+    Returns:
+      A scalar.
+    """
+    return self.head.loss(self.scores(params, x, dropout_key=dropout_key), y)
+
+  def loss_fn(self, dropout_key: Array | None = None) -> LossFn:
+    """`loss` as the ``(params, x, y) -> scalar`` function that advjax's attacks take.
+
+    Args:
+      dropout_key: if given, dropout is on with this key's masks for every call
+        of the returned function: the attack, the clean and the adversarial
+        term of a training step then share one mask.
+
+    Returns:
+      ``loss_fn(params, x, y) -> scalar``.
+
+    Example:
+      >>> x_adv = advjax.fgsm(model.loss_fn(), params, x, y, eps=0.25)
+    """
+    return lambda params, x, y: self.loss(params, x, y, dropout_key=dropout_key)
+
+  def constrain(self, params: Params) -> Params:
+    """Projects the weights onto the constraint set (identity without one).
+
+    Args:
+      params: the parameters.
+
+    Returns:
+      ``params`` with every ``kernel`` column rescaled to L2 norm at most
+      ``max_col_norm``; other leaves untouched.
+    """
+    if self.max_col_norm is None:
+      return params
+    return clip_column_norms(params, self.max_col_norm)
+
+
+def clip_column_norms(params: Params, max_norm: float) -> Params:
+  """Rescales each column of every ``kernel`` leaf to L2 norm at most ``max_norm``.
+
+  A Flax ``Dense`` kernel has shape ``(inputs, outputs)``: column ``j`` holds
+  the incoming weights of output ``j`` (one unit, or one maxout piece), which
+  is what pylearn2's ``max_col_norm`` constrains. Columns within the bound are
+  left exactly as they are.
+
+  Args:
+    params: a parameter pytree.
+    max_norm: the largest allowed column norm, > 0.
+
+  Returns:
+    The projected pytree.
+
+  Example:
+    >>> clip_column_norms({"kernel": 3 * jnp.ones((4, 2))}, 1.0)["kernel"]
+    Array([[0.5, 0.5], ... ], dtype=float32)
+  """
+  if not max_norm > 0:
+    raise ValueError(f"max_norm must be > 0, got {max_norm!r}.")
+
+  def project(path: tuple[Any, ...], leaf: Array) -> Array:
+    if getattr(path[-1], "key", None) != "kernel":
+      return leaf
+    norms = jnp.sqrt(jnp.sum(leaf * leaf, axis=0, keepdims=True))
+    return leaf * jnp.minimum(1.0, max_norm / jnp.maximum(norms, 1e-12))
+
+  return jax.tree_util.tree_map_with_path(project, params)
+
+
+# ---------------------------------------------------------------------------
+# The paper's models
+# ---------------------------------------------------------------------------
+
+
+def softmax_regression(classes: int = 10) -> Classifier:
+  """Shallow softmax regression (row M1), zero-initialised.
+
+  Args:
+    classes: number of classes.
+
+  Returns:
+    A `Classifier` with the `SOFTMAX` head.
+
+  Example:
+    >>> model = softmax_regression()
+  """
+  return Classifier(Linear(classes), SOFTMAX)
+
+
+def logistic_regression() -> Classifier:
+  """Logistic regression for labels in {-1, +1} (row M2: 3s against 7s).
+
+  Returns:
+    A `Classifier` with the `LOGISTIC` head; its scores are ``w.x + b``, shape
+    ``(n,)``, and its ``params["Dense_0"]`` hold ``kernel`` (d, 1) and ``bias``.
+
+  Example:
+    >>> model = logistic_regression()
+    >>> loss = model.loss(params, x, y)   # y in {-1, +1}
+  """
+  return Classifier(Linear(1, squeeze=True), LOGISTIC)
+
+
+def maxout_mlp(units: int = 240, pieces: int = 5, layers: int = 2,
+               classes: int = 10, *, input_keep: float = 0.8,
+               hidden_keep: float = 0.5,
+               max_col_norm: float | None = MAX_COL_NORM,
+               output: Literal["softmax", "sigmoid"] = "softmax") -> Classifier:
+  """The maxout network of the paper (rows M3 to M7, and R with sigmoid outputs).
+
+  Weights start uniform in +-0.005 and biases at zero; after every update the
+  trainer projects each column of every layer (the output layer included) to
+  L2 norm at most 1.9365, as in Goodfellow et al. (2013).
+
+  Args:
+    units: maxout units per layer (240; 1600 for M5).
+    pieces: affine pieces per unit.
+    layers: number of maxout layers.
+    classes: number of classes.
+    input_keep: dropout keep probability of the input, in (0, 1].
+    hidden_keep: dropout keep probability of the later layers' inputs, in (0, 1].
+    max_col_norm: the column-norm bound, or None for no constraint.
+    output: ``"softmax"``, or ``"sigmoid"`` (one sigmoid per class, trained with
+      per-class binary cross-entropy) for the rubbish-class experiment.
+
+  Returns:
+    A `Classifier`.
+
+  Example:
+    >>> model = maxout_mlp(units=1600)
+  """
+  for name, value in (("units", units), ("pieces", pieces), ("layers", layers),
+                      ("classes", classes)):
+    if not isinstance(value, int) or value < 1:
+      raise ValueError(f"{name} must be an int >= 1, got {value!r}.")
+  for name, value in (("input_keep", input_keep), ("hidden_keep", hidden_keep)):
+    if not 0 < value <= 1:
+      raise ValueError(f"{name} must lie in (0, 1], got {value!r}.")
+  heads = {"softmax": SOFTMAX, "sigmoid": SIGMOID}
+  if output not in heads:
+    raise ValueError(f"output must be 'softmax' or 'sigmoid', got {output!r}.")
+  if max_col_norm is not None and not max_col_norm > 0:
+    raise ValueError(f"max_col_norm must be > 0 or None, got {max_col_norm!r}.")
+  module = Maxout(units, pieces, layers, classes, input_keep, hidden_keep)
+  return Classifier(module, heads[output], max_col_norm)
+
+
+def rbf_network(classes: int = 10) -> Classifier:
+  """Shallow RBF network (row M8): per-class ``exp(q_k(x))`` probabilities.
+
+  Trained with per-class binary cross-entropy on ``exp(q_k)`` (the `EXP`
+  head), the network stays unsure far from its centres: that is the paper's
+  low confidence on adversarial examples.
+
+  Args:
+    classes: number of classes.
+
+  Returns:
+    A `Classifier` with the `EXP` head.
+
+  Example:
+    >>> model = rbf_network()
+  """
+  return Classifier(RBF(classes), EXP)

@@ -1,0 +1,200 @@
+"""Tests of advjax.models: shapes, initialisation, constraint, dropout, heads."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import advjax
+from advjax import models
+
+KEY = jax.random.key(0)
+X = jax.random.uniform(jax.random.key(1), (6, 784))
+Y = jnp.array([0, 1, 2, 3, 4, 5])
+
+
+def kernels(params):
+  return [leaf for path, leaf in jax.tree_util.tree_leaves_with_path(params)
+          if path[-1].key == "kernel"]
+
+
+@pytest.mark.parametrize("model, shape", [
+    (models.softmax_regression(), (6, 10)),
+    (models.maxout_mlp(units=12, pieces=3), (6, 10)),
+    (models.maxout_mlp(units=12, output="sigmoid"), (6, 10)),
+    (models.rbf_network(), (6, 10)),
+    (models.logistic_regression(), (6,)),
+])
+def test_scores_probabilities_and_loss_shapes(model, shape):
+  params = model.init(KEY, X[:1])
+  assert model.scores(params, X).shape == shape
+  probs = model.probabilities(params, X)
+  assert probs.shape == (6, shape[1] if len(shape) == 2 else 2)
+  assert bool(jnp.all((probs >= 0) & (probs <= 1)))
+  y = jnp.where(Y % 2 == 0, 1.0, -1.0) if len(shape) == 1 else Y
+  loss = model.loss(params, X, y)
+  assert loss.shape == () and bool(jnp.isfinite(loss))
+  # The loss plugs into the attacks as it is.
+  assert advjax.fgsm(model.loss_fn(), params, X, y, 0.25).shape == X.shape
+
+
+def test_maxout_layout_and_initialisation():
+  model = models.maxout_mlp(units=20, pieces=5, layers=2)
+  params = model.init(KEY, X[:1])
+  assert params["maxout_0"]["kernel"].shape == (784, 100)
+  assert params["maxout_1"]["kernel"].shape == (20, 100)
+  assert params["output"]["kernel"].shape == (20, 10)
+  for kernel in kernels(params):
+    assert float(jnp.max(jnp.abs(kernel))) <= models.INIT_RANGE
+    # Uniform on the whole range, not a narrower distribution.
+    assert float(jnp.max(jnp.abs(kernel))) > 0.9 * models.INIT_RANGE
+  for name in params:
+    assert not np.any(params[name]["bias"])
+
+
+def test_maxout_takes_the_max_over_the_pieces_of_each_unit():
+  model = models.maxout_mlp(units=2, pieces=3, layers=1, classes=1,
+                            max_col_norm=None)
+  params = model.init(KEY, jnp.zeros((1, 2)))
+  # Unit 0 owns columns 0..2, unit 1 columns 3..5; the output sums the units.
+  params["maxout_0"]["kernel"] = jnp.array([[1., -1., 0., 2., 0., 0.],
+                                            [0., 0., 1., 0., -3., 0.]])
+  params["output"]["kernel"] = jnp.ones((2, 1))
+  x = jnp.array([[1., 2.]])
+  # Unit 0: max(1, -1, 2) = 2; unit 1: max(2, -6, 0) = 2.
+  np.testing.assert_allclose(model.scores(params, x), [[4.]])
+
+
+def test_clip_column_norms_closed_form():
+  kernel = jnp.array([[3., 0.3, 0.], [4., 0.4, 0.]])  # column norms 5, 0.5, 0
+  bias = jnp.array([10., 10., 10.])
+  out = models.clip_column_norms({"kernel": kernel, "bias": bias}, 1.9365)
+  np.testing.assert_allclose(out["kernel"][:, 0], [0.6 * 1.9365, 0.8 * 1.9365],
+                             rtol=1e-6)
+  # Columns within the bound, and biases, are left exactly as they were.
+  np.testing.assert_array_equal(out["kernel"][:, 1:], kernel[:, 1:])
+  np.testing.assert_array_equal(out["bias"], bias)
+
+
+def test_constrain_bounds_every_column_of_every_layer():
+  model = models.maxout_mlp(units=8, pieces=2)
+  params = jax.tree.map(lambda p: 10 * jnp.ones_like(p), model.init(KEY, X[:1]))
+  constrained = model.constrain(params)
+  for kernel in kernels(constrained):
+    norms = jnp.linalg.norm(kernel, axis=0)
+    # Every column was too long, so every column now sits on the bound.
+    np.testing.assert_allclose(norms, models.MAX_COL_NORM, rtol=1e-5)
+  assert float(jnp.min(constrained["output"]["bias"])) == 10.
+  unconstrained = models.maxout_mlp(units=8, pieces=2, max_col_norm=None)
+  assert unconstrained.constrain(params) is params
+
+
+def test_dropout_only_with_a_key_and_same_key_same_mask():
+  model = models.maxout_mlp(units=16)
+  params = model.init(KEY, X[:1])
+  params = jax.tree.map(lambda p: p * 100, params)
+  evaluation = model.scores(params, X)
+  np.testing.assert_array_equal(evaluation, model.scores(params, X))
+  a = model.scores(params, X, dropout_key=jax.random.key(5))
+  b = model.scores(params, X, dropout_key=jax.random.key(5))
+  c = model.scores(params, X, dropout_key=jax.random.key(6))
+  np.testing.assert_array_equal(a, b)
+  assert not np.allclose(a, evaluation)
+  assert not np.allclose(a, c)
+
+
+def test_input_dropout_is_inverted_with_keep_probability():
+  model = models.maxout_mlp(units=4, input_keep=0.8, hidden_keep=0.5)
+  x = jnp.full((200, 784), 0.5)
+  params = model.init(KEY, x[:1])
+  _, state = model.module.apply({"params": params}, x, train=True,
+                                rngs={"dropout": jax.random.key(3)},
+                                capture_intermediates=True)
+  dropped_input = np.asarray(state["intermediates"]["Dropout_0"]["__call__"][0])
+  # Kept pixels are scaled by 1/0.8; about 20% are zeroed.
+  assert set(np.unique(dropped_input).round(6)) == {0.0, 0.625}
+  assert abs(np.mean(dropped_input == 0) - 0.2) < 0.01
+  hidden = np.asarray(state["intermediates"]["Dropout_1"]["__call__"][0])
+  assert abs(np.mean(hidden == 0) - 0.5) < 0.05
+
+
+def test_rbf_matches_its_formula_and_is_confident_only_near_its_centre():
+  model = models.rbf_network(classes=3)
+  x = jax.random.uniform(jax.random.key(2), (4, 5))
+  params = model.init(KEY, x[:1])
+  mu = jax.random.uniform(jax.random.key(3), (3, 5))
+  params = {"mu": mu, "rho": jnp.zeros((3, 5))}
+  beta = jax.nn.softplus(0.0)
+  expected = -beta * jnp.sum((x[:, None, :] - mu[None]) ** 2, axis=-1)
+  np.testing.assert_allclose(model.scores(params, x), expected, rtol=1e-5,
+                             atol=1e-6)
+  at_centre = model.probabilities(params, mu)
+  np.testing.assert_allclose(jnp.diag(at_centre), 1.0, rtol=1e-5)
+  far = model.probabilities(params, mu + 10.0)
+  assert float(jnp.max(far)) < 1e-6
+  # Unlike a softmax, the per-class probabilities may all be small together.
+  assert float(jnp.max(jnp.sum(far, axis=-1))) < 0.1
+  loss = model.loss(params, mu, jnp.arange(3))
+  assert bool(jnp.isfinite(loss))
+  grads = jax.grad(model.loss)(params, mu, jnp.arange(3))
+  assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(grads))
+
+
+def test_rbf_initial_scores_are_neither_saturated_nor_vanishing():
+  model = models.rbf_network()
+  probs = model.probabilities(model.init(KEY, X[:1]), X)
+  assert 0.01 < float(jnp.min(probs)) and float(jnp.max(probs)) < 0.9
+
+
+def test_exp_head_loss_is_binary_cross_entropy_of_exp_q():
+  q = jnp.array([[-0.1, -2.0, -30.0]])
+  p = jnp.exp(q)
+  expected = -(jnp.log(p[0, 0]) + jnp.log(1 - p[0, 1]) + jnp.log(1 - p[0, 2]))
+  np.testing.assert_allclose(models.EXP.loss(q, jnp.array([0])), expected,
+                             rtol=1e-5)
+
+
+def test_sigmoid_head_is_per_class_binary_cross_entropy():
+  logits = jnp.array([[2.0, -1.0, 0.5]])
+  p = jax.nn.sigmoid(logits)
+  expected = -(jnp.log(p[0, 1]) + jnp.log(1 - p[0, 0]) + jnp.log(1 - p[0, 2]))
+  np.testing.assert_allclose(models.SIGMOID.loss(logits, jnp.array([1])),
+                             expected, rtol=1e-5)
+
+
+def test_softmax_probabilities_sum_to_one():
+  model = models.maxout_mlp(units=8)
+  params = jax.tree.map(lambda p: p * 300, model.init(KEY, X[:1]))
+  np.testing.assert_allclose(jnp.sum(model.probabilities(params, X), -1), 1.0,
+                             rtol=1e-5)
+
+
+def test_logistic_regression_agrees_with_the_core_loss():
+  model = models.logistic_regression()
+  params = model.init(KEY, X[:1])
+  w = jax.random.normal(jax.random.key(4), (784,)) * 0.01
+  params = {"Dense_0": {"kernel": w[:, None], "bias": jnp.array([0.3])}}
+  y = jnp.where(Y % 2 == 0, 1.0, -1.0)
+  np.testing.assert_allclose(model.loss(params, X, y),
+                             advjax.logistic_loss(w, 0.3, X, y), rtol=1e-5)
+  probs = model.probabilities(params, X)
+  np.testing.assert_allclose(probs[:, 1], jax.nn.sigmoid(X @ w + 0.3), rtol=1e-5)
+
+
+def test_classifiers_are_hashable_static_arguments():
+  assert hash(models.maxout_mlp()) == hash(models.maxout_mlp())
+  assert models.maxout_mlp() != models.maxout_mlp(output="sigmoid")
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"units": 0}, {"pieces": 2.5}, {"input_keep": 0.0}, {"hidden_keep": 1.5},
+    {"output": "tanh"}, {"max_col_norm": -1.0},
+])
+def test_maxout_rejects_bad_settings(kwargs):
+  with pytest.raises(ValueError):
+    models.maxout_mlp(**kwargs)
+
+
+def test_clip_column_norms_rejects_a_non_positive_bound():
+  with pytest.raises(ValueError, match="max_norm"):
+    models.clip_column_norms({"kernel": jnp.ones((2, 2))}, 0.0)
