@@ -1,0 +1,10 @@
+"""Test-wide JAX settings.
+
+Four CPU devices, so that the sharding tests can build meshes of 1, 2 and 4
+devices on a one-CPU machine (`--xla_force_host_platform_device_count`). Every
+other test runs on the first device as usual. Set before any JAX backend starts.
+"""
+
+import jax
+
+jax.config.update("jax_num_cpu_devices", 4)
