@@ -1,0 +1,106 @@
+"""Tests of `python -m experiments.mnist_maxout` on tiny IDX folders (and real MNIST if set)."""
+
+import gzip
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from experiments import mnist_maxout
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+TINY = ["--epochs", "1", "--units", "8"]
+
+
+def write_idx(folder: pathlib.Path, n_train: int = 120, n_test: int = 30) -> None:
+  """Writes the four MNIST IDX files (gzipped) with random images and labels."""
+  folder.mkdir(parents=True, exist_ok=True)
+  rng = np.random.default_rng(0)
+  for prefix, n in (("train", n_train), ("t10k", n_test)):
+    images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+    labels = rng.integers(0, 10, n, dtype=np.uint8)
+    header = np.array([2051, n, 28, 28], ">u4").tobytes()
+    (folder / f"{prefix}-images-idx3-ubyte.gz").write_bytes(
+        gzip.compress(header + images.tobytes()))
+    header = np.array([2049, n], ">u4").tobytes()
+    (folder / f"{prefix}-labels-idx1-ubyte.gz").write_bytes(
+        gzip.compress(header + labels.tobytes()))
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+  env = {**os.environ, "PYTHONPATH": str(REPO)}
+  return subprocess.run([sys.executable, "-m", "experiments.mnist_maxout", *args],
+                        cwd=REPO, env=env, capture_output=True, text=True,
+                        timeout=300)
+
+
+def check_results(results: dict) -> None:
+  for name in ("clean", "adversarial"):
+    for key in ("test_error", "fgsm_error", "fgsm_confidence"):
+      value = results["models"][name][key]
+      assert value is None or 0 <= value <= 1, (name, key, value)
+  for key in ("clean_to_adversarial", "adversarial_to_clean"):
+    assert 0 <= results["transfer"][key] <= 1
+  assert results["seconds"] > 0
+
+
+def test_cli_writes_the_results_and_a_rerun_resumes(tmp_path, capsys):
+  data_dir, out = tmp_path / "mnist", tmp_path / "out"
+  write_idx(data_dir)
+  process = run_cli(*TINY, "--data-dir", str(data_dir), "--out", str(out))
+  assert process.returncode == 0, process.stderr
+  assert "paper" in process.stdout and "89.4%" in process.stdout
+  results = json.loads((out / "mnist_maxout.json").read_text())
+  check_results(results)
+  assert results["config"]["units"] == 8 and results["config"]["epochs"] == 1
+  assert (out / "mnist_maxout_runs").is_dir()
+  with np.load(out / "mnist_maxout_params.npz") as params:
+    assert params["clean/maxout_0/kernel"].shape == (784, 40)
+    assert params["adversarial/output/kernel"].shape == (8, 10)
+  assert {row["id"] for row in results["rows"]} == {"M3", "M4", "M6"}
+  # The same command again finds both runs finished and only re-evaluates.
+  mnist_maxout.main([*TINY, "--data-dir", str(data_dir), "--out", str(out)])
+  again = json.loads((out / "mnist_maxout.json").read_text())
+  assert again["models"] == results["models"]
+  assert again["transfer"] == results["transfer"]
+  assert "test error" in capsys.readouterr().out
+
+
+def test_a_corrupt_idx_file_is_one_line_naming_the_file(tmp_path):
+  data_dir = tmp_path / "mnist"
+  write_idx(data_dir)
+  labels = data_dir / "t10k-labels-idx1-ubyte.gz"
+  labels.write_bytes(labels.read_bytes()[:20])
+  process = run_cli(*TINY, "--data-dir", str(data_dir), "--out", str(tmp_path))
+  assert process.returncode != 0
+  assert "Traceback" not in process.stderr
+  lines = process.stderr.strip().splitlines()
+  assert len(lines) == 1 and "t10k-labels-idx1-ubyte.gz" in lines[0]
+
+
+def test_a_missing_folder_is_one_line(tmp_path, capsys):
+  missing = tmp_path / "nowhere"
+  with pytest.raises(SystemExit) as exit_info:
+    mnist_maxout.main([*TINY, "--data-dir", str(missing), "--out", str(tmp_path)])
+  message = str(exit_info.value.code)
+  assert "\n" not in message and str(missing) in message and "--data-dir" in message
+  assert not (tmp_path / "mnist_maxout.json").exists()
+
+
+def test_bad_flag_values_are_refused(tmp_path):
+  with pytest.raises(SystemExit, match="--epochs must be >= 1"):
+    mnist_maxout.main(["--epochs", "0", "--out", str(tmp_path)])
+
+
+@pytest.mark.skipif(not os.environ.get("ADVJAX_DATA_DIR"),
+                    reason="needs the real MNIST: set ADVJAX_DATA_DIR")
+def test_on_real_mnist_with_a_small_network(tmp_path):
+  mnist_maxout.main([*TINY, "--out", str(tmp_path)])
+  results = json.loads((tmp_path / "mnist_maxout.json").read_text())
+  check_results(results)
+  rows = results["models"]["clean"]["per_seed"]
+  assert rows[0]["epochs_trained"] == 1
