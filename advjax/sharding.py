@@ -100,6 +100,23 @@ def shard_batch(tree: Any, mesh: Mesh) -> Any:
       np.shape(leaf), sharding, lambda index: np.asarray(leaf[index])), tree)
 
 
+def local_copy(tree: Any) -> Any:
+  """This host's full copy of a replicated pytree, on its first device.
+
+  Lets a host evaluate replicated parameters on its own, without the other
+  devices (or hosts) taking part. Leaves that are not ``jax.Array`` pass through.
+
+  Example:
+    >>> params = local_copy(state.params)
+  """
+  def copy(leaf: Any) -> Any:
+    if isinstance(leaf, jax.Array) and not leaf.is_fully_replicated:
+      raise ValueError("local_copy needs replicated arrays, got one sharded as "
+                       f"{leaf.sharding}.")
+    return leaf.addressable_data(0) if isinstance(leaf, jax.Array) else leaf
+  return jax.tree.map(copy, tree)
+
+
 def initialize_distributed(**kwargs: Any) -> None:
   """Joins a multi-host run: ``jax.distributed.initialize`` on every host.
 

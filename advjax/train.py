@@ -44,9 +44,11 @@ import numpy as np
 import optax
 import tqdm
 from flax.training import train_state
+from jax.sharding import Mesh
 
 from advjax import metrics
 from advjax import objectives
+from advjax import sharding
 from advjax.attacks import Clip, LossFn, fgsm
 from advjax.checkpoint import RunCheckpointer
 from advjax.models import Classifier, Params
@@ -270,18 +272,24 @@ def loss_and_grads(model: Classifier, objective: Objective, params: Params,
   return jax.value_and_grad(loss_fn)(params, x, y)
 
 
-def make_train_step(model: Classifier, objective: Objective = Clean()) -> Callable[
+def make_train_step(model: Classifier, objective: Objective = Clean(), *,
+                    mesh: Mesh | None = None) -> Callable[
     [train_state.TrainState, Batch, Array], tuple[train_state.TrainState, Array]]:
   """Builds the jitted ``train_step(state, batch, rng) -> (state, loss)``.
 
   One update of the optimizer, then the projection onto the model's
   constraint (the maxout column norms). The step is a pure function of its
-  arguments, with the batch axis leading, so it can later be sharded or
-  vmapped over ensemble members.
+  arguments, with the batch axis leading, so it can be vmapped over ensemble
+  members or, given a ``mesh``, run data-parallel: the batch split over the
+  mesh's devices, the state replicated, and the gradient's mean over the
+  whole batch all-reduced by XLA. The update is the single-device update up
+  to the order of floating-point sums.
 
   Args:
     model: the classifier.
     objective: what to minimise; see `loss_and_grads`.
+    mesh: optional `advjax.sharding.data_mesh`; the batch given to the step
+      should then be placed with `advjax.sharding.shard_batch`.
 
   Returns:
     The jitted step.
@@ -297,7 +305,12 @@ def make_train_step(model: Classifier, objective: Objective = Clean()) -> Callab
     state = state.apply_gradients(grads=grads)
     return state.replace(params=model.constrain(state.params)), loss
 
-  return jax.jit(train_step)
+  if mesh is None:
+    return jax.jit(train_step)
+  replicated = sharding.replicated(mesh)
+  return jax.jit(train_step,
+                 in_shardings=(replicated, sharding.split_leading(mesh), replicated),
+                 out_shardings=(replicated, replicated))
 
 
 # ---------------------------------------------------------------------------
@@ -493,16 +506,22 @@ def _write_metrics(path: pathlib.Path, history: list[dict[str, float]]) -> None:
 
 
 def _train_epoch(train_step: Callable[..., Any], state: train_state.TrainState,
-                 train: Any, batch_size: int, key: Array
+                 train: Any, batch_size: int, key: Array, mesh: Mesh | None
                  ) -> tuple[train_state.TrainState, float]:
-  """One pass over a fresh shuffle of ``train``; returns the state and the mean loss."""
+  """One pass over a fresh shuffle of ``train``; returns the state and the mean loss.
+
+  The shuffle and the dropout keys depend on ``key`` alone, not on the mesh:
+  any number of devices sees the same batches and masks.
+  """
   steps = len(train.y) // batch_size
   order = np.asarray(jax.random.permutation(jax.random.fold_in(key, 0), len(train.y)))
   total = jnp.zeros(())
   for i in range(steps):
     index = order[i * batch_size:(i + 1) * batch_size]
-    state, loss = train_step(state, (train.x[index], train.y[index]),
-                             jax.random.fold_in(key, i + 1))
+    batch = (train.x[index], train.y[index])
+    if mesh is not None:
+      batch = sharding.shard_batch(batch, mesh)
+    state, loss = train_step(state, batch, jax.random.fold_in(key, i + 1))
     # Summed on the device: no host round trip per step.
     total = total + loss
   return state, float(total) / steps
@@ -512,7 +531,7 @@ def fit(model: Classifier, train: Any, config: TrainConfig, *,
         objective: Objective = Clean(), valid: Any | None = None,
         tx: optax.GradientTransformation | None = None,
         workdir: str | os.PathLike | None = None, progress: bool | None = None,
-        desc: str = "train") -> FitResult:
+        desc: str = "train", mesh: Mesh | None = None) -> FitResult:
   """Trains ``model`` on ``train``, validating each epoch; resumable from ``workdir``.
 
   Each epoch shuffles the training set, takes ``len(train) // batch_size``
@@ -535,13 +554,17 @@ def fit(model: Classifier, train: Any, config: TrainConfig, *,
     workdir: the run folder for checkpoints and metrics; None keeps nothing.
     progress: show a tqdm bar; None shows it when stdout is a terminal.
     desc: label of the progress bar.
+    mesh: train data-parallel on this `advjax.sharding.data_mesh`: each batch
+      split over its devices (``batch_size`` must divide evenly), the state
+      replicated. Checkpoints do not depend on it: a run resumes on any
+      number of devices.
 
   Returns:
     A `FitResult`.
 
   Raises:
-    ValueError: early stopping without ``valid``, or fewer training examples
-      than one batch.
+    ValueError: early stopping without ``valid``, fewer training examples
+      than one batch, or a batch that does not split over the mesh.
     advjax.checkpoint.RunMismatchError: ``workdir`` holds another run.
 
   Example:
@@ -554,6 +577,9 @@ def fit(model: Classifier, train: Any, config: TrainConfig, *,
   if steps_per_epoch < 1:
     raise ValueError(f"the training split has {len(train.y)} examples, fewer than "
                      f"one batch of {config.batch_size}.")
+  if mesh is not None and config.batch_size % mesh.size:
+    raise ValueError(f"batch_size {config.batch_size} must split evenly over the "
+                     f"{mesh.size} devices of the mesh.")
   if progress is None:
     progress = sys.stdout.isatty()
 
@@ -575,8 +601,10 @@ def fit(model: Classifier, train: Any, config: TrainConfig, *,
     restored = checkpointer.restore_latest(arrays)
     if restored is not None:
       arrays, record = restored
-    metrics_path = workdir / "metrics.jsonl"
-    _write_metrics(metrics_path, record["history"])
+    # One writer of the metrics file, however many hosts train.
+    if jax.process_index() == 0:
+      metrics_path = workdir / "metrics.jsonl"
+      _write_metrics(metrics_path, record["history"])
   state = state.replace(params=arrays["params"], opt_state=arrays["opt_state"],
                         step=arrays["step"])
   rng = jax.random.wrap_key_data(arrays["rng"])
@@ -585,18 +613,23 @@ def fit(model: Classifier, train: Any, config: TrainConfig, *,
     return (config.patience is not None
             and record["epoch"] - record["best_epoch"] >= config.patience)
 
-  train_step = make_train_step(model, objective)
+  if mesh is not None:
+    state = sharding.replicate(state, mesh)
+  train_step = make_train_step(model, objective, mesh=mesh)
   bar = tqdm.tqdm(total=config.epochs, initial=record["epoch"], desc=desc,
                   unit="epoch", disable=not progress, dynamic_ncols=True)
   try:
     while record["epoch"] < config.epochs and not stopped():
       start = time.perf_counter()
       rng, epoch_key = jax.random.split(rng)
-      state, loss = _train_epoch(train_step, state, train, config.batch_size, epoch_key)
+      state, loss = _train_epoch(train_step, state, train, config.batch_size, epoch_key,
+                                 mesh)
       epoch = record["epoch"] + 1
       row = {"epoch": epoch, "loss": loss}
       if valid is not None:
-        scores = evaluate(model, state.params, valid, eps=config.eval_eps,
+        # Every host scores the whole split on one of its devices: cheap next
+        # to training, and all hosts reach the same early-stopping decision.
+        scores = evaluate(model, sharding.local_copy(state.params), valid, eps=config.eval_eps,
                           batch_size=config.eval_batch_size)
         row.update({f"valid_{name}": None if math.isnan(value) else value
                     for name, value in scores.items()})
@@ -611,6 +644,7 @@ def fit(model: Classifier, train: Any, config: TrainConfig, *,
                     step=state.step, rng=jax.random.key_data(rng))
       if checkpointer is not None:
         checkpointer.save(epoch, arrays, record)
+      if metrics_path is not None:
         with metrics_path.open("a") as f:
           f.write(json.dumps(row) + "\n")
       bar.set_postfix(loss=f"{loss:.4f}", valid_err=(
@@ -632,8 +666,8 @@ def fit_and_retrain(model: Classifier, data: Any, config: TrainConfig, *,
                     objective: Objective = Clean(),
                     tx: optax.GradientTransformation | None = None,
                     workdir: str | os.PathLike | None = None,
-                    progress: bool | None = None,
-                    desc: str = "train") -> tuple[FitResult, FitResult]:
+                    progress: bool | None = None, desc: str = "train",
+                    mesh: Mesh | None = None) -> tuple[FitResult, FitResult]:
   """The paper's protocol: early stopping on ``data.valid``, then retraining on all data.
 
   First `fit` on ``data.train`` with validation on ``data.valid`` (which needs
@@ -651,6 +685,7 @@ def fit_and_retrain(model: Classifier, data: Any, config: TrainConfig, *,
     workdir: the run folder, or None.
     progress: show progress bars; None shows them on a terminal.
     desc: label of the progress bars.
+    mesh: train data-parallel on this mesh (see `fit`).
 
   Returns:
     ``(selection, final)``: the selection run, whose ``best_epoch`` fixed the
@@ -667,9 +702,10 @@ def fit_and_retrain(model: Classifier, data: Any, config: TrainConfig, *,
     select_dir, retrain_dir = (pathlib.Path(workdir) / n for n in ("select", "retrain"))
   selection = fit(model, data.train, config, objective=objective, valid=data.valid,
                   tx=tx, workdir=select_dir, progress=progress,
-                  desc=f"{desc} (select)")
+                  desc=f"{desc} (select)", mesh=mesh)
   retrain_config = dataclasses.replace(config, epochs=selection.best_epoch,
                                        patience=None)
   final = fit(model, data.train_full, retrain_config, objective=objective, tx=tx,
-              workdir=retrain_dir, progress=progress, desc=f"{desc} (retrain)")
+              workdir=retrain_dir, progress=progress, desc=f"{desc} (retrain)",
+              mesh=mesh)
   return selection, final
