@@ -1,0 +1,36 @@
+"""Benchmarks: advjax against its peers, and against the cost floor of the paper's method.
+
+Run ``python -m benchmarks`` (``--quick`` for a smoke run of a few seconds). It
+measures, in one process on one device:
+
+1. the adversarial train step of eq. (6) against the clean step and against the
+   same objective written naively;
+2. that step against the same model and objective in PyTorch eager;
+3. FGSM over the MNIST test set against cleverhans (JAX), foolbox and
+   torchattacks (PyTorch) and plain PyTorch, with a check that all of them
+   produce the same adversarial examples from the same weights;
+4. a 32-epsilon sweep against the idiomatic loop of jitted calls;
+5. one vmapped training step of a 12-member ensemble against 12 sequential steps;
+6. the peak memory of each of the above (a column of every table).
+
+Results go to ``results.json`` and ``RESULTS.md`` beside this file, one entry
+per device kind (cpu, gpu), so that runs on different machines sit side by side.
+The peers are optional (``benchmarks/requirements.txt``); a peer that is not
+installed is a row that says so.
+"""
+
+import os
+
+# Set before JAX and PyTorch load, which is why they live here and not in main.
+# JAX and PyTorch share a GPU: JAX must not claim most of its memory up front.
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+# PyTorch's OpenMP threads spin-wait between operators by default. On a 2-core
+# machine also busy with XLA's thread pool or other processes, a spinning
+# thread steals the core its partner needs, and the PyTorch train step was
+# measured 25-50x slower (670 ms instead of 15-25 ms). Sleeping waiters measure
+# PyTorch at its best instead.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from benchmarks.suite import FULL, QUICK, Config, run  # noqa: E402
+
+__all__ = ["Config", "FULL", "QUICK", "run"]

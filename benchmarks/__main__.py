@@ -1,0 +1,44 @@
+"""``python -m benchmarks [--quick] [--out DIR] [--data-dir DIR]``: run every benchmark.
+
+The full run (about 5 minutes on 2 CPU cores) writes ``benchmarks/results.json``
+and ``benchmarks/RESULTS.md``; ``--quick`` runs tiny sizes in seconds, as a
+smoke test, and writes into a temporary folder unless ``--out`` says otherwise,
+so that it never overwrites the committed results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pathlib
+import sys
+import tempfile
+
+# `python -m` has already run benchmarks/__init__.py, which sets the environment
+# that JAX and PyTorch read when they load.
+from advjax import data as advjax_data
+from benchmarks import suite
+
+
+def main(argv: list[str] | None = None) -> int:
+  parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n")[0])
+  parser.add_argument("--quick", action="store_true",
+                      help="tiny sizes and few repeats: a smoke run of a few seconds")
+  parser.add_argument("--out", type=pathlib.Path, default=None,
+                      help="output folder (default: benchmarks/, or a temporary "
+                           "folder with --quick)")
+  parser.add_argument("--data-dir", default=os.environ.get(advjax_data.DATA_DIR_ENV) or None,
+                      help="folder of the four MNIST IDX files (default: "
+                           f"${advjax_data.DATA_DIR_ENV}; without either, random images "
+                           "of MNIST's shape)")
+  args = parser.parse_args(argv)
+  out = args.out
+  if out is None:
+    out = (pathlib.Path(tempfile.mkdtemp(prefix="advjax-benchmarks-")) if args.quick
+           else pathlib.Path(__file__).resolve().parent)
+  suite.run(suite.QUICK if args.quick else suite.FULL, out, args.data_dir)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,186 @@
+"""Measuring: wall-clock medians, peak memory, and what machine the numbers come from.
+
+Memory (item 6 of the benchmark issue) is taken in the one way each framework
+can report it exactly for a single call:
+
+* a jitted JAX function: XLA's buffer assignment for the compiled call
+  (`xla_bytes`), i.e. arguments + outputs + temporaries - aliased buffers. It is
+  static, exact, and the same on CPU and GPU; it does not depend on what else
+  the process holds.
+* a PyTorch eager call (`torch_bytes`): the bytes its inputs occupy plus the
+  high-water mark of what the call allocates on top of them. On CUDA the
+  caching allocator's peak counter gives it; on CPU, where PyTorch keeps no such
+  counter, the profiler's per-operator allocation records, summed in time
+  order (so a transient inside a single operator is missed).
+
+Both count the same thing, the working set of one call, which makes the rows of
+a table comparable. Process-wide measures (``ru_maxrss``, RSS sampling) were
+rejected: the maximum only ever grows, and allocator caching hides reuse.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import dataclasses
+import os
+import platform
+import statistics
+import sys
+import time
+from typing import Any, Callable, Iterator, Mapping
+
+import jax
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class Timing:
+  """Wall-clock seconds of repeated calls, compilation and warm-up excluded.
+
+  Attributes:
+    median: the median over the repeats, the figure every table reports.
+    minimum: the fastest repeat, a hint of how much load noise the median holds.
+    repeats: the number of timed calls.
+  """
+
+  median: float
+  minimum: float
+  repeats: int
+
+
+def time_interleaved(calls: Mapping[str, Callable[[], Any]], repeats: int,
+                     warmup: int = 1) -> dict[str, Timing]:
+  """Times several zero-argument calls, round-robin, and returns their medians.
+
+  Each call must finish its work before returning (``jax.block_until_ready``,
+  ``torch.cuda.synchronize``). The calls of one comparison are interleaved
+  rather than timed one after another so that a change in the machine's load
+  (it is shared) shifts all of them alike and their ratios stay fair.
+
+  Args:
+    calls: name -> call.
+    repeats: timed rounds, >= 1.
+    warmup: untimed rounds first (compilation, caches, thread pools).
+
+  Returns:
+    name -> `Timing`.
+  """
+  if repeats < 1:
+    raise ValueError(f"repeats must be >= 1, got {repeats}.")
+  for _ in range(warmup):
+    for call in calls.values():
+      call()
+  seconds: dict[str, list[float]] = {name: [] for name in calls}
+  for _ in range(repeats):
+    for name, call in calls.items():
+      start = time.perf_counter()
+      call()
+      seconds[name].append(time.perf_counter() - start)
+  return {name: Timing(statistics.median(s), min(s), repeats)
+          for name, s in seconds.items()}
+
+
+def tree_bytes(tree: Any) -> int:
+  """Bytes held by the array leaves of a pytree (JAX, NumPy or PyTorch arrays)."""
+  total = 0
+  for leaf in jax.tree.leaves(tree):
+    if hasattr(leaf, "nbytes"):
+      total += int(leaf.nbytes)
+    elif hasattr(leaf, "element_size"):  # a torch.Tensor
+      total += leaf.element_size() * leaf.nelement()
+  return total
+
+
+def xla_bytes(jitted: Any, *args: Any) -> int:
+  """Bytes XLA assigns to one call of a ``jax.jit`` function on these arguments.
+
+  Arguments + outputs + temporaries - aliased (donated) buffers, from the
+  compiled executable's memory analysis; compiling again hits the cache.
+  """
+  stats = jitted.lower(*args).compile().memory_analysis()
+  return int(stats.argument_size_in_bytes + stats.output_size_in_bytes
+             + stats.temp_size_in_bytes - stats.alias_size_in_bytes)
+
+
+def torch_bytes(call: Callable[[], Any], inputs: Any, device: str) -> int:
+  """Bytes of ``inputs`` plus the peak that one ``call()`` allocates beyond them.
+
+  Args:
+    call: the PyTorch computation, run once here.
+    inputs: every tensor the call reads (parameters, optimizer state, batch),
+      as a pytree or a list; they are resident before the call begins.
+    device: ``"cuda"`` or ``"cpu"``.
+  """
+  import torch  # The peers are optional; nothing imports torch unless asked.
+
+  if device == "cuda":
+    torch.cuda.synchronize()
+    before = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    call()
+    torch.cuda.synchronize()
+    extra = torch.cuda.max_memory_allocated() - before
+  else:
+    from torch.profiler import ProfilerActivity, profile
+    with _output_silenced(), profile(activities=[ProfilerActivity.CPU],
+                                    profile_memory=True) as prof:
+      call()
+    changes = sorted((event.time_range.end, event.self_cpu_memory_usage)
+                     for event in prof.events() if event.self_cpu_memory_usage)
+    extra = max(np.cumsum([change for _, change in changes]), default=0)
+  return tree_bytes(inputs) + max(int(extra), 0)
+
+
+@contextlib.contextmanager
+def _output_silenced() -> Iterator[None]:
+  """Points file descriptors 1 and 2 at /dev/null for the duration.
+
+  The profiler's C++ side prints a line at every start and stop, whatever its
+  log-level variable says once the process runs. C's buffers are flushed before
+  the descriptors return, or the lines would come out later.
+  """
+  sys.stdout.flush()
+  sys.stderr.flush()
+  saved = [os.dup(fd) for fd in (1, 2)]
+  try:
+    with open(os.devnull, "w") as devnull:
+      for fd in (1, 2):
+        os.dup2(devnull.fileno(), fd)
+      yield
+  finally:
+    ctypes.CDLL(None).fflush(None)
+    for fd, copy in zip((1, 2), saved):
+      os.dup2(copy, fd)
+      os.close(copy)
+
+
+def describe_machine() -> dict[str, Any]:
+  """The device JAX computes on, the host, its load, and the library versions."""
+  device = jax.devices()[0]
+  cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+  cpu = _cpu_model()
+  name = (f"{cpu}, {cores} cores" if device.platform == "cpu"
+          else f"{device.device_kind} (host: {cpu}, {cores} cores)")
+  return {
+      "platform": device.platform,
+      "device": name,
+      "cpu": cpu,
+      "cores": cores,
+      "load_average": list(os.getloadavg()),
+      "python": platform.python_version(),
+      "jax": jax.__version__,
+      "environment": {name: os.environ.get(name) for name in (
+          "OMP_WAIT_POLICY", "XLA_PYTHON_CLIENT_PREALLOCATE", "XLA_FLAGS")},
+  }
+
+
+def _cpu_model() -> str:
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.startswith("model name"):
+          return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or platform.machine()

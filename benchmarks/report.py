@@ -1,0 +1,119 @@
+"""Writing results: ``results.json`` and the Markdown tables of ``RESULTS.md``.
+
+Both files hold one entry per device kind (``cpu``, ``gpu``): a run replaces
+its own device's entry and keeps the others, so a GPU run sits beside the CPU
+one and each table names the device it was measured on.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import pathlib
+from typing import Any, Sequence
+
+JSON_NAME = "results.json"
+MARKDOWN_NAME = "RESULTS.md"
+
+
+def write(entry: dict[str, Any], out: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path]:
+  """Merges one run's entry into ``out/results.json`` and rewrites ``out/RESULTS.md``.
+
+  Args:
+    entry: the run's results, with ``entry["machine"]["platform"]`` as its key.
+    out: the output folder, created if missing.
+
+  Returns:
+    The paths of the JSON file and of the Markdown file.
+  """
+  out.mkdir(parents=True, exist_ok=True)
+  json_path, markdown_path = out / JSON_NAME, out / MARKDOWN_NAME
+  results = {}
+  if json_path.exists():
+    try:
+      results = json.loads(json_path.read_text())
+    except json.JSONDecodeError:
+      results = {}  # A damaged file is replaced rather than blocking the run.
+  results[entry["machine"]["platform"]] = entry
+  json_path.write_text(json.dumps(results, indent=1, allow_nan=False) + "\n")
+  markdown_path.write_text(markdown(results))
+  return json_path, markdown_path
+
+
+def markdown(results: dict[str, dict[str, Any]]) -> str:
+  """The whole ``RESULTS.md``: one section per device, CPU first."""
+  parts = [
+      "# advjax benchmarks\n",
+      "Written by `python -m benchmarks` (see `benchmarks/__init__.py` for what each "
+      "item measures). Times are medians over repeats after compilation and "
+      "warm-up; every ratio is taken between rows timed interleaved in one process. "
+      "Memory is the working set of one call: XLA's buffer assignment for jitted "
+      "JAX functions, inputs plus the allocation high-water mark for PyTorch "
+      "(`benchmarks/harness.py`).\n",
+  ]
+  for platform in sorted(results, key=lambda p: (p != "cpu", p)):
+    parts.append(device_section(results[platform]))
+  return "\n".join(parts)
+
+
+def device_section(entry: dict[str, Any]) -> str:
+  """The Markdown of one device's run: context, targets, then one table per item."""
+  machine = entry["machine"]
+  load_start, load_end = machine["load_average"], entry["load_average_end"]
+  lines = [
+      f"## {machine['platform'].upper()}: {machine['device']}\n",
+      f"- run: `{entry['config']['name']}`, {entry['seconds']:.0f} s in all; load average "
+      f"(1/5/15 min) {_load(load_start)} at the start, {_load(load_end)} at the end",
+      f"- software: Python {machine['python']}, JAX {machine['jax']}",
+      f"- peers: " + "; ".join(f"{name} {text}" for name, text in entry["peers"].items()),
+      f"- data: {entry['data']}",
+      f"- model: {entry['model']}\n",
+      "### Targets\n",
+      _table(["item", "target", "measured", "met"],
+             [[section["title"], section["target"], section["measured_text"],
+               {True: "yes", False: "**no**", None: "n/a"}[section["met"]]]
+              for section in entry["benchmarks"].values()]),
+  ]
+  for section in entry["benchmarks"].values():
+    lines.append(f"\n### {section['title']}\n")
+    lines.append(_table(
+        ["implementation", "median", "ratio", "throughput", "peak memory", "note"],
+        [[row["name"], _seconds(row["seconds"]), _ratio(row["ratio"]),
+          _throughput(row["throughput"]), _bytes(row["peak_bytes"]),
+          row["note"] if row["status"] == "ok" else f"{row['status']}. {row['note']}".strip()]
+         for row in section["rows"]]))
+    lines.append(f"\nratio: {section['ratio_meaning']}.")
+    lines.extend(f"{note}" for note in section["notes"])
+  return "\n".join(lines) + "\n"
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+  escape = lambda cell: str(cell).replace("|", "\\|").replace("\n", " ")
+  lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+  lines += ["| " + " | ".join(escape(cell) for cell in row) + " |" for row in rows]
+  return "\n".join(lines)
+
+
+def _load(values: Sequence[float]) -> str:
+  return "/".join(f"{value:.2f}" for value in values)
+
+
+def _seconds(value: float | None) -> str:
+  if value is None:
+    return "-"
+  return f"{value * 1e3:.2f} ms" if value < 1 else f"{value:.2f} s"
+
+
+def _ratio(value: float | None) -> str:
+  return "-" if value is None else f"{value:.2f}x"
+
+
+def _throughput(value: float | None) -> str:
+  return "-" if value is None else f"{value:,.0f} img/s"
+
+
+def _bytes(value: int | None) -> str:
+  if value is None:
+    return "-"
+  exponent = min(int(math.log(max(value, 1), 1024)), 3)
+  return f"{value / 1024 ** exponent:.1f} {['B', 'KiB', 'MiB', 'GiB'][exponent]}"
