@@ -272,6 +272,7 @@ def loss_and_grads(model: Classifier, objective: Objective, params: Params,
   return jax.value_and_grad(loss_fn)(params, x, y)
 
 
+@functools.cache
 def make_train_step(model: Classifier, objective: Objective = Clean(), *,
                     mesh: Mesh | None = None) -> Callable[
     [train_state.TrainState, Batch, Array], tuple[train_state.TrainState, Array]]:
@@ -283,7 +284,9 @@ def make_train_step(model: Classifier, objective: Objective = Clean(), *,
   members or, given a ``mesh``, run data-parallel: the batch split over the
   mesh's devices, the state replicated, and the gradient's mean over the
   whole batch all-reduced by XLA. The update is the single-device update up
-  to the order of floating-point sums.
+  to the order of floating-point sums. Steps are cached per (model,
+  objective, mesh), so that the runs of one model (selection then
+  retraining, several seeds) share one compilation.
 
   Args:
     model: the classifier.

@@ -1,4 +1,10 @@
-"""Tests of advjax.models: shapes, initialisation, constraint, dropout, heads."""
+"""Tests of advjax.models: shapes, initialisation, constraint, dropout, heads.
+
+Computations run under ``jax.jit``: one compilation per test is much cheaper
+than compiling each of dozens of eager operations.
+"""
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -11,6 +17,21 @@ from advjax import models
 KEY = jax.random.key(0)
 X = jax.random.uniform(jax.random.key(1), (6, 784))
 Y = jnp.array([0, 1, 2, 3, 4, 5])
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def init(model, x):
+  return model.init(KEY, x[:1])
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def scores(model, params, x, dropout_key=None):
+  return model.scores(params, x, dropout_key=dropout_key)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def probabilities(model, params, x):
+  return model.probabilities(params, x)
 
 
 def kernels(params):
@@ -26,21 +47,26 @@ def kernels(params):
     (models.logistic_regression(), (6,)),
 ])
 def test_scores_probabilities_and_loss_shapes(model, shape):
-  params = model.init(KEY, X[:1])
-  assert model.scores(params, X).shape == shape
-  probs = model.probabilities(params, X)
+  params = init(model, X)
+  y = jnp.where(Y % 2 == 0, 1.0, -1.0) if len(shape) == 1 else Y
+
+  @jax.jit
+  def outputs(params):
+    # The loss plugs into the attacks as it is.
+    return (model.scores(params, X), model.probabilities(params, X),
+            model.loss(params, X, y), advjax.fgsm(model.loss_fn(), params, X, y, 0.25))
+
+  logits, probs, loss, x_adv = outputs(params)
+  assert logits.shape == shape
   assert probs.shape == (6, shape[1] if len(shape) == 2 else 2)
   assert bool(jnp.all((probs >= 0) & (probs <= 1)))
-  y = jnp.where(Y % 2 == 0, 1.0, -1.0) if len(shape) == 1 else Y
-  loss = model.loss(params, X, y)
   assert loss.shape == () and bool(jnp.isfinite(loss))
-  # The loss plugs into the attacks as it is.
-  assert advjax.fgsm(model.loss_fn(), params, X, y, 0.25).shape == X.shape
+  assert x_adv.shape == X.shape
 
 
 def test_maxout_layout_and_initialisation():
   model = models.maxout_mlp(units=20, pieces=5, layers=2)
-  params = model.init(KEY, X[:1])
+  params = init(model, X)
   assert params["maxout_0"]["kernel"].shape == (784, 100)
   assert params["maxout_1"]["kernel"].shape == (20, 100)
   assert params["output"]["kernel"].shape == (20, 10)
@@ -55,14 +81,14 @@ def test_maxout_layout_and_initialisation():
 def test_maxout_takes_the_max_over_the_pieces_of_each_unit():
   model = models.maxout_mlp(units=2, pieces=3, layers=1, classes=1,
                             max_col_norm=None)
-  params = model.init(KEY, jnp.zeros((1, 2)))
+  params = init(model, jnp.zeros((1, 2)))
   # Unit 0 owns columns 0..2, unit 1 columns 3..5; the output sums the units.
   params["maxout_0"]["kernel"] = jnp.array([[1., -1., 0., 2., 0., 0.],
                                             [0., 0., 1., 0., -3., 0.]])
   params["output"]["kernel"] = jnp.ones((2, 1))
   x = jnp.array([[1., 2.]])
   # Unit 0: max(1, -1, 2) = 2; unit 1: max(2, -6, 0) = 2.
-  np.testing.assert_allclose(model.scores(params, x), [[4.]])
+  np.testing.assert_allclose(scores(model, params, x), [[4.]])
 
 
 def test_clip_column_norms_closed_form():
@@ -78,8 +104,8 @@ def test_clip_column_norms_closed_form():
 
 def test_constrain_bounds_every_column_of_every_layer():
   model = models.maxout_mlp(units=8, pieces=2)
-  params = jax.tree.map(lambda p: 10 * jnp.ones_like(p), model.init(KEY, X[:1]))
-  constrained = model.constrain(params)
+  params = jax.tree.map(lambda p: 10 * jnp.ones_like(p), init(model, X))
+  constrained = jax.jit(model.constrain)(params)
   for kernel in kernels(constrained):
     norms = jnp.linalg.norm(kernel, axis=0)
     # Every column was too long, so every column now sits on the bound.
@@ -91,13 +117,12 @@ def test_constrain_bounds_every_column_of_every_layer():
 
 def test_dropout_only_with_a_key_and_same_key_same_mask():
   model = models.maxout_mlp(units=16)
-  params = model.init(KEY, X[:1])
-  params = jax.tree.map(lambda p: p * 100, params)
-  evaluation = model.scores(params, X)
-  np.testing.assert_array_equal(evaluation, model.scores(params, X))
-  a = model.scores(params, X, dropout_key=jax.random.key(5))
-  b = model.scores(params, X, dropout_key=jax.random.key(5))
-  c = model.scores(params, X, dropout_key=jax.random.key(6))
+  params = jax.tree.map(lambda p: p * 100, init(model, X))
+  evaluation = scores(model, params, X)
+  np.testing.assert_array_equal(evaluation, scores(model, params, X))
+  a = scores(model, params, X, jax.random.key(5))
+  b = scores(model, params, X, jax.random.key(5))
+  c = scores(model, params, X, jax.random.key(6))
   np.testing.assert_array_equal(a, b)
   assert not np.allclose(a, evaluation)
   assert not np.allclose(a, c)
@@ -106,10 +131,10 @@ def test_dropout_only_with_a_key_and_same_key_same_mask():
 def test_input_dropout_is_inverted_with_keep_probability():
   model = models.maxout_mlp(units=4, input_keep=0.8, hidden_keep=0.5)
   x = jnp.full((200, 784), 0.5)
-  params = model.init(KEY, x[:1])
-  _, state = model.module.apply({"params": params}, x, train=True,
-                                rngs={"dropout": jax.random.key(3)},
-                                capture_intermediates=True)
+  params = init(model, x)
+  _, state = jax.jit(functools.partial(
+      model.module.apply, train=True, capture_intermediates=True))(
+          {"params": params}, x, rngs={"dropout": jax.random.key(3)})
   dropped_input = np.asarray(state["intermediates"]["Dropout_0"]["__call__"][0])
   # Kept pixels are scaled by 1/0.8; about 20% are zeroed.
   assert set(np.unique(dropped_input).round(6)) == {0.0, 0.625}
@@ -120,29 +145,28 @@ def test_input_dropout_is_inverted_with_keep_probability():
 
 def test_rbf_matches_its_formula_and_is_confident_only_near_its_centre():
   model = models.rbf_network(classes=3)
-  x = jax.random.uniform(jax.random.key(2), (4, 5))
-  params = model.init(KEY, x[:1])
-  mu = jax.random.uniform(jax.random.key(3), (3, 5))
-  params = {"mu": mu, "rho": jnp.zeros((3, 5))}
-  beta = jax.nn.softplus(0.0)
-  expected = -beta * jnp.sum((x[:, None, :] - mu[None]) ** 2, axis=-1)
-  np.testing.assert_allclose(model.scores(params, x), expected, rtol=1e-5,
+  x = np.random.default_rng(2).uniform(size=(4, 5)).astype(np.float32)
+  mu = np.random.default_rng(3).uniform(size=(3, 5)).astype(np.float32)
+  params = jax.tree.map(jnp.asarray, {"mu": mu, "rho": np.zeros((3, 5), np.float32)})
+  assert jax.tree.map(jnp.shape, init(model, x)) == jax.tree.map(jnp.shape, params)
+  beta = np.log(2.0)  # softplus(0)
+  expected = -beta * np.sum((x[:, None, :] - mu[None]) ** 2, axis=-1)
+  np.testing.assert_allclose(scores(model, params, x), expected, rtol=1e-5,
                              atol=1e-6)
-  at_centre = model.probabilities(params, mu)
-  np.testing.assert_allclose(jnp.diag(at_centre), 1.0, rtol=1e-5)
-  far = model.probabilities(params, mu + 10.0)
-  assert float(jnp.max(far)) < 1e-6
+  at_centre = probabilities(model, params, mu)
+  np.testing.assert_allclose(np.diag(at_centre), 1.0, rtol=1e-5)
+  far = probabilities(model, params, mu + 10.0)
+  assert float(np.max(far)) < 1e-6
   # Unlike a softmax, the per-class probabilities may all be small together.
-  assert float(jnp.max(jnp.sum(far, axis=-1))) < 0.1
-  loss = model.loss(params, mu, jnp.arange(3))
+  assert float(np.max(np.sum(far, axis=-1))) < 0.1
+  loss, grads = jax.jit(jax.value_and_grad(model.loss))(params, mu, jnp.arange(3))
   assert bool(jnp.isfinite(loss))
-  grads = jax.grad(model.loss)(params, mu, jnp.arange(3))
   assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(grads))
 
 
 def test_rbf_initial_scores_are_neither_saturated_nor_vanishing():
   model = models.rbf_network()
-  probs = model.probabilities(model.init(KEY, X[:1]), X)
+  probs = probabilities(model, init(model, X), X)
   assert 0.01 < float(jnp.min(probs)) and float(jnp.max(probs)) < 0.9
 
 
@@ -164,21 +188,22 @@ def test_sigmoid_head_is_per_class_binary_cross_entropy():
 
 def test_softmax_probabilities_sum_to_one():
   model = models.maxout_mlp(units=8)
-  params = jax.tree.map(lambda p: p * 300, model.init(KEY, X[:1]))
-  np.testing.assert_allclose(jnp.sum(model.probabilities(params, X), -1), 1.0,
+  params = jax.tree.map(lambda p: p * 300, init(model, X))
+  np.testing.assert_allclose(np.sum(probabilities(model, params, X), -1), 1.0,
                              rtol=1e-5)
 
 
 def test_logistic_regression_agrees_with_the_core_loss():
   model = models.logistic_regression()
-  params = model.init(KEY, X[:1])
-  w = jax.random.normal(jax.random.key(4), (784,)) * 0.01
+  w = jnp.asarray(np.random.default_rng(4).normal(size=784).astype(np.float32) * 0.01)
   params = {"Dense_0": {"kernel": w[:, None], "bias": jnp.array([0.3])}}
+  assert jax.tree.map(jnp.shape, init(model, X)) == jax.tree.map(jnp.shape, params)
   y = jnp.where(Y % 2 == 0, 1.0, -1.0)
-  np.testing.assert_allclose(model.loss(params, X, y),
-                             advjax.logistic_loss(w, 0.3, X, y), rtol=1e-5)
-  probs = model.probabilities(params, X)
-  np.testing.assert_allclose(probs[:, 1], jax.nn.sigmoid(X @ w + 0.3), rtol=1e-5)
+  np.testing.assert_allclose(jax.jit(model.loss)(params, X, y),
+                             jax.jit(advjax.logistic_loss)(w, 0.3, X, y), rtol=1e-5)
+  probs = probabilities(model, params, X)
+  np.testing.assert_allclose(probs[:, 1], 1 / (1 + np.exp(-(np.asarray(X) @ w + 0.3))),
+                             rtol=1e-5)
 
 
 def test_classifiers_are_hashable_static_arguments():

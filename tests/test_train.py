@@ -41,6 +41,7 @@ def synthetic(n: int, seed: int = 0) -> Split:
 
 
 TRAIN, VALID = synthetic(100), synthetic(50, seed=1)
+INIT = jax.jit(MODEL.init)
 
 
 def assert_trees_equal(a, b):
@@ -59,29 +60,33 @@ def test_train_step_lowers_the_loss():
   state = state.replace(params=jax.tree.map(lambda p: 100 * p, state.params))
   step = train.make_train_step(MODEL)
   batch = (TRAIN.x, TRAIN.y)
-  before = MODEL.loss(state.params, *batch)
+  loss = jax.jit(MODEL.loss)
+  before = loss(state.params, *batch)
   for i in range(30):
     state, _ = step(state, batch, jax.random.key(i))
-  assert float(MODEL.loss(state.params, *batch)) < 0.9 * float(before)
+  assert float(loss(state.params, *batch)) < 0.9 * float(before)
   assert int(state.step) == 30
 
 
 def test_adversarial_gradient_mixes_clean_and_adversarial_gradients():
-  params = jax.tree.map(lambda p: 100 * p, MODEL.init(jax.random.key(0), TRAIN.x[:1]))
+  params = jax.tree.map(lambda p: 100 * p, INIT(jax.random.key(0), TRAIN.x[:1]))
   x, y = jnp.asarray(TRAIN.x[:40]), jnp.asarray(TRAIN.y[:40])
   rng = jax.random.key(7)
   alpha, eps = 0.3, 0.2
-  _, grads = train.loss_and_grads(MODEL, train.Adversarial(eps, alpha), params,
-                                  (x, y), rng)
-  # Computed separately, with the step's dropout mask throughout.
-  dropout_key, _ = jax.random.split(rng)
-  loss_fn = MODEL.loss_fn(dropout_key)
-  x_adv = x + eps * jnp.sign(jax.grad(loss_fn, argnums=1)(params, x, y))
-  clean = jax.grad(loss_fn)(params, x, y)
-  adversarial = jax.grad(loss_fn)(params, x_adv, y)
+  _, grads = jax.jit(train.loss_and_grads, static_argnums=(0, 1))(
+      MODEL, train.Adversarial(eps, alpha), params, (x, y), rng)
+
+  @jax.jit
+  def separately(params):
+    # With the step's dropout mask throughout.
+    dropout_key, _ = jax.random.split(rng)
+    loss_fn = MODEL.loss_fn(dropout_key)
+    x_adv = x + eps * jnp.sign(jax.grad(loss_fn, argnums=1)(params, x, y))
+    return jax.grad(loss_fn)(params, x, y), jax.grad(loss_fn)(params, x_adv, y)
+
+  clean, adversarial = separately(params)
   expected = jax.tree.map(lambda c, a: alpha * c + (1 - alpha) * a, clean, adversarial)
-  for got, want, c in zip(jax.tree.leaves(grads), jax.tree.leaves(expected),
-                          jax.tree.leaves(clean)):
+  for got, want in zip(jax.tree.leaves(grads), jax.tree.leaves(expected)):
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
   # The adversarial term matters: the mix is far from the clean gradient.
   assert not np.allclose(jax.tree.leaves(grads)[-1], jax.tree.leaves(clean)[-1],
@@ -121,12 +126,16 @@ def test_recipe_schedule_decays_the_learning_rate_and_raises_the_momentum():
 
 
 def test_evaluate_matches_a_direct_computation_whatever_the_batch_size():
-  params = jax.tree.map(lambda p: 100 * p, MODEL.init(jax.random.key(0), TRAIN.x[:1]))
+  params = jax.tree.map(lambda p: 100 * p, INIT(jax.random.key(0), TRAIN.x[:1]))
   x, y = jnp.asarray(VALID.x), jnp.asarray(VALID.y)
-  error, confidence = advjax.error_and_confidence(MODEL.probabilities(params, x), y)
-  x_adv = advjax.fgsm(MODEL.loss_fn(), params, x, y, 0.25)
-  fgsm_error, fgsm_confidence = advjax.error_and_confidence(
-      MODEL.probabilities(params, x_adv), y)
+
+  @jax.jit
+  def directly(params):
+    x_adv = advjax.fgsm(MODEL.loss_fn(), params, x, y, 0.25)
+    return (advjax.error_and_confidence(MODEL.probabilities(params, x), y)
+            + advjax.error_and_confidence(MODEL.probabilities(params, x_adv), y))
+
+  error, confidence, fgsm_error, fgsm_confidence = directly(params)
   # 50 examples in batches of 16: the last batch is padded.
   scores = train.evaluate(MODEL, params, VALID, eps=0.25, batch_size=16)
   np.testing.assert_allclose(
@@ -272,7 +281,11 @@ KILL_SCRIPT = textwrap.dedent("""
     sys.path.insert(0, {tests!r})
     from test_train import MODEL, TRAIN, CONFIG
     import dataclasses
+    import time
     from advjax import train
+    # Slow epochs leave the test time to kill the run part way.
+    epoch = train._train_epoch
+    train._train_epoch = lambda *a: (time.sleep(0.1), epoch(*a))[1]
     config = dataclasses.replace(CONFIG, epochs=int(sys.argv[2]))
     train.fit(MODEL, TRAIN, config, objective=train.Adversarial(0.25),
               workdir=sys.argv[1])
@@ -280,7 +293,7 @@ KILL_SCRIPT = textwrap.dedent("""
 
 
 def test_kill_9_then_rerun_resumes_to_the_same_result(tmp_path):
-  epochs = 40
+  epochs = 20
   script = tmp_path / "run.py"
   script.write_text(KILL_SCRIPT.format(tests=str(REPO / "tests")))
   env = {**os.environ, "PYTHONPATH": str(REPO)}
