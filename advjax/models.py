@@ -189,8 +189,9 @@ class RBF(nn.Module):
   ``beta_k = softplus(rho_k) >= 0`` makes ``q_k <= 0``, so ``exp(q_k)`` lies
   in (0, 1] and is 1 only at the centre ``mu_k``: the unit is confident only
   near what it has seen. Centres start at 0.5 (mid-grey) and
-  ``beta = softplus(-5) ~ 0.0067``, so that all scores start near
-  ``exp(-0.4)``, neither saturated nor vanishing.
+  ``beta = softplus(-5) ~ 0.0067``, so that on MNIST, where
+  ``(x_i - 0.5)^2`` is about 0.25 per pixel, every score starts near
+  ``exp(-1.2) ~ 0.3``: neither saturated nor vanishing.
 
   Attributes:
     outputs: number of classes (10).
