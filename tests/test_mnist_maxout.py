@@ -65,7 +65,6 @@ def test_the_experiment_writes_its_results_and_a_rerun_resumes(tmp_path, capsys)
   with np.load(out / "mnist_maxout_params.npz") as params:
     assert params["clean/maxout_0/kernel"].shape == (784, 40)
     assert params["adversarial/output/kernel"].shape == (8, 10)
-  assert {row["id"] for row in results["rows"]} == {"M3", "M4", "M6"}
   # The same command again finds both runs finished and only re-evaluates.
   mnist_maxout.main([*TINY, "--data-dir", str(data_dir), "--out", str(out)])
   again = json.loads((out / "mnist_maxout.json").read_text())
