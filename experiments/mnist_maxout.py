@@ -191,12 +191,13 @@ def measure_seed(preset: Preset, data: data_lib.MNIST, seed: int,
   """Trains both models of one seed and scores them on the test set.
 
   Returns:
-    ``(rows, transfer, params)``: per-model score rows, the transfer row, and
+    ``(scores, transfer, params)``: ``{"clean": row, "adversarial": row}`` of
+    test scores and training summaries, the transfer row, and
     ``{"clean": params, "adversarial": params}``.
   """
   test = data.test
   model = models.maxout_mlp(units=preset.units)
-  rows, examples, params = {}, {}, {}
+  scores, examples, params = {}, {}, {}
   for name, objective, monitor in (
       ("clean", train.Clean(), "error"),
       ("adversarial", train.Adversarial(EPS, ALPHA), "fgsm_error")):
@@ -207,10 +208,10 @@ def measure_seed(preset: Preset, data: data_lib.MNIST, seed: int,
     examples[name] = train.fgsm_examples(model, params[name], test.x, test.y, EPS)
     fgsm_error, fgsm_confidence = train.score(model, params[name], examples[name],
                                               test.y)
-    rows[name] = {"seed": seed, "test_error": error,
-                  "test_confidence": common.number(confidence),
-                  "fgsm_error": fgsm_error,
-                  "fgsm_confidence": common.number(fgsm_confidence), **summary}
+    scores[name] = {"seed": seed, "test_error": error,
+                    "test_confidence": common.number(confidence),
+                    "fgsm_error": fgsm_error,
+                    "fgsm_confidence": common.number(fgsm_confidence), **summary}
     print(f"  test error {common.percent(error, 2)}, FGSM error "
           f"{common.percent(fgsm_error)}", flush=True)
   transfer = {
@@ -219,7 +220,7 @@ def measure_seed(preset: Preset, data: data_lib.MNIST, seed: int,
                                           examples["clean"], test.y)[0],
       "adversarial_to_clean": train.score(model, params["clean"],
                                           examples["adversarial"], test.y)[0]}
-  return rows, transfer, params
+  return scores, transfer, params
 
 
 def save_params(path: pathlib.Path, params: dict[str, Any]) -> None:
@@ -282,8 +283,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   transfers = []
   try:
     for seed in range(preset.seeds):
-      rows, transfer, params = measure_seed(preset, data, seed, work)
-      for name, row in rows.items():
+      scores, transfer, params = measure_seed(preset, data, seed, work)
+      for name, row in scores.items():
         per_seed[name].append(row)
       transfers.append(transfer)
       if seed == 0:
