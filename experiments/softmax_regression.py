@@ -1,0 +1,77 @@
+"""Shallow softmax regression under FGSM: row M1 of the paper (section 4).
+
+Trains softmax regression on MNIST (or restores it from
+``OUT/shallow_runs``) and scores it on the 10,000 test images: clean error,
+error under FGSM (eps 0.25, no clipping) and mean confidence on those
+mistakes, and the FGSM error against eps.
+
+    python -m experiments.softmax_regression                  # quick preset, ~30 s
+    python -m experiments.softmax_regression --preset paper   # early stopping
+    python -m experiments.softmax_regression --data-dir ../shared/data/mnist --out results
+
+Writes ``OUT/softmax_regression.json`` (layout in `experiments.shallow`).
+"""
+
+from __future__ import annotations
+
+import pathlib
+from typing import Any, Sequence
+
+from advjax import data as data_lib
+from advjax import train
+from experiments import common
+from experiments import shallow
+
+MODEL = "softmax regression"
+
+
+def measure(preset: shallow.Preset, data: data_lib.MNIST, seed: int,
+            work: pathlib.Path) -> shallow.Measured:
+  """Clean and FGSM scores of one seed's softmax regression on the test set.
+
+  Args:
+    preset: the settings.
+    data: MNIST.
+    seed: the training seed.
+    work: the folder of the cached runs.
+
+  Returns:
+    ``test_error``, ``test_confidence``, ``fgsm_error``, ``fgsm_confidence``
+    and the sweep.
+  """
+  softmax = shallow.softmax_regression(preset, data, seed, work)
+  scores = train.evaluate(softmax.model, softmax.params, data.test, eps=shallow.EPS)
+  numbers = {"test_error": scores["error"],
+             "test_confidence": scores["confidence"],
+             "fgsm_error": scores["fgsm_error"],
+             "fgsm_confidence": scores["fgsm_confidence"]}
+  return shallow.Measured({k: common.number(v) for k, v in numbers.items()},
+                          {MODEL: shallow.sweep(softmax, data.test)})
+
+
+def rows(measured: dict[str, Any]) -> list[dict[str, Any]]:
+  """Row M1: the FGSM error and the confidence on its mistakes."""
+  return [
+      shallow.row("M1", "softmax regression: FGSM error", "99.9%", 0.999,
+                  measured["fgsm_error"], 0.05, lambda error: error >= 0.5,
+                  "claim: a linear model is fooled on most inputs"),
+      shallow.row("M1", "softmax regression: confidence on FGSM mistakes", "79.3%",
+                  0.793, measured["fgsm_confidence"], 0.1,
+                  lambda confidence: confidence > 0.5,
+                  "claim: it is fooled with high confidence (over 50%)"),
+  ]
+
+
+EXPERIMENT = shallow.Experiment(
+    "softmax_regression",
+    "Shallow softmax regression on MNIST under FGSM (row M1 of the paper).",
+    measure, rows)
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+  """Runs the experiment; see `experiments.shallow.main`."""
+  return shallow.main(EXPERIMENT, argv)
+
+
+if __name__ == "__main__":
+  main()
