@@ -20,6 +20,10 @@ from benchmarks import peers as peers_lib
 from benchmarks import report
 from benchmarks import suite
 
+# foolbox 3.3.4 imports a SciPy namespace that SciPy deprecates; not ours to fix.
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:.*scipy.ndimage.filters.*:DeprecationWarning")
+
 TINY = dataclasses.replace(
     benchmarks.QUICK, units=8, pieces=2, batch=10, test_examples=40, attack_batch=20,
     sweep_eps=3, sweep_batch=20, members=2, train_steps=2, step_repeats=1,
