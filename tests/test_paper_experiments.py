@@ -1,0 +1,317 @@
+"""Tests of the paper's experiments (noise controls, ensemble, sweeps, figures) and the report.
+
+The scripts run end to end on a tiny synthetic MNIST folder with their
+``tiny`` preset: these tests check what they write, not what they measure.
+The report runs on synthetic results files.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import traverse_util
+
+import advjax
+from advjax import models
+from advjax import train
+from experiments import all as experiments_all
+from experiments import ensemble
+from experiments import epsilon_sweep
+from experiments import noise_controls
+from experiments import report
+from tests.test_mnist_maxout import write_idx
+
+# The ids of ../shared/PAPER.md's table, written out here independently of
+# report.PAPER_TABLE, so that a row dropped from the report fails a test.
+PAPER_IDS = ("M1", "M2", "M3", "M4", "M5", "M6", "M7", "L1", "M8", "T", "F4", "E1",
+             "DBM", "R", "C10", "IN")
+
+
+# ---------------------------------------------------------------------------
+# The report, on synthetic results.
+# ---------------------------------------------------------------------------
+
+
+def write_json(folder: pathlib.Path, name: str, content: dict) -> None:
+  folder.mkdir(parents=True, exist_ok=True)
+  (folder / f"{name}.json").write_text(json.dumps(content))
+
+
+def row(row_id: str, verdict: str, measured: float = 0.5, metric: str = "FGSM error"):
+  return {"id": row_id, "metric": metric, "paper": "99.9%", "measured": measured,
+          "verdict": verdict, "note": f"note of {row_id}"}
+
+
+def maxout_results(rows: list | None = None) -> dict:
+  """mnist_maxout.json as that script writes it: models, transfer, config."""
+  results = {
+      "models": {
+          "clean": {"test_error": 0.012, "test_confidence": 0.9, "fgsm_error": 0.91,
+                    "fgsm_confidence": 0.95},
+          "adversarial": {"test_error": 0.011, "test_confidence": 0.9,
+                          "fgsm_error": 0.30, "fgsm_confidence": 0.80}},
+      "transfer": {"clean_to_adversarial": 0.25, "adversarial_to_clean": 0.45},
+      "config": {"preset": "quick", "units": 240, "epochs": 40, "seeds": 1},
+      "seconds": 600.0}
+  if rows is not None:
+    results["rows"] = rows
+  return results
+
+
+def summary_lines(text: str) -> dict[str, str]:
+  """The summary table's lines, keyed by their id."""
+  summary = text.split("## Summary")[1].split("\n## ")[0]
+  return {line.split("|")[1].strip(): line for line in summary.splitlines()
+          if line.startswith("| ") and not line.startswith("| id ")}
+
+
+def test_the_report_has_every_paper_row_and_passes_verdicts_through(tmp_path):
+  out = tmp_path / "results"
+  write_json(out, "softmax_regression", {
+      "config": {"preset": "quick", "seeds": 3},
+      "rows": [row("M1", "reproduced", 0.995),
+               row("M1", "same direction", 0.6, "confidence on the mistakes")]})
+  write_json(out, "ensemble", {"config": {"preset": "paper", "seeds": 1},
+                               "rows": [row("E1", "not reproduced", 0.42)]})
+  write_json(out, "mnist_maxout", maxout_results())
+  (out / "figures").mkdir()
+  (out / "figures" / "ensemble_curve.png").write_bytes(b"not really a png")
+  report_path = tmp_path / "docs" / "REPORT.md"
+
+  report.main(["--out", str(out), "--report", str(report_path)])
+
+  text = report_path.read_text()
+  lines = summary_lines(text)
+  assert set(lines) == set(PAPER_IDS)
+  assert "99.50%" in lines["M1"] and "softmax_regression (quick, 3 seeds)" in lines["M1"]
+  assert "same direction (1 of 2 reproduced)" in lines["M1"]
+  assert lines["E1"].rstrip(" |").endswith("not reproduced")
+  for missing, file in (("M7", "noise_controls"), ("R", "rubbish"), ("M8", "rbf_network")):
+    assert f"not run (no {file}.json)" in lines[missing]
+  for out_of_scope in ("DBM", "C10", "IN"):
+    assert "out of scope:" in lines[out_of_scope]
+  # M3, M4 and M6 derived from mnist_maxout's models and transfer; no M5 at 240 units.
+  assert "91.00%" in lines["M3"] and "reproduced" in lines["M3"]
+  assert "30.00%" in lines["M6"]
+  assert "not run (mnist_maxout.json has no row M5)" in lines["M5"]
+  details = text.split("## Every measured number")[1]
+  assert "| E1 | FGSM error | 99.9% | 42.00% | not reproduced | note of E1 |" in details
+  # Figures are embedded by a path relative to the report.
+  assert "](../results/figures/ensemble_curve.png)" in text
+
+
+def test_the_report_prefers_rows_that_mnist_maxout_wrote(tmp_path):
+  write_json(tmp_path, "mnist_maxout", maxout_results([row("M3", "same direction", 0.7)]))
+  text = report.render(tmp_path, tmp_path / "REPORT.md")
+  lines = summary_lines(text)
+  assert "70.00%" in lines["M3"] and "91.00%" not in lines["M3"]
+  assert "not run (mnist_maxout.json has no row M4)" in lines["M4"]
+
+
+def test_derived_maxout_rows_judge_the_numbers():
+  rows = {(r["id"], r["metric"]): r for r in report.maxout_rows(maxout_results())}
+  assert rows["M3", "FGSM error, clean maxout"]["verdict"] == "reproduced"
+  # 30% against the paper's 17.9%, but below the clean model's 91%.
+  assert rows["M6", "FGSM error, adversarially trained maxout"]["verdict"] == "same direction"
+  untrained = maxout_results()
+  untrained["models"]["clean"]["test_error"] = 0.9
+  verdicts = {r["verdict"] for r in report.maxout_rows(untrained) if r["id"] == "M3"}
+  assert verdicts == {"not reproduced"}
+
+
+def test_judge():
+  assert report.judge(0.85, 0.894, 0.10, False) == "reproduced"
+  assert report.judge(0.60, 0.894, 0.10, True) == "same direction"
+  assert report.judge(0.60, 0.894, 0.10, False) == "not reproduced"
+  assert report.judge(None, 0.894, 0.10, True) == "not reproduced"
+  assert report.judge(0.89, 0.894, 0.10, True, trained=False) == "not reproduced"
+
+
+def test_the_driver_runs_every_experiment_the_report_expects():
+  expected = {paper.results for paper in report.PAPER_TABLE if paper.results}
+  assert expected <= set(experiments_all.EXPERIMENTS)
+  # The sweep draws the others' curves, so it runs last.
+  assert experiments_all.EXPERIMENTS[-1] == "epsilon_sweep"
+
+
+def test_the_report_without_a_results_folder_is_one_line(tmp_path, capsys):
+  with pytest.raises(SystemExit) as exit_info:
+    report.main(["--out", str(tmp_path / "nowhere"), "--report", str(tmp_path / "R.md")])
+  assert "nowhere: no such results folder" in str(exit_info.value)
+
+
+# ---------------------------------------------------------------------------
+# The scripts on a tiny MNIST folder.
+# ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_mnist(tmp_path_factory) -> pathlib.Path:
+  folder = tmp_path_factory.mktemp("mnist")
+  write_idx(folder)
+  return folder
+
+
+def check_rows(results: dict, row_id: str, count: int) -> None:
+  rows = [r for r in results["rows"] if r["id"] == row_id]
+  assert len(rows) == count, results["rows"]
+  for r in rows:
+    assert set(r) >= {"id", "metric", "paper", "measured", "verdict", "note"}
+    # Random labels: no tiny model learns them, so nothing can be reproduced.
+    assert r["verdict"] == "not reproduced"
+
+
+def check_sweep(sweep: dict) -> None:
+  assert sweep["eps"] == pytest.approx(list(epsilon_sweep.SWEEP_EPS))
+  assert len(sweep["error"]) == len(sweep["confidence"]) == len(sweep["eps"])
+  assert all(0 <= e <= 1 for e in sweep["error"])
+
+
+def test_the_scripts_write_their_results_and_figures(tiny_mnist, tmp_path, capsys):
+  out = tmp_path / "results"
+  common = ["--preset", "tiny", "--data-dir", str(tiny_mnist), "--out", str(out)]
+
+  noise_controls.main(common)
+  noise = json.loads((out / "noise_controls.json").read_text())
+  assert set(noise["models"]) == {"sign", "uniform"}
+  assert noise["config"]["preset"] == "tiny" and noise["config"]["units"] == 8
+  check_rows(noise, "M7", 4)
+  assert len(noise["sweep"]) == 2
+  for sweep in noise["sweep"].values():
+    check_sweep(sweep)
+
+  ensemble.main(common)
+  ens = json.loads((out / "ensemble.json").read_text())
+  assert ens["config"]["members"] == 3
+  assert len(ens["per_seed"][0]["attack_on_one_member"]["per_member_fgsm_error"]) == 2
+  check_rows(ens, "E1", 2)
+  for sweep in ens["sweep"].values():
+    check_sweep(sweep)
+
+  epsilon_sweep.main(common)
+  sweeps = json.loads((out / "epsilon_sweep.json").read_text())
+  check_rows(sweeps, "F4", 2)
+  check_rows(sweeps, "M6", 1)
+  assert sweeps["maxouts"].startswith("trained in")
+  assert sweeps["left_out"] == []
+  for figure in sweeps["figures"].values():
+    assert (out / figure).stat().st_size > 1000
+  assert "epsilon_sweep.json" in capsys.readouterr().out
+
+  report.main(["--out", str(out), "--report", str(out / "REPORT.md")])
+  text = (out / "REPORT.md").read_text()
+  assert "(figures/epsilon_sweep_fig4_logits.png)" in text
+  assert "noise_controls (tiny, 1 seed)" in summary_lines(text)["M7"]
+
+
+def test_epsilon_sweep_reads_mnist_maxouts_parameters(tiny_mnist, tmp_path):
+  model = models.maxout_mlp(units=6, pieces=3)
+  pair = {name: model.init(jax.random.key(seed), jnp.zeros((1, 784)))
+          for seed, name in enumerate(epsilon_sweep.MODEL_NAMES)}
+  np.savez(tmp_path / epsilon_sweep.PARAMS_FILE, **{
+      f"{name}/{'/'.join(path)}": np.asarray(value)
+      for name, params in pair.items()
+      for path, value in traverse_util.flatten_dict(params).items()})
+
+  loaded_model, loaded = epsilon_sweep.load_params_file(
+      tmp_path / epsilon_sweep.PARAMS_FILE)
+  assert loaded_model.module.units == 6 and loaded_model.module.pieces == 3
+  chex.assert_trees_all_equal(loaded, pair)
+
+  np.savez(tmp_path / epsilon_sweep.PARAMS_FILE, **{"clean/output/kernel": np.zeros(3)})
+  with pytest.raises(SystemExit) as exit_info:
+    epsilon_sweep.main(["--preset", "tiny", "--data-dir", str(tiny_mnist),
+                        "--out", str(tmp_path)])
+  message = str(exit_info.value)
+  assert "\n" not in message and epsilon_sweep.PARAMS_FILE in message
+
+
+# ---------------------------------------------------------------------------
+# The pieces.
+# ---------------------------------------------------------------------------
+
+
+def test_the_vmapped_epoch_equals_training_each_member_alone():
+  model = models.maxout_mlp(units=4, pieces=2)
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.uniform(size=(250, 784)), jnp.float32)
+  y = jnp.asarray(rng.integers(0, 10, 250), jnp.int32)
+  members, batch_size, key = 2, 100, jax.random.key(7)
+  tx = train.recipe_sgd(steps_per_epoch=2)
+  states = advjax.init_ensemble(
+      lambda k: train.create_train_state(model, k, x[:1], tx), jax.random.key(1), members)
+
+  trained, losses = ensemble.ensemble_epoch(model, members, batch_size)(states, x, y, key)
+
+  step = train.make_train_step(model)
+  for m, member_key in enumerate(jax.random.split(key, members)):
+    state = advjax.member(states, m)
+    order = jax.random.permutation(jax.random.fold_in(member_key, 0), len(y))
+    member_losses = []
+    for i in range(2):  # 250 examples: two batches of 100, the rest dropped.
+      index = order[i * batch_size:(i + 1) * batch_size]
+      state, loss = step(state, (x[index], y[index]), jax.random.fold_in(member_key, i + 1))
+      member_losses.append(loss)
+    chex.assert_trees_all_close(advjax.member(trained.params, m), state.params,
+                                rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(losses[m], np.mean(member_losses), rtol=1e-5)
+  assert not np.allclose(trained.params["output"]["kernel"][0],
+                         trained.params["output"]["kernel"][1])
+
+
+def test_linear_first_is_the_maxouts_probabilities():
+  model = models.maxout_mlp(units=6, pieces=3)
+  params = model.init(jax.random.key(0), jnp.zeros((1, 784)))
+  x = jax.random.uniform(jax.random.key(1), (5, 784))
+  np.testing.assert_allclose(epsilon_sweep.linear_first(model)(params, x),
+                             model.probabilities(params, x), rtol=1e-5, atol=1e-7)
+
+
+def test_the_ensemble_attacks_match_fgsm_on_the_ensemble_and_on_a_member():
+  model = models.maxout_mlp(units=4, pieces=2)
+  stacked = advjax.init_ensemble(
+      lambda k: model.init(k, jnp.zeros((1, 784))), jax.random.key(0), 3)
+  x = jax.random.uniform(jax.random.key(1), (6, 784))
+  y = jnp.arange(6) % 10
+  attacks = ensemble.attacks(model)
+  probs = lambda p, xs: advjax.ensemble_probs(model.probabilities, p, xs)
+  expected = {
+      "ensemble": advjax.fgsm(advjax.ensemble_loss(model.probabilities), stacked, x, y,
+                              0.25),
+      "member": advjax.fgsm(model.loss_fn(), advjax.member(stacked, 2), x, y, 0.25)}
+  for name, (loss_fn, probs_fn) in attacks.items():
+    sweep = advjax.epsilon_sweep(loss_fn, probs_fn, (stacked, jnp.int32(2)), x, y,
+                                 jnp.array([0.0, 0.25]))
+    error, confidence = advjax.error_and_confidence(probs(stacked, expected[name]), y)
+    np.testing.assert_allclose(sweep.error[1], error)
+    np.testing.assert_allclose(sweep.confidence[1], confidence, rtol=1e-5)
+
+
+def test_line_fit_and_participation_ratio():
+  eps = np.linspace(-1, 1, 21)
+  kinked = np.stack([np.abs(eps), 3 * eps + 1], -1)[:, None, :]  # (K, 1, 2)
+  assert epsilon_sweep.line_fit_r2(eps, kinked) == pytest.approx(1.0)
+  curved = (eps ** 2)[:, None, None]
+  assert epsilon_sweep.line_fit_r2(eps, curved) < 0.99
+  one_pixel = np.zeros((784, 1))
+  one_pixel[3] = 2.0
+  assert epsilon_sweep.participation_ratio(one_pixel) == pytest.approx(1 / 784)
+  assert epsilon_sweep.participation_ratio(np.ones((784, 2))) == pytest.approx(1.0)
+
+
+def test_gather_sweeps_reads_both_layouts_and_notes_the_rest(tmp_path):
+  curve = {"eps": [0, 0.25], "error": [0.01, 0.9], "confidence": [0.9, 0.95]}
+  write_json(tmp_path, "softmax_regression", {"sweep": curve})
+  write_json(tmp_path, "noise_controls", {"sweep": {"sign": curve, "bad": {"eps": []}}})
+  write_json(tmp_path, "rubbish", {"rows": []})
+  write_json(tmp_path, "epsilon_sweep", {"sweep": curve})  # its own: skipped
+  curves, notes = epsilon_sweep.gather_sweeps(tmp_path)
+  assert set(curves) == {"softmax_regression", "noise_controls: sign"}
+  assert notes == ["noise_controls.json: sweep 'bad' lacks eps and error lists",
+                   "rubbish.json: no sweep"]
