@@ -11,7 +11,8 @@ measures, in one process on one device:
    produce the same adversarial examples from the same weights;
 4. a 32-epsilon sweep against the idiomatic loop of jitted calls;
 5. one vmapped training step of a 12-member ensemble against 12 sequential steps;
-6. the peak memory of each of the above (a column of every table).
+6. the peak memory of each of the above (a column of every table);
+7. the adversarial step data-parallel over 1, 2 and 4 devices (`advjax.sharding`).
 
 Results go to ``results.json`` and ``RESULTS.md`` beside this file, one entry
 per device kind (cpu, gpu), so that runs on different machines sit side by side.
@@ -30,6 +31,11 @@ os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 # measured 25-50x slower (670 ms instead of 15-25 ms). Sleeping waiters measure
 # PyTorch at its best instead.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Four host devices, so that the data-parallel item can build meshes of 1, 2
+# and 4 devices on a CPU; every other item runs on the first device.
+if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                             + " --xla_force_host_platform_device_count=4").strip()
 
 from benchmarks.suite import FULL, QUICK, Config, run  # noqa: E402
 

@@ -21,7 +21,7 @@ import numpy as np
 
 import advjax
 from advjax import data as advjax_data
-from advjax import ensembles, models, sweeps, train
+from advjax import ensembles, models, sharding, sweeps, train
 from benchmarks import harness, peers as peers_lib, report
 
 
@@ -590,6 +590,43 @@ def ensemble_step(bench: Bench) -> Section:
   return _judge(section, rows[1].ratio, bound, at_most=True, text="{:.2f}x")
 
 
+def sharded_step(bench: Bench) -> Section:
+  """The adversarial step data-parallel over 1, 2 and 4 devices (the scale-out issue).
+
+  On a CPU the devices are forced host devices (``benchmarks/__init__.py``)
+  sharing the machine's cores, so this records what sharding costs there
+  rather than a speed-up; on a machine with several accelerators it is the
+  scaling of one step.
+  """
+  cfg, model = bench.config, bench.model
+  counts = [n for n in (1, 2, 4) if n <= jax.device_count() and cfg.batch % n == 0]
+  tx = train.recipe_sgd(steps_per_epoch=500)
+  state = train.create_train_state(model, jax.random.key(0), bench.train_x[:1], tx)
+  rng = jax.random.key(1)
+  calls, memory, notes = {}, {}, {}
+  for n in counts:
+    mesh = sharding.data_mesh(n)
+    step = train.make_train_step(model, train.Adversarial(cfg.eps, cfg.alpha), mesh=mesh)
+    args = (sharding.replicate(state, mesh), sharding.shard_batch(bench.batch, mesh), rng)
+    name = f"{n} device{'s' if n > 1 else ''}"
+    calls[name] = functools.partial(_run_jax, step, *args)
+    memory[name] = harness.xla_bytes(step, *args)
+    notes[name] = (f"make_train_step(model, Adversarial(0.25), mesh=data_mesh({n})): "
+                   f"{cfg.batch // n} examples per device; memory summed over devices")
+  timings = harness.time_interleaved(calls, cfg.step_repeats)
+  rows = _rows(timings, next(iter(calls)), memory=memory, notes=notes)
+  platform = jax.devices()[0].platform
+  section = Section(
+      f"7. Adversarial train step, data-parallel over {', '.join(map(str, counts))} "
+      f"{platform} devices, maxout {cfg.units}x{cfg.pieces}, global batch {cfg.batch}",
+      "median time over the 1-device step's",
+      "a record, no target: forced host devices share the CPU's cores"
+      if platform == "cpu" else "a record, no target", rows)
+  section.measured = rows[-1].ratio
+  section.measured_text = f"{rows[-1].ratio:.2f}x on {counts[-1]} device(s)"
+  return section
+
+
 # ---------------------------------------------------------------------------
 # The run.
 # ---------------------------------------------------------------------------
@@ -638,8 +675,8 @@ def prepare(config: Config, data_dir: str | None) -> tuple[Bench, str, str]:
 
 
 ITEMS: tuple[Callable[[Bench], Section | list[Section]], ...] = (
-    train_steps, fgsm_attacks, epsilon_sweeps, ensemble_step)
-KEYS = ("adversarial_step", "vs_pytorch", "fgsm", "sweep", "ensemble")
+    train_steps, fgsm_attacks, epsilon_sweeps, ensemble_step, sharded_step)
+KEYS = ("adversarial_step", "vs_pytorch", "fgsm", "sweep", "ensemble", "sharded_step")
 
 
 def run(config: Config = FULL, out: str | pathlib.Path | None = None,
