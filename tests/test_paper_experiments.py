@@ -140,6 +140,26 @@ def test_the_driver_runs_every_experiment_the_report_expects():
   assert experiments_all.EXPERIMENTS[-1] == "epsilon_sweep"
 
 
+def test_the_driver_runs_the_experiments_in_order_then_the_report(tmp_path, monkeypatch):
+  out = tmp_path / "results"
+  write_json(out, "ensemble", {"config": {"preset": "quick", "seeds": 1},
+                               "rows": [row("E1", "reproduced")]})
+  calls = []
+
+  def fake_run(name, flags):
+    calls.append((name, list(flags)))
+    return (3 if name == "rubbish" else 0), 1.0
+
+  monkeypatch.setattr(experiments_all, "run_experiment", fake_run)
+  with pytest.raises(SystemExit) as exit_info:
+    experiments_all.main(["--data-dir", "mnist", "--out", str(out),
+                          "--report", str(tmp_path / "REPORT.md")])
+  assert "failed: rubbish" in str(exit_info.value)
+  assert [name for name, _ in calls] == list(experiments_all.EXPERIMENTS)
+  assert calls[0][1] == ["--preset", "quick", "--out", str(out), "--data-dir", "mnist"]
+  assert "reproduced" in summary_lines((tmp_path / "REPORT.md").read_text())["E1"]
+
+
 def test_the_report_without_a_results_folder_is_one_line(tmp_path, capsys):
   with pytest.raises(SystemExit) as exit_info:
     report.main(["--out", str(tmp_path / "nowhere"), "--report", str(tmp_path / "R.md")])
