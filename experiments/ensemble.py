@@ -82,10 +82,10 @@ class Preset:
 PRESETS = {
     # 12 members cost 12 maxouts: on 2 CPU cores, an epoch of 12 x 240 units
     # takes about 100 s, of 12 x 120 about 50 s. Quick keeps the 12 members
-    # and halves their width (120 units x 5 pieces) for 5 epochs, about 5
-    # minutes, with mnist_maxout's quick optimizer (momentum 0.7 from the
-    # start, lr decay 1.00007), which leaves the plateau of the tiny
-    # initialisation within 2 epochs instead of ~10.
+    # and halves their width (120 units x 5 pieces) for 5 epochs: 8 minutes
+    # on 2 shared cores (4 of CPU time). It takes mnist_maxout's quick
+    # optimizer (momentum 0.7 from the start, lr decay 1.00007), which leaves
+    # the plateau of the tiny initialisation within 2 epochs instead of ~10.
     "quick": Preset(members=12, units=120, epochs=5, seeds=1, attacked=3,
                     lr_decay=1.00007, momentum=(0.7, 0.7)),
     # The paper's 12 members of the 240-unit maxout with the recipe's

@@ -93,7 +93,7 @@ class Preset:
 PRESETS = {
     # Without mnist_maxout's parameters: its quick setup (240 units x 5
     # pieces, all 60,000 images, momentum 0.7, lr decay 1.00007) for 8
-    # epochs per model, about 4 minutes on 2 CPU cores for both; with them,
+    # epochs per model, about 3 minutes on 2 CPU cores for both; with them,
     # under a minute. eps_max = 15 shows several linear pieces of every
     # logit, and is our choice.
     "quick": Preset(dataclasses.replace(mnist_maxout.PRESETS["quick"], epochs=8,

@@ -45,7 +45,7 @@ KINDS = {
 }
 
 PRESETS = {
-    # For 2 CPU cores, both models in about 4 minutes: mnist_maxout's quick
+    # For 2 CPU cores, both models in about 5 minutes: mnist_maxout's quick
     # setup (240 units, dropout, max-norm, all 60,000 training images, its
     # momentum 0.7 and lr decay 1.00007) for 10 fixed epochs. A noise step
     # costs two passes, as an adversarial one does, hence fewer epochs than
