@@ -25,12 +25,15 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable, Literal, NamedTuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
+
+from advjax.sweeps import LinearFirst
 
 Array = jax.Array
 Params = Any
@@ -456,3 +459,44 @@ def rbf_network(classes: int = 10) -> Classifier:
     >>> model = rbf_network()
   """
   return Classifier(RBF(classes), EXP)
+
+
+@functools.cache
+def maxout_linear_first(model: Classifier) -> LinearFirst:
+  """A maxout classifier's probabilities split at its first dense layer.
+
+  For the epsilon sweeps' fast path (`advjax.LinearFirst`): ``first`` is the
+  first maxout layer's affine map, ``W x + b`` (input dropout, before it, is
+  off at evaluation); ``rest`` runs the model's own Flax code with that
+  layer's output replaced by ``h``, through a method interceptor. Cached per
+  model, so that jitted sweeps reuse their compilation.
+
+  Args:
+    model: a `maxout_mlp` classifier.
+
+  Returns:
+    An `advjax.LinearFirst` equal to ``model.probabilities``.
+
+  Example:
+    >>> advjax.epsilon_sweep(loss_fn, maxout_linear_first(model), params, x, y, eps)
+  """
+  if not isinstance(model.module, Maxout):
+    raise ValueError(f"maxout_linear_first needs a maxout_mlp classifier, got {model!r}.")
+
+  def first(params: Params, x: Array) -> Array:
+    layer = params["maxout_0"]
+    return x @ layer["kernel"] + layer["bias"]
+
+  def rest(params: Params, h: Array) -> Array:
+    def replace_first(next_fun, args, kwargs, context):
+      if context.method_name == "__call__" and context.module.name == "maxout_0":
+        return h
+      return next_fun(*args, **kwargs)
+
+    # Only the shape of this input matters: the layer that reads it returns h.
+    placeholder = jnp.zeros(h.shape[:-1] + params["maxout_0"]["kernel"].shape[:1],
+                            h.dtype)
+    with nn.intercept_methods(replace_first):
+      return model.probabilities(params, placeholder)
+
+  return LinearFirst(first, rest)

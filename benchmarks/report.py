@@ -65,7 +65,7 @@ def device_section(entry: dict[str, Any]) -> str:
       f"- run: `{entry['config']['name']}`, {entry['seconds']:.0f} s in all; load average "
       f"(1/5/15 min) {_load(load_start)} at the start, {_load(load_end)} at the end",
       f"- software: Python {machine['python']}, JAX {machine['jax']}",
-      f"- peers: " + "; ".join(f"{name} {text}" for name, text in entry["peers"].items()),
+      "- peers: " + "; ".join(f"{name} {text}" for name, text in entry["peers"].items()),
       f"- data: {entry['data']}",
       f"- model: {entry['model']}\n",
       "### Targets\n",

@@ -14,7 +14,6 @@ import pathlib
 import time
 from typing import Any, Callable
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -464,39 +463,12 @@ def _agreement(theirs: np.ndarray, ours: np.ndarray, gradient: np.ndarray) -> di
 # ---------------------------------------------------------------------------
 
 
-def linear_first(model: models.Classifier) -> sweeps.LinearFirst:
-  """The maxout classifier split at its first dense layer, for the sweep's fast path.
-
-  ``first`` is the first maxout layer's affine map; ``rest`` runs the Flax
-  module with that layer's output replaced by ``h`` (through a method
-  interceptor), so the rest of the network is the model's own code. Input
-  dropout sits before ``first`` but is off at evaluation.
-  """
-
-  def first(params: Any, x: jax.Array) -> jax.Array:
-    layer = params["maxout_0"]
-    return x @ layer["kernel"] + layer["bias"]
-
-  def rest(params: Any, h: jax.Array) -> jax.Array:
-    def replace_first(next_fun, args, kwargs, context):
-      if context.method_name == "__call__" and context.module.name == "maxout_0":
-        return h
-      return next_fun(*args, **kwargs)
-
-    # The input is never read: the layer that would read it returns h instead.
-    placeholder = jnp.zeros(h.shape[:-1] + params["maxout_0"]["kernel"].shape[:1], h.dtype)
-    with nn.intercept_methods(replace_first):
-      return model.probabilities(params, placeholder)
-
-  return sweeps.LinearFirst(first, rest)
-
-
 def epsilon_sweeps(bench: Bench) -> Section:
   """Item 4: `advjax.epsilon_sweep` against a loop of jitted FGSM and evaluation."""
   cfg, model, params = bench.config, bench.model, bench.params
   x, y = bench.test_x, bench.test_y
   eps_values = jnp.linspace(0., 2 * cfg.eps, cfg.sweep_eps)
-  loss_fn, probs_fn, split = model.loss_fn(), model.probabilities, linear_first(model)
+  loss_fn, probs_fn, split = model.loss_fn(), model.probabilities, models.maxout_linear_first(model)
   batch = cfg.sweep_batch if jax.devices()[0].platform == "cpu" else None
 
   attack = jax.jit(lambda p, x, y, e: advjax.fgsm(loss_fn, p, x, y, e))

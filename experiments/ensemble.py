@@ -180,7 +180,7 @@ def attacks(model: models.Classifier) -> dict[str, tuple[Any, advjax.LinearFirst
   ``index`` alone. The index is part of the params so that one compilation
   serves every member. Cached per model, for the same reason.
   """
-  split = epsilon_sweep.linear_first(model)
+  split = models.maxout_linear_first(model)
   member_loss = model.loss_fn()
   mean_loss = advjax.ensemble_loss(model.probabilities)
 

@@ -39,7 +39,6 @@ import time
 import zipfile
 from typing import Any, Sequence
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -115,44 +114,6 @@ PRESETS = {
 
 
 @functools.cache
-def linear_first(model: models.Classifier) -> advjax.LinearFirst:
-  """The maxout's probabilities split at its first dense layer, for the sweeps' fast path.
-
-  ``first`` is the first maxout layer's affine map (input dropout, before it,
-  is off at evaluation); ``rest`` runs the model's own Flax code with that
-  layer's output replaced by ``h``, through a method interceptor. Cached per
-  model, so that jitted sweeps reuse their compilation.
-
-  Args:
-    model: a `advjax.models.maxout_mlp` classifier.
-
-  Returns:
-    An `advjax.LinearFirst` equal to ``model.probabilities``.
-
-  Example:
-    >>> advjax.epsilon_sweep(model.loss_fn(), linear_first(model), params, x, y, eps)
-  """
-
-  def first(params: Any, x: jax.Array) -> jax.Array:
-    layer = params["maxout_0"]
-    return x @ layer["kernel"] + layer["bias"]
-
-  def rest(params: Any, h: jax.Array) -> jax.Array:
-    def replace_first(next_fun, args, kwargs, context):
-      if context.method_name == "__call__" and context.module.name == "maxout_0":
-        return h
-      return next_fun(*args, **kwargs)
-
-    # Only the shape of this input matters: the layer that reads it returns h.
-    placeholder = jnp.zeros(h.shape[:-1] + params["maxout_0"]["kernel"].shape[:1],
-                            h.dtype)
-    with nn.intercept_methods(replace_first):
-      return model.probabilities(params, placeholder)
-
-  return advjax.LinearFirst(first, rest)
-
-
-@functools.cache
 def _loss_fn(model: models.Classifier) -> models.LossFn:
   # One function object per model, so that the jitted sweep compiles once.
   return model.loss_fn()
@@ -183,7 +144,7 @@ def maxout_sweep(model: models.Classifier, params: Any, split: Any,
   Returns:
     An `advjax.SweepResult`.
   """
-  return advjax.epsilon_sweep(_loss_fn(model), linear_first(model), params,
+  return advjax.epsilon_sweep(_loss_fn(model), models.maxout_linear_first(model), params,
                               split.x, split.y, eps_values, batch_size=500)
 
 

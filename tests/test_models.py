@@ -223,3 +223,15 @@ def test_maxout_rejects_bad_settings(kwargs):
 def test_clip_column_norms_rejects_a_non_positive_bound():
   with pytest.raises(ValueError, match="max_norm"):
     models.clip_column_norms({"kernel": jnp.ones((2, 2))}, 0.0)
+
+
+def test_maxout_linear_first_equals_the_model_and_rejects_other_models():
+  model = models.maxout_mlp(units=6, pieces=3, classes=4)
+  x = jax.random.uniform(jax.random.key(0), (5, 12))
+  params = model.init(jax.random.key(1), x)
+  params = jax.tree.map(lambda p: p + 0.1 * jax.random.normal(jax.random.key(2), p.shape),
+                        params)
+  split = models.maxout_linear_first(model)
+  np.testing.assert_allclose(split(params, x), model.probabilities(params, x), rtol=1e-5)
+  with pytest.raises(ValueError, match="maxout"):
+    models.maxout_linear_first(models.softmax_regression())

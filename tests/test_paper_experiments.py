@@ -285,14 +285,6 @@ def test_the_vmapped_epoch_equals_training_each_member_alone():
                          trained.params["output"]["kernel"][1])
 
 
-def test_linear_first_is_the_maxouts_probabilities():
-  model = models.maxout_mlp(units=6, pieces=3)
-  params = model.init(jax.random.key(0), jnp.zeros((1, 784)))
-  x = jax.random.uniform(jax.random.key(1), (5, 784))
-  np.testing.assert_allclose(epsilon_sweep.linear_first(model)(params, x),
-                             model.probabilities(params, x), rtol=1e-5, atol=1e-7)
-
-
 def test_the_ensemble_attacks_match_fgsm_on_the_ensemble_and_on_a_member():
   model = models.maxout_mlp(units=4, pieces=2)
   stacked = advjax.init_ensemble(
