@@ -22,6 +22,9 @@ from advjax import data as data_lib
 Verdict = Literal["reproduced", "same direction", "not reproduced", "out of scope"]
 VERDICTS = ("reproduced", "same direction", "not reproduced", "out of scope")
 
+# An MNIST model with a larger clean test error has not learnt its task.
+LEARNT_ERROR = 0.10
+
 
 def parser(prog: str, description: str, presets: Iterable[str]) -> argparse.ArgumentParser:
   """The flags every experiment takes: --preset, --seeds, --data-dir, --out.
@@ -103,6 +106,37 @@ def paper_row(row_id: str, metric: str, paper: str, measured: float | None,
     raise ValueError(f"verdict must be one of {VERDICTS}, got {verdict!r}.")
   return {"id": row_id, "metric": metric, "paper": paper,
           "measured": number(measured), "verdict": verdict, "note": note}
+
+
+def judge(measured: float | None, paper: float, tolerance: float,
+          same_direction: bool, *, trained: bool = True) -> Verdict:
+  """The verdict on one number: within ``tolerance`` of the paper, else its direction.
+
+  Args:
+    measured: our figure (a fraction), or None when it could not be measured.
+    paper: the paper's figure, in the same unit.
+    tolerance: the largest absolute difference that still counts as reproduced.
+    same_direction: whether ours shows the paper's effect, if not its size.
+    trained: whether the model learnt its task at all; an untrained model is
+      fooled by anything, which says nothing of the paper's claim.
+
+  Returns:
+    ``"reproduced"``, ``"same direction"`` or ``"not reproduced"``.
+
+  Example:
+    >>> judge(0.87, 0.894, 0.10, True)
+    'reproduced'
+  """
+  if measured is None or not trained:
+    return "not reproduced"
+  if abs(measured - paper) <= tolerance:
+    return "reproduced"
+  return "same direction" if same_direction else "not reproduced"
+
+
+def learnt(test_error: float | None) -> bool:
+  """Whether an MNIST classifier learnt its task: clean test error at most 10%."""
+  return test_error is not None and test_error <= LEARNT_ERROR
 
 
 def write_results(out: pathlib.Path, name: str, results: dict[str, Any],

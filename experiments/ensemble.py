@@ -36,7 +36,7 @@ from advjax import models
 from advjax import train
 from experiments import common
 from experiments import epsilon_sweep
-from experiments.report import judge, learnt
+from experiments.common import judge, learnt
 
 NAME = "ensemble"
 PROG = f"experiments.{NAME}"

@@ -52,7 +52,7 @@ from advjax import train
 from advjax.checkpoint import RunMismatchError
 from experiments import common
 from experiments import mnist_maxout
-from experiments.report import judge, learnt
+from experiments.common import judge, learnt
 
 NAME = "epsilon_sweep"
 PROG = f"experiments.{NAME}"

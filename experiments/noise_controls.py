@@ -31,7 +31,7 @@ from advjax.checkpoint import RunMismatchError
 from experiments import common
 from experiments import epsilon_sweep
 from experiments import mnist_maxout
-from experiments.report import judge, learnt
+from experiments.common import judge, learnt
 
 NAME = "noise_controls"
 PROG = f"experiments.{NAME}"

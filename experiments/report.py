@@ -93,42 +93,6 @@ PAPER_TABLE = (
              "the original GoogLeNet weights are not available; qualitative only"),
 )
 
-# An MNIST model with a larger clean test error has not learnt its task.
-LEARNT_ERROR = 0.10
-
-# The summary's verdict of a row is its weakest measured one, in this order.
-VERDICT_ORDER = ("reproduced", "same direction", "not reproduced", "out of scope")
-
-
-def judge(measured: float | None, paper: float, tolerance: float,
-          same_direction: bool, *, trained: bool = True) -> common.Verdict:
-  """The verdict on one number: within ``tolerance`` of the paper, else its direction.
-
-  Args:
-    measured: our figure (a fraction), or None when it could not be measured.
-    paper: the paper's figure, in the same unit.
-    tolerance: the largest absolute difference that still counts as reproduced.
-    same_direction: whether ours shows the paper's effect, if not its size.
-    trained: whether the model learnt its task at all; an untrained model is
-      fooled by anything, which says nothing of the paper's claim.
-
-  Returns:
-    ``"reproduced"``, ``"same direction"`` or ``"not reproduced"``.
-
-  Example:
-    >>> judge(0.87, 0.894, 0.10, True)
-    'reproduced'
-  """
-  if measured is None or not trained:
-    return "not reproduced"
-  if abs(measured - paper) <= tolerance:
-    return "reproduced"
-  return "same direction" if same_direction else "not reproduced"
-
-
-def learnt(test_error: float | None) -> bool:
-  """Whether an MNIST classifier learnt its task: clean test error at most 10%."""
-  return test_error is not None and test_error <= LEARNT_ERROR
 
 
 def maxout_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
@@ -150,22 +114,22 @@ def maxout_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
   better = adversarial["test_error"] < clean["test_error"]
   robust = adversarial["fgsm_error"] < clean["fgsm_error"]
   asymmetric = transfer["adversarial_to_clean"] > transfer["clean_to_adversarial"]
-  both = learnt(clean["test_error"]) and learnt(adversarial["test_error"])
+  both = common.learnt(clean["test_error"]) and common.learnt(adversarial["test_error"])
 
   def row(row_id: str, metric: str, paper: str, measured: float | None, target: float,
           tolerance: float, same_direction: bool, trained: bool) -> dict[str, Any]:
     return common.paper_row(row_id, metric, paper, measured,
-                            judge(measured, target, tolerance, same_direction,
+                            common.judge(measured, target, tolerance, same_direction,
                                   trained=trained), scale)
 
   clean_conf, adversarial_conf = clean["fgsm_confidence"], adversarial["fgsm_confidence"]
   rows = [
       row("M3", "FGSM error, clean maxout", "89.4%", clean["fgsm_error"], 0.894, 0.10,
-          clean["fgsm_error"] >= 0.5, learnt(clean["test_error"])),
+          clean["fgsm_error"] >= 0.5, common.learnt(clean["test_error"])),
       row("M3", "confidence on FGSM mistakes, clean maxout", "97.6%", clean_conf,
-          0.976, 0.10, (clean_conf or 0) >= 0.5, learnt(clean["test_error"])),
+          0.976, 0.10, (clean_conf or 0) >= 0.5, common.learnt(clean["test_error"])),
       row("M4", "test error, clean maxout", "0.94%", clean["test_error"], 0.0094,
-          0.003, learnt(clean["test_error"]), True),
+          0.003, common.learnt(clean["test_error"]), True),
       # Within tolerance of 0.84% but above the clean model is no improvement.
       row("M4", "test error, adversarially trained maxout", "0.84%",
           adversarial["test_error"], 0.0084, 0.003, better, both and better),
@@ -182,7 +146,7 @@ def maxout_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
   if config.get("units") == 1600:
     rows += [
         row("M5", "test error without the adversarial objective", "1.14%",
-            clean["test_error"], 0.0114, 0.003, True, learnt(clean["test_error"])),
+            clean["test_error"], 0.0114, 0.003, True, common.learnt(clean["test_error"])),
         row("M5", "test error with it", "0.782% (mean)", adversarial["test_error"],
             0.00782, 0.003, better, both and better)]
   return rows
@@ -248,8 +212,9 @@ def summary_line(paper: PaperRow, rows: list[dict[str, Any]],
   measured = "; ".join(f"{row['metric']}: {_measured(row)}" for row in rows)
   runs = sorted({f"{row['file']} ({_run_label(results[row['file']])})" for row in rows})
   verdicts = [row["verdict"] for row in rows]
-  weakest = max(verdicts, key=lambda v: VERDICT_ORDER.index(v)
-                if v in VERDICT_ORDER else len(VERDICT_ORDER))
+  # The summary's verdict of a row is its weakest measured one.
+  weakest = max(verdicts, key=lambda v: common.VERDICTS.index(v)
+                if v in common.VERDICTS else len(common.VERDICTS))
   verdict = weakest if len(set(verdicts)) == 1 else (
       f"{weakest} ({verdicts.count('reproduced')} of {len(verdicts)} reproduced)")
   return [paper.id, paper.experiment, paper.paper, measured, "; ".join(runs), verdict]

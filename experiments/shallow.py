@@ -436,12 +436,8 @@ def row(row_id: str, metric: str, paper: str, paper_value: float,
     >>> row("M1", "FGSM error", "99.9%", 0.999, 0.998, 0.05, lambda e: e > 0.5)["verdict"]
     'reproduced'
   """
-  if measured is None:
-    verdict = "not reproduced"
-  elif abs(measured - paper_value) <= tolerance:
-    verdict = "reproduced"
-  else:
-    verdict = "same direction" if claim(measured) else "not reproduced"
+  verdict = common.judge(measured, paper_value, tolerance,
+                         measured is not None and claim(measured))
   return common.paper_row(row_id, metric, paper, measured, verdict,
                           f"within {100 * tolerance:g} points counts as reproduced"
                           + (f"; {note}" if note else ""))

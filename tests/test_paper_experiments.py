@@ -21,6 +21,7 @@ import advjax
 from advjax import models
 from advjax import train
 from experiments import all as experiments_all
+from experiments import common
 from experiments import ensemble
 from experiments import epsilon_sweep
 from experiments import noise_controls
@@ -126,11 +127,11 @@ def test_derived_maxout_rows_judge_the_numbers():
 
 
 def test_judge():
-  assert report.judge(0.85, 0.894, 0.10, False) == "reproduced"
-  assert report.judge(0.60, 0.894, 0.10, True) == "same direction"
-  assert report.judge(0.60, 0.894, 0.10, False) == "not reproduced"
-  assert report.judge(None, 0.894, 0.10, True) == "not reproduced"
-  assert report.judge(0.89, 0.894, 0.10, True, trained=False) == "not reproduced"
+  assert common.judge(0.85, 0.894, 0.10, False) == "reproduced"
+  assert common.judge(0.60, 0.894, 0.10, True) == "same direction"
+  assert common.judge(0.60, 0.894, 0.10, False) == "not reproduced"
+  assert common.judge(None, 0.894, 0.10, True) == "not reproduced"
+  assert common.judge(0.89, 0.894, 0.10, True, trained=False) == "not reproduced"
 
 
 def test_the_driver_runs_every_experiment_the_report_expects():
