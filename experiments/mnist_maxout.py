@@ -38,11 +38,14 @@ import pathlib
 import time
 from typing import Any, Sequence
 
+import jax
 import numpy as np
 from flax import traverse_util
+from jax.sharding import Mesh
 
 from advjax import data as data_lib
 from advjax import models
+from advjax import sharding
 from advjax import train
 from advjax.checkpoint import RunMismatchError
 from experiments import common
@@ -132,8 +135,8 @@ PRESETS = {
 
 
 def train_model(name: str, objective: train.Objective, monitor: str, preset: Preset,
-                seed: int, data: data_lib.MNIST, work: pathlib.Path
-                ) -> tuple[Any, dict[str, Any]]:
+                seed: int, data: data_lib.MNIST, work: pathlib.Path,
+                mesh: Mesh | None = None) -> tuple[Any, dict[str, Any]]:
   """Trains one maxout as the preset says, resuming or reloading from ``work``.
 
   Args:
@@ -146,9 +149,11 @@ def train_model(name: str, objective: train.Objective, monitor: str, preset: Pre
     seed: the training seed.
     data: MNIST.
     work: the folder of the runs; each gets ``<name>-seed<k>-<digest>``.
+    mesh: train data-parallel on this mesh; None for one device. The run
+      folder does not depend on it: a run resumes on another device count.
 
   Returns:
-    ``(params, summary)``; the summary has ``best_epoch`` (None without
+    ``(params, summary)`` with the params on one device of this host; the summary has ``best_epoch`` (None without
     validation), ``epochs_trained`` and ``train_seconds`` (all phases, all
     invocations).
 
@@ -172,23 +177,26 @@ def train_model(name: str, objective: train.Objective, monitor: str, preset: Pre
   print(f"training the {label} in {workdir}", flush=True)
   if preset.patience is not None and preset.retrain:
     selection, final = train.fit_and_retrain(
-        model, data, config, objective=objective, workdir=workdir, desc=label)
+        model, data, config, objective=objective, workdir=workdir, desc=label,
+        mesh=mesh)
     history = selection.history + final.history
   else:
     split, valid = (data.train_full, None) if preset.retrain else (data.train,
                                                                    data.valid)
     final = selection = train.fit(model, split, config, objective=objective,
-                                  valid=valid, workdir=workdir, desc=label)
+                                  valid=valid, workdir=workdir, desc=label, mesh=mesh)
     history = final.history
   summary = {"best_epoch": selection.best_epoch or None,
              "epochs_trained": len(history),
              "train_seconds": sum(row["seconds"] for row in history)}
-  return final.params, summary
+  # Scored on one device: the test set is small next to training.
+  return sharding.local_copy(final.params), summary
 
 
 def measure_seed(preset: Preset, data: data_lib.MNIST, seed: int,
-                 work: pathlib.Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-  """Trains both models of one seed and scores them on the test set.
+                 work: pathlib.Path, mesh: Mesh | None = None
+                 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+  """Trains both models of one seed (on ``mesh``, if given) and scores them on the test set.
 
   Returns:
     ``(scores, transfer, params)``: ``{"clean": row, "adversarial": row}`` of
@@ -202,7 +210,7 @@ def measure_seed(preset: Preset, data: data_lib.MNIST, seed: int,
       ("clean", train.Clean(), "error"),
       ("adversarial", train.Adversarial(EPS, ALPHA), "fgsm_error")):
     params[name], summary = train_model(name, objective, monitor, preset, seed,
-                                        data, work)
+                                        data, work, mesh)
     error, confidence = train.score(model, params[name], test.x, test.y)
     # Made on the evaluation loss (dropout off), kept for the transfer.
     examples[name] = train.fgsm_examples(model, params[name], test.x, test.y, EPS)
@@ -256,6 +264,24 @@ def format_table(results: dict[str, Any]) -> str:
   return "\n".join(lines)
 
 
+def device_mesh(devices: str) -> Mesh | None:
+  """The mesh that ``--devices`` asks for: None for one device, else a data mesh."""
+  if devices == "all":
+    count = jax.device_count()
+  elif devices.isdigit() and int(devices) >= 1:
+    count = int(devices)
+  else:
+    common.fail(PROG, f"--devices must be a count >= 1 or 'all', got {devices!r}")
+  if count > jax.device_count():
+    common.fail(PROG, f"--devices {count}: only {jax.device_count()} "
+                      f"{jax.devices()[0].platform} device(s) here (on a CPU, "
+                      "XLA_FLAGS=--xla_force_host_platform_device_count=N makes N)")
+  batch = train.TrainConfig.batch_size  # the recipe's 100, which every run keeps
+  if batch % count:
+    common.fail(PROG, f"--devices {count} does not divide the batch of {batch}")
+  return None if count == 1 and jax.process_count() == 1 else sharding.data_mesh(count)
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   """Runs the experiment and returns its results; bad data or flags exit with one line."""
   start = time.perf_counter()
@@ -268,7 +294,21 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   parser.add_argument("--work", type=pathlib.Path,
                       help="checkpoint folder; the same command resumes from it "
                            "(default: OUT/mnist_maxout_runs)")
+  parser.add_argument("--devices", default="1",
+                      help="train data-parallel over this many devices, or 'all' "
+                           "(default: 1); the batch of 100 must split evenly")
+  parser.add_argument("--distributed", action="store_true",
+                      help="join a multi-host run (jax.distributed.initialize); "
+                           "implied by --coordinator")
+  parser.add_argument("--coordinator", help="multi-host: host 0's address, host:port")
+  parser.add_argument("--num-processes", type=int, help="multi-host: number of hosts")
+  parser.add_argument("--process-id", type=int, help="multi-host: this host's index")
   args = parser.parse_args(argv)
+  if args.distributed or args.coordinator:
+    sharding.initialize_distributed(
+        coordinator_address=args.coordinator, num_processes=args.num_processes,
+        process_id=args.process_id)
+  mesh = device_mesh(args.devices)
   preset = PRESETS[args.preset]
   for flag in ("units", "epochs", "seeds"):
     value = common.positive(PROG, flag, getattr(args, flag))
@@ -283,7 +323,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   transfers = []
   try:
     for seed in range(preset.seeds):
-      scores, transfer, params = measure_seed(preset, data, seed, work)
+      scores, transfer, params = measure_seed(preset, data, seed, work, mesh)
       for name, row in scores.items():
         per_seed[name].append(row)
       transfers.append(transfer)
@@ -304,7 +344,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
       "paper": PAPER,
       "config": {"preset": args.preset, **dataclasses.asdict(preset), "eps": EPS,
                  "alpha": ALPHA, "clip": None, "data_dir": args.data_dir,
-                 "work": str(work)},
+                 "work": str(work), "devices": 1 if mesh is None else mesh.size,
+                 "platform": jax.devices()[0].platform},
   }
   print(format_table(results))
   common.write_results(args.out, NAME, results, start)

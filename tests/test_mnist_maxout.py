@@ -11,6 +11,7 @@ import pathlib
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 
@@ -106,3 +107,27 @@ def test_on_real_mnist_with_a_small_network(tmp_path):
   check_results(results)
   rows = results["models"]["clean"]["per_seed"]
   assert rows[0]["epochs_trained"] == 1
+
+
+def test_data_parallel_run_matches_the_single_device_run(tmp_path):
+  if jax.device_count() < 4:
+    pytest.skip("needs 4 devices (tests/conftest.py forces 4 CPU devices)")
+  data_dir = tmp_path / "mnist"
+  write_idx(data_dir)
+  single = mnist_maxout.main([*TINY, "--data-dir", str(data_dir),
+                              "--out", str(tmp_path / "one")])
+  sharded = mnist_maxout.main([*TINY, "--data-dir", str(data_dir), "--devices", "4",
+                               "--out", str(tmp_path / "four")])
+  assert sharded["config"]["devices"] == 4
+  for name in ("clean", "adversarial"):
+    for key in ("test_error", "fgsm_error"):
+      # 30 test images: one flipped prediction moves an error by 1/30.
+      assert abs(sharded["models"][name][key] - single["models"][name][key]) <= 1 / 30
+
+
+@pytest.mark.parametrize("devices, message", [
+    ("3", "does not divide the batch"), ("x", "count >= 1 or 'all'"),
+    ("64", "only")])
+def test_bad_device_counts_are_refused(tmp_path, devices, message):
+  with pytest.raises(SystemExit, match=message):
+    mnist_maxout.main(["--devices", devices, "--out", str(tmp_path)])
