@@ -293,7 +293,7 @@ KILL_SCRIPT = textwrap.dedent("""
 
 
 def test_kill_9_then_rerun_resumes_to_the_same_result(tmp_path):
-  epochs = 20
+  epochs = 10
   script = tmp_path / "run.py"
   script.write_text(KILL_SCRIPT.format(tests=str(REPO / "tests")))
   env = {**os.environ, "PYTHONPATH": str(REPO)}
