@@ -139,6 +139,22 @@ def learnt(test_error: float | None) -> bool:
   return test_error is not None and test_error <= LEARNT_ERROR
 
 
+def format_rows(rows: list[dict[str, Any]], title: str) -> str:
+  """An experiment's `paper_row`s as a plain-text table, ours beside the paper's.
+
+  Args:
+    rows: the rows; a row's ``display`` (a number that is no percentage, such as
+      an R^2) is shown instead of its measured fraction.
+    title: the first line: preset, seeds and attack settings.
+  """
+  width = max(len(r["metric"]) for r in rows) + 2
+  lines = [title, f"{'row':5}{'metric':{width}}{'paper':>11}{'ours':>9}  verdict"]
+  lines += [f"{r['id']:5}{r['metric']:{width}}{r['paper']:>11}"
+            f"{r.get('display') or percent(r['measured']):>9}  {r['verdict']}"
+            for r in rows]
+  return "\n".join(lines)
+
+
 def write_results(out: pathlib.Path, name: str, results: dict[str, Any],
                   start: float) -> pathlib.Path:
   """Writes ``out/name.json`` with the run's duration; returns the path.

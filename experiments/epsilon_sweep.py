@@ -471,9 +471,8 @@ def main(argv: Sequence[str] | None = None) -> None:
   results["config"] = {"preset": args.preset, "seeds": 1, "eps": EPS, "alpha": ALPHA,
                        "clip": None, "sweep_eps": [float(e) for e in SWEEP_EPS],
                        **dataclasses.asdict(preset), "data_dir": args.data_dir}
-  for row in results["rows"]:
-    print(f"  {row['id']:4}{row['metric'][:60]:62}{row['display']:>8}  "
-          f"paper: {row['paper']}  ({row['verdict']})")
+  print(common.format_rows(
+      results["rows"], f"preset {args.preset}, FGSM eps {EPS}, no clipping"))
   common.write_results(args.out, NAME, results, start)
 
 

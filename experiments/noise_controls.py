@@ -134,9 +134,8 @@ def main(argv: Sequence[str] | None = None) -> None:
   results["config"] = {"preset": args.preset, **dataclasses.asdict(preset),
                        "eps": EPS, "alpha": ALPHA, "clip": None,
                        "data_dir": args.data_dir}
-  for row in results["rows"]:
-    print(f"  {row['metric']:55}{common.percent(row['measured']):>8}  "
-          f"paper {row['paper']}  ({row['verdict']})")
+  print(common.format_rows(
+      results["rows"], f"preset {args.preset}, FGSM eps {EPS}, no clipping"))
   common.write_results(args.out, NAME, results, start)
 
 

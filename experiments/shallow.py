@@ -512,16 +512,8 @@ def main(experiment: Experiment, argv: Sequence[str] | None = None) -> dict[str,
       "rows": experiment.rows(measured),
       "figures": figures,
   }
-  print(format_rows(results["rows"], args.preset, preset.seeds))
+  print(common.format_rows(
+      results["rows"], f"preset {args.preset}, {preset.seeds} seed(s), FGSM eps {EPS}, "
+      "no clipping"))
   common.write_results(args.out, experiment.name, results, start)
   return results
-
-
-def format_rows(rows: list[dict[str, Any]], preset: str, seeds: int) -> str:
-  """The rows as a plain-text table, ours beside the paper's."""
-  width = max(len(r["metric"]) for r in rows) + 2
-  lines = [f"preset {preset}, {seeds} seed(s), FGSM eps {EPS}, no clipping",
-           f"{'row':5}{'metric':{width}}{'paper':>11}{'ours':>9}  verdict"]
-  lines += [f"{r['id']:5}{r['metric']:{width}}{r['paper']:>11}"
-            f"{common.percent(r['measured']):>9}  {r['verdict']}" for r in rows]
-  return "\n".join(lines)
