@@ -593,6 +593,11 @@ def fit(model: Classifier, train: Any, config: TrainConfig, *,
   arrays = {"params": state.params, "opt_state": state.opt_state,
             "step": state.step, "rng": jax.random.key_data(rng),
             "best_params": state.params}
+  if mesh is not None:
+    # Global arrays from the start: with several hosts, orbax saves only
+    # arrays that span the mesh, and a restore lands them on this mesh
+    # whatever the device count of the run that wrote them.
+    arrays = sharding.replicate(arrays, mesh)
   record = {"epoch": 0, "best_epoch": 0, "best_value": None, "history": []}
 
   checkpointer = metrics_path = None
@@ -616,8 +621,6 @@ def fit(model: Classifier, train: Any, config: TrainConfig, *,
     return (config.patience is not None
             and record["epoch"] - record["best_epoch"] >= config.patience)
 
-  if mesh is not None:
-    state = sharding.replicate(state, mesh)
   train_step = make_train_step(model, objective, mesh=mesh)
   bar = tqdm.tqdm(total=config.epochs, initial=record["epoch"], desc=desc,
                   unit="epoch", disable=not progress, dynamic_ncols=True)

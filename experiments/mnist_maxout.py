@@ -319,6 +319,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   work = args.work or args.out / f"{NAME}_runs"
   data = common.load_data(PROG, args.data_dir)
 
+  # Every host computes the same results; one writes them.
+  writer = jax.process_index() == 0
   per_seed = {"clean": [], "adversarial": []}
   transfers = []
   try:
@@ -327,7 +329,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
       for name, row in scores.items():
         per_seed[name].append(row)
       transfers.append(transfer)
-      if seed == 0:
+      if seed == 0 and writer:
         args.out.mkdir(parents=True, exist_ok=True)
         save_params(args.out / PARAMS_FILE, params)
   except RunMismatchError as error:
@@ -347,8 +349,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                  "work": str(work), "devices": 1 if mesh is None else mesh.size,
                  "platform": jax.devices()[0].platform},
   }
-  print(format_table(results))
-  common.write_results(args.out, NAME, results, start)
+  if writer:
+    print(format_table(results))
+    common.write_results(args.out, NAME, results, start)
   return results
 
 

@@ -8,6 +8,7 @@ import gzip
 import json
 import os
 import pathlib
+import socket
 import subprocess
 import sys
 
@@ -123,6 +124,47 @@ def test_data_parallel_run_matches_the_single_device_run(tmp_path):
     for key in ("test_error", "fgsm_error"):
       # 30 test images: one flipped prediction moves an error by 1/30.
       assert abs(sharded["models"][name][key] - single["models"][name][key]) <= 1 / 30
+
+
+def free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    return s.getsockname()[1]
+
+
+def test_two_hosts_match_one_and_their_checkpoints_resume_on_one(tmp_path):
+  """Two processes of 2 CPU devices each, joined by jax.distributed on localhost."""
+  data_dir = tmp_path / "mnist"
+  write_idx(data_dir, n_train=400)
+  flags = ["--epochs", "2", "--units", "8", "--data-dir", str(data_dir)]
+  coordinator = f"localhost:{free_port()}"
+  env = {**os.environ, "PYTHONPATH": str(REPO),
+         "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+  hosts = [subprocess.Popen(
+      [sys.executable, "-m", "experiments.mnist_maxout", *flags,
+       "--out", str(tmp_path / "hosts"), "--devices", "all",
+       "--coordinator", coordinator, "--num-processes", "2", "--process-id", str(i)],
+      cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+      for i in range(2)]
+  for host in hosts:
+    output = host.communicate(timeout=300)[0]
+    assert host.returncode == 0, output
+  two_hosts = json.loads((tmp_path / "hosts" / "mnist_maxout.json").read_text())
+  assert two_hosts["config"]["devices"] == 4
+
+  one = mnist_maxout.main([*flags, "--out", str(tmp_path / "one")])
+  with np.load(tmp_path / "hosts" / "mnist_maxout_params.npz") as a, \
+       np.load(tmp_path / "one" / "mnist_maxout_params.npz") as b:
+    assert set(a) == set(b)
+    for key in a:
+      np.testing.assert_allclose(a[key], b[key], atol=1e-5, err_msg=key)
+
+  # Run alone on the hosts' folder, the command finds both runs finished,
+  # restores what two processes wrote, and scores exactly what they scored.
+  resumed = mnist_maxout.main([*flags, "--out", str(tmp_path / "hosts"),
+                               "--devices", "2"])
+  assert resumed["models"] == two_hosts["models"]
+  assert resumed["transfer"] == two_hosts["transfer"]
 
 
 @pytest.mark.parametrize("devices, message", [
