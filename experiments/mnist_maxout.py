@@ -153,9 +153,9 @@ def train_model(name: str, objective: train.Objective, monitor: str, preset: Pre
       folder does not depend on it: a run resumes on another device count.
 
   Returns:
-    ``(params, summary)`` with the params on one device of this host; the summary has ``best_epoch`` (None without
-    validation), ``epochs_trained`` and ``train_seconds`` (all phases, all
-    invocations).
+    ``(params, summary)``: the params on one device of this host, and a
+    summary with ``best_epoch`` (None without validation),
+    ``epochs_trained`` and ``train_seconds`` (all phases, all invocations).
 
   Example:
     >>> params, _ = train_model("clean", train.Clean(), "error", PRESETS["quick"],
