@@ -152,7 +152,7 @@ def test_two_hosts_match_one_and_their_checkpoints_resume_on_one(tmp_path):
   two_hosts = json.loads((tmp_path / "hosts" / "mnist_maxout.json").read_text())
   assert two_hosts["config"]["devices"] == 4
 
-  one = mnist_maxout.main([*flags, "--out", str(tmp_path / "one")])
+  mnist_maxout.main([*flags, "--out", str(tmp_path / "one")])  # one process, one device
   with np.load(tmp_path / "hosts" / "mnist_maxout_params.npz") as a, \
        np.load(tmp_path / "one" / "mnist_maxout_params.npz") as b:
     assert set(a) == set(b)
