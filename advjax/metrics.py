@@ -10,6 +10,12 @@ from advjax import _validation
 Array = jax.Array
 
 
+def mistakes(probs: Array, labels: Array) -> Array:
+  """Where the model is wrong: its top class is not the label, or its row holds a NaN."""
+  wrong = jnp.argmax(probs, axis=-1) != labels
+  return wrong | jnp.any(jnp.isnan(probs), axis=-1)
+
+
 def error_and_confidence(probs: Array, labels: Array) -> tuple[Array, Array]:
   """Error rate and mean confidence on the misclassified examples.
 

@@ -316,6 +316,10 @@ class Classifier:
     Example:
       >>> x_adv = advjax.fgsm(model.loss_fn(), params, x, y, eps=0.25)
     """
+    if dropout_key is None:
+      # The bound method: equal across calls, so jitted code that takes the
+      # loss as a static argument compiles once per model.
+      return self.loss
     return lambda params, x, y: self.loss(params, x, y, dropout_key=dropout_key)
 
   def constrain(self, params: Params) -> Params:

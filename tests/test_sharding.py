@@ -66,41 +66,46 @@ def test_sharded_ensemble_matches_unsharded():
                               advjax.ensemble_probs(mlp_probs, stacked, x), rtol=1e-5)
 
 
-def test_sharded_train_steps_match_single_device():
+def test_sharded_epochs_match_single_device():
   from advjax import train
   from tests.test_train import MODEL, TRAIN
-  steps = {}
+  tx = train.recipe_sgd(steps_per_epoch=5)
+  keys = jax.vmap(jax.random.split)(jax.vmap(jax.random.key)(jnp.arange(2)))
+  static, dynamic = train.split_objective(train.Adversarial(0.25), 2)
+  epochs = {}
   for name, mesh in (("single", None), ("sharded", sharding.data_mesh(4))):
-    state = train.create_train_state(MODEL, jax.random.key(0), TRAIN.x[:1],
-                                     train.recipe_sgd(steps_per_epoch=5))
-    step = train.make_train_step(MODEL, train.Adversarial(0.25), mesh=mesh)
+    states = jax.vmap(lambda k: train.create_train_state(MODEL, k, TRAIN.x[:1], tx))(
+        keys[:, 0])
+    data = (jnp.asarray(TRAIN.x), jnp.asarray(TRAIN.y))
     if mesh is not None:
-      state = sharding.replicate(state, mesh)
-    for i in range(3):
-      batch = (TRAIN.x[20 * i:20 * (i + 1)], TRAIN.y[20 * i:20 * (i + 1)])
-      if mesh is not None:
-        batch = sharding.shard_batch(batch, mesh)
-      state, _ = step(state, batch, jax.random.key(i))
-    steps[name] = state.params
-  chex.assert_trees_all_close(steps["sharded"], steps["single"], rtol=1e-5, atol=1e-6)
-  leaf = jax.tree.leaves(steps["sharded"])[0]
+      states, data, dynamic = sharding.replicate((states, data, dynamic), mesh)
+    for epoch in range(2):
+      states, losses = train.train_epoch(
+          MODEL, static, dynamic, states, *data,
+          jax.vmap(jax.random.fold_in, (0, None))(keys[:, 1], epoch),
+          batch_size=20, mesh=mesh)
+    epochs[name] = states.params, losses
+  chex.assert_trees_all_close(epochs["sharded"], epochs["single"], rtol=1e-5, atol=1e-6)
+  leaf = jax.tree.leaves(epochs["sharded"][0])[0]
   assert leaf.sharding.is_fully_replicated and len(leaf.sharding.device_set) == 4
 
 
 def test_sharded_fit_matches_and_resumes_on_another_device_count(tmp_path, monkeypatch):
+  from advjax import loop
   from advjax import train
-  from tests.test_train import CONFIG, MODEL, TRAIN, VALID, Crash, crash_on_epoch
+  from tests.test_loop import CONFIG, Crash, crash_on_epoch
+  from tests.test_train import MODEL, TRAIN, VALID
   config = dataclasses.replace(CONFIG, epochs=2)
   objective = train.Adversarial(0.25)
-  single = train.fit(MODEL, TRAIN, config, objective=objective, valid=VALID)
+  single = loop.fit(MODEL, TRAIN, config, objective=objective, valid=VALID)
   # Killed during epoch 2 on 4 devices; the same run then resumes on 2.
   with monkeypatch.context() as patch:
     crash_on_epoch(patch, 2)
     with pytest.raises(Crash):
-      train.fit(MODEL, TRAIN, config, objective=objective, valid=VALID,
-                workdir=tmp_path, mesh=sharding.data_mesh(4))
-  resumed = train.fit(MODEL, TRAIN, config, objective=objective, valid=VALID,
-                      workdir=tmp_path, mesh=sharding.data_mesh(2))
+      loop.fit(MODEL, TRAIN, config, objective=objective, valid=VALID,
+               workdir=tmp_path, mesh=sharding.data_mesh(4))
+  resumed = loop.fit(MODEL, TRAIN, config, objective=objective, valid=VALID,
+                     workdir=tmp_path, mesh=sharding.data_mesh(2))
   assert [row["epoch"] for row in resumed.history] == [1, 2]
   chex.assert_trees_all_close(resumed.params, single.params, rtol=1e-4, atol=1e-6)
   for row_single, row_resumed in zip(single.history, resumed.history):
@@ -108,8 +113,9 @@ def test_sharded_fit_matches_and_resumes_on_another_device_count(tmp_path, monke
 
 
 def test_fit_rejects_a_batch_that_does_not_split():
-  from advjax import train
-  from tests.test_train import CONFIG, MODEL, TRAIN
+  from advjax import loop
+  from tests.test_loop import CONFIG
+  from tests.test_train import MODEL, TRAIN
   with pytest.raises(ValueError, match="split evenly"):
-    train.fit(MODEL, TRAIN, dataclasses.replace(CONFIG, batch_size=21),
-              mesh=sharding.data_mesh(4))
+    loop.fit(MODEL, TRAIN, dataclasses.replace(CONFIG, batch_size=21),
+             mesh=sharding.data_mesh(4))
