@@ -20,7 +20,7 @@ import numpy as np
 
 import advjax
 from advjax import data as advjax_data
-from advjax import ensembles, models, sharding, sweeps, train
+from advjax import ensembles, evaluation, loop, models, sharding, sweeps, train
 from benchmarks import harness, peers as peers_lib, report
 
 
@@ -205,9 +205,10 @@ def train_steps(bench: Bench) -> list[Section]:
   clean, adversarial, naive = (
       "advjax clean step", "advjax adversarial step", "naive adversarial step (JAX)")
   steps = {
-      clean: train.make_train_step(model, train.Clean()),
-      adversarial: train.make_train_step(model, train.Adversarial(cfg.eps, cfg.alpha)),
-      naive: train.make_train_step(model, NaiveAdversarial(cfg.eps, cfg.alpha)),
+      clean: jax.jit(train.make_train_step(model, train.Clean())),
+      adversarial: jax.jit(train.make_train_step(model,
+                                                 train.Adversarial(cfg.eps, cfg.alpha))),
+      naive: jax.jit(train.make_train_step(model, NaiveAdversarial(cfg.eps, cfg.alpha))),
   }
   calls = {name: functools.partial(_run_jax, step, state, batch, rng)
            for name, step in steps.items()}
@@ -343,7 +344,7 @@ def fgsm_attacks(bench: Bench) -> Section:
   """Item 3: images per second of FGSM, and agreement of every peer with advjax.
 
   Every implementation gets the test set in the same batches (1,000 images, the
-  default of `advjax.train.fgsm_examples`; larger ones ran slower here, their
+  default of `advjax.evaluation.fgsm_examples`; larger ones ran slower here, their
   activations falling out of cache) from a Python loop, as a data loader would
   feed it.
   """
@@ -531,8 +532,9 @@ def ensemble_step(bench: Bench) -> Section:
   states = ensembles.init_ensemble(
       lambda key: train.create_train_state(model, key, sample, tx), jax.random.key(2), members)
   rngs = jax.random.split(jax.random.key(3), members)
-  step = train.make_train_step(model, train.Clean())
-  vmapped = jax.jit(ensembles.ensemble_step(step))
+  single = train.make_train_step(model, train.Clean())
+  step = jax.jit(single)
+  vmapped = jax.jit(ensembles.ensemble_step(single))
   singles = ensembles.unstack(states)
   batch = bench.batch
 
@@ -578,12 +580,15 @@ def sharded_step(bench: Bench) -> Section:
   calls, memory, notes = {}, {}, {}
   for n in counts:
     mesh = sharding.data_mesh(n)
-    step = train.make_train_step(model, train.Adversarial(cfg.eps, cfg.alpha), mesh=mesh)
+    replicated = sharding.replicated(mesh)
+    step = jax.jit(train.make_train_step(model, train.Adversarial(cfg.eps, cfg.alpha)),
+                   in_shardings=(replicated, sharding.split_leading(mesh), replicated),
+                   out_shardings=(replicated, replicated))
     args = (sharding.replicate(state, mesh), sharding.shard_batch(bench.batch, mesh), rng)
     name = f"{n} device{'s' if n > 1 else ''}"
     calls[name] = functools.partial(_run_jax, step, *args)
     memory[name] = harness.xla_bytes(step, *args)
-    notes[name] = (f"make_train_step(model, Adversarial(0.25), mesh=data_mesh({n})): "
+    notes[name] = (f"make_train_step(model, Adversarial(0.25)) jitted over data_mesh({n}): "
                    f"{cfg.batch // n} examples per device; memory summed over devices")
   timings = harness.time_interleaved(calls, cfg.step_repeats)
   rows = _rows(timings, next(iter(calls)), memory=memory, notes=notes)
@@ -628,9 +633,9 @@ def prepare(config: Config, data_dir: str | None) -> tuple[Bench, str, str]:
   """Loads the data, trains the attacked model briefly, imports the peers."""
   (train_x, train_y, test_x, test_y), data_text = _load_data(config, data_dir)
   model = models.maxout_mlp(config.units, config.pieces)
-  fit = train.fit(model, advjax_data.Split(train_x, train_y),
-                  train.TrainConfig(epochs=1, batch_size=config.batch), progress=False)
-  error, _ = train.score(model, fit.params, test_x, test_y)
+  fit = loop.fit(model, advjax_data.Split(train_x, train_y),
+                 loop.TrainConfig(epochs=1, batch_size=config.batch), progress=False)
+  error, _ = evaluation.score(model, fit.params, test_x, test_y)
   model_text = (f"maxout {config.units}x{config.pieces} (2 maxout layers, dropout, "
                 f"column-norm 1.9365), trained one epoch of {config.train_steps} clean "
                 f"SGD steps (batch {config.batch}) on {len(train_y):,} training images; "

@@ -2,6 +2,7 @@
 
     python -m experiments.all --data-dir ../shared/data/mnist            # quick presets
     python -m experiments.all --preset paper --data-dir ...              # a GPU job
+    python -m experiments.all --out results --report REPORT.md ...       # the committed ones
 
 Each experiment runs as its own ``python -m experiments.<name>`` process, in
 the order of `EXPERIMENTS`: mnist_maxout first, whose parameters the
@@ -21,6 +22,7 @@ import sys
 import time
 from typing import Sequence
 
+from experiments import common
 from experiments import report
 
 EXPERIMENTS = ("mnist_maxout", "softmax_regression", "logistic_regression",
@@ -44,11 +46,14 @@ def main(argv: Sequence[str] | None = None) -> None:
                       help="preset of every experiment (default: quick, 2 CPU cores "
                            "within an hour; paper: a GPU job)")
   parser.add_argument("--data-dir", help="folder of the four MNIST IDX files")
-  parser.add_argument("--out", default="results", type=pathlib.Path,
-                      help="results folder (default: results)")
-  parser.add_argument("--report", default="REPORT.md", type=pathlib.Path,
-                      help="report to write (default: REPORT.md)")
+  parser.add_argument("--out", default=common.DEFAULT_OUT, type=pathlib.Path,
+                      help=f"results folder (default: {common.DEFAULT_OUT}; the committed "
+                           "reference results are in results)")
+  parser.add_argument("--report", type=pathlib.Path,
+                      help="report to write (default: OUT/REPORT.md)")
   args = parser.parse_args(argv)
+  common.check_out("experiments.all", args.out)
+  report_path = args.report or args.out / "REPORT.md"
   flags = ["--preset", args.preset, "--out", str(args.out)]
   if args.data_dir:
     flags += ["--data-dir", args.data_dir]
@@ -61,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> None:
       outcomes[name] = (None, 0.0)
       continue
     outcomes[name] = run_experiment(name, flags)
-  report.main(["--out", str(args.out), "--report", str(args.report)])
+  report.main(["--out", str(args.out), "--report", str(report_path)])
 
   print(f"{'experiment':22}{'status':>8}{'seconds':>10}")
   for name, (status, seconds) in outcomes.items():

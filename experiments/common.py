@@ -1,38 +1,52 @@
-"""What every experiment script shares: its command line, data, output and paper rows.
+"""The harness every experiment script shares: flags, data, run folders, verdicts and output.
 
-An experiment is a thin script: it parses `parser`'s flags, loads MNIST with
-`load_data`, trains through `advjax.train`, and hands a results dictionary to
-`write_results`. Each results file carries ``rows``: one `paper_row` per
-number of ../shared/PAPER.md's table that it measures, which
-``python -m experiments.report`` gathers into REPORT.md.
+An experiment is a thin script: `parser` gives its flags, `settings` its
+preset with the flags applied (eps, alpha and seeds are preset fields,
+passed down explicitly), `check_out` refuses an unusable output folder
+before any data loads, `load_data` brings the data, `run_folder` names
+every training run after everything it depends on, and `write_results`
+writes ``OUT/<name>.json`` atomically. Each results file carries ``rows``:
+one `paper_row` per number of the paper (`experiments.paper`) that it
+measures, which ``python -m experiments.report`` gathers into a report.
+Runs write under ``runs/`` (git-ignored) unless ``--out`` says otherwise:
+the committed reference results in ``results/`` change only when asked.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import hashlib
 import json
 import math
+import os
 import pathlib
 import sys
+import tempfile
 import time
-from typing import Any, Iterable, Literal, Sequence
+from typing import Any, Callable, Iterable, Literal, Sequence
 
 from advjax import data as data_lib
+from advjax import loop
+from experiments import paper
 
 Verdict = Literal["reproduced", "same direction", "not reproduced", "out of scope"]
 VERDICTS = ("reproduced", "same direction", "not reproduced", "out of scope")
+DEFAULT_OUT = pathlib.Path("runs")
 
 # An MNIST model with a larger clean test error has not learnt its task.
 LEARNT_ERROR = 0.10
 
 
-def parser(prog: str, description: str, presets: Iterable[str]) -> argparse.ArgumentParser:
-  """The flags every experiment takes: --preset, --seeds, --data-dir, --out.
+def parser(prog: str, description: str, presets: Iterable[str], *,
+           alpha: bool = False) -> argparse.ArgumentParser:
+  """The flags every experiment takes: --preset, --seeds, --eps, --dataset, --data-dir, --out.
 
   Args:
     prog: the module, e.g. ``"experiments.softmax_regression"``.
     description: one sentence on what the experiment measures.
     presets: the preset names; the first is the default.
+    alpha: also take --alpha, for experiments that train on eq. (6).
 
   Returns:
     An ``argparse.ArgumentParser`` to which the script may add its own flags.
@@ -42,11 +56,47 @@ def parser(prog: str, description: str, presets: Iterable[str]) -> argparse.Argu
   result.add_argument("--preset", choices=presets, default=presets[0],
                       help=f"settings to run (default: {presets[0]})")
   result.add_argument("--seeds", type=int, help="number of seeds, 0..N-1")
-  result.add_argument("--data-dir", help="folder of the four MNIST IDX files "
-                      "(default: $ADVJAX_DATA_DIR, else tensorflow-datasets)")
-  result.add_argument("--out", default="results", type=pathlib.Path,
-                      help="output folder for the results JSON (default: results)")
+  result.add_argument("--eps", type=float,
+                      help="FGSM eps of the attacks (default: the preset's, 0.25)")
+  if alpha:
+    result.add_argument("--alpha", type=float,
+                        help="weight of the clean term of the training objective "
+                             "(default: the preset's, 0.5)")
+  result.add_argument("--dataset", choices=data_lib.KNOWN_DATASETS, default="mnist",
+                      help="the data (default: mnist); the paper's numbers stand "
+                           "beside MNIST runs only")
+  result.add_argument("--data-dir", help="folder of the four IDX files (default: "
+                      f"${data_lib.DATA_DIR_ENV}, else tensorflow-datasets)")
+  result.add_argument("--out", default=DEFAULT_OUT, type=pathlib.Path,
+                      help=f"output folder (default: {DEFAULT_OUT}/; the committed "
+                           "reference results are in results/)")
   return result
+
+
+def settings(prog: str, args: argparse.Namespace, presets: dict[str, Any]) -> Any:
+  """The chosen preset with ``--seeds``, ``--eps`` and ``--alpha`` applied and checked.
+
+  Args:
+    prog: the module, for errors.
+    args: the parsed flags.
+    presets: the experiment's presets (dataclasses with the fields the flags set).
+
+  Returns:
+    The preset.
+  """
+  preset = presets[args.preset]
+  changes = {}
+  if args.seeds is not None:
+    changes["seeds"] = positive(prog, "seeds", args.seeds)
+  if args.eps is not None:
+    if not (math.isfinite(args.eps) and args.eps >= 0):
+      fail(prog, f"--eps must be a finite number >= 0, got {args.eps}")
+    changes["eps"] = args.eps
+  if getattr(args, "alpha", None) is not None:
+    if not 0 <= args.alpha <= 1:
+      fail(prog, f"--alpha must lie in [0, 1], got {args.alpha}")
+    changes["alpha"] = args.alpha
+  return dataclasses.replace(preset, **changes)
 
 
 def fail(prog: str, message: Any) -> None:
@@ -54,10 +104,21 @@ def fail(prog: str, message: Any) -> None:
   sys.exit(f"{prog}: error: {message}")
 
 
-def load_data(prog: str, data_dir: str | None) -> data_lib.MNIST:
-  """MNIST from ``data_dir`` (or its fallbacks), or a one-line error and exit 1."""
+def check_out(prog: str, out: pathlib.Path) -> None:
+  """Makes sure ``out`` is a folder this process can write into, or exits with one line."""
   try:
-    return data_lib.load_mnist(data_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryFile(dir=out):
+      pass
+  except OSError as error:
+    fail(prog, f"--out {out}: cannot write there ({error.strerror or error})")
+
+
+def load_data(prog: str, data_dir: str | None, dataset: str = "mnist"
+              ) -> data_lib.MNIST:
+  """The dataset from ``data_dir`` (or its fallbacks), or a one-line error and exit 1."""
+  try:
+    return data_lib.load_mnist(data_dir, name=dataset)
   except data_lib.DataError as error:
     fail(prog, error)
 
@@ -67,6 +128,59 @@ def positive(prog: str, name: str, value: int | None) -> int | None:
   if value is not None and value < 1:
     fail(prog, f"--{name} must be >= 1, got {value}")
   return value
+
+
+def run_folder(work: pathlib.Path, name: str, fingerprint: dict[str, Any]) -> pathlib.Path:
+  """The folder of one training run: ``work/<name>-<digest of everything it depends on>``.
+
+  ``fingerprint`` is what `advjax.loop.fingerprint` gives (model, objective,
+  settings, seeds, data, optimizer), plus whatever else the experiment
+  changes; any change of any of them names another folder, so that a run
+  never restores another run's checkpoints.
+
+  Example:
+    >>> run_folder(pathlib.Path("runs/x"), "clean", {"seed": 0}).name
+    'clean-...'
+  """
+  text = json.dumps(loop.describe(fingerprint), sort_keys=True)
+  return work / f"{name}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
+
+
+SWEEP_EPS = tuple(round(0.025 * i, 3) for i in range(21))
+"""The eps grid of every error-against-eps curve: steps of 0.025 up to 0.5."""
+
+
+def sweep_grid(eps: float) -> tuple[float, ...]:
+  """`SWEEP_EPS` with the run's own ``eps`` on it, so that the curve passes through it."""
+  return tuple(sorted(set(SWEEP_EPS) | {float(eps)}))
+
+
+def sweep_entry(result: Any) -> dict[str, list[Any]]:
+  """An `advjax.SweepResult` as JSON: ``{"eps", "error", "confidence"}`` lists.
+
+  A results file's ``sweep`` is one such dictionary, or a mapping from a
+  model's label to one; ``experiments.epsilon_sweep`` draws them all.
+  """
+  # float32 epsilons, rounded back to the decimals they were given as.
+  return {"eps": [round(float(e), 7) for e in result.eps],
+          "error": [float(e) for e in result.error],
+          "confidence": [number(float(c)) for c in result.confidence]}
+
+
+def at_eps(sweep: dict[str, list[Any]], eps: float) -> tuple[float, float | None]:
+  """``(error, confidence)`` of a `sweep_entry` at the grid value ``eps``."""
+  grid = [float(e) for e in sweep["eps"]]
+  index = min(range(len(grid)), key=lambda i: abs(grid[i] - eps))
+  if not math.isclose(grid[index], eps, rel_tol=1e-6, abs_tol=1e-9):
+    raise ValueError(f"eps {eps} is not on the sweep's grid {grid}.")
+  return sweep["error"][index], sweep["confidence"][index]
+
+
+def mean_sweep(entries: Sequence[dict[str, list[Any]]]) -> dict[str, list[Any]]:
+  """The mean of `sweep_entry` dictionaries of one grid (over seeds or members)."""
+  return {"eps": entries[0]["eps"],
+          **{key: [mean(values) for values in zip(*(e[key] for e in entries))]
+             for key in ("error", "confidence")}}
 
 
 def number(value: float | None) -> float | None:
@@ -87,14 +201,12 @@ def percent(value: float | None, digits: int = 1) -> str:
   return "-" if value is None else f"{100 * value:.{digits}f}%"
 
 
-def paper_row(row_id: str, metric: str, paper: str, measured: float | None,
-              verdict: Verdict, note: str = "") -> dict[str, Any]:
-  """One number of PAPER.md's table beside ours, for REPORT.md.
+def paper_row(figure: paper.Figure, measured: float | None, verdict: Verdict,
+              note: str = "") -> dict[str, Any]:
+  """One number of the paper's table beside ours, for the report.
 
   Args:
-    row_id: the row of PAPER.md's table, e.g. ``"M1"``.
-    metric: what is measured, e.g. ``"FGSM error"``.
-    paper: the paper's figure as the paper states it, e.g. ``"99.9%"``.
+    figure: the paper's number (`experiments.paper.FIGURES`).
     measured: our figure as a fraction (None when not measured).
     verdict: one of `VERDICTS`.
     note: why the verdict, when it is not plain.
@@ -104,17 +216,17 @@ def paper_row(row_id: str, metric: str, paper: str, measured: float | None,
   """
   if verdict not in VERDICTS:
     raise ValueError(f"verdict must be one of {VERDICTS}, got {verdict!r}.")
-  return {"id": row_id, "metric": metric, "paper": paper,
+  return {"id": figure.row, "metric": figure.metric, "paper": figure.printed,
           "measured": number(measured), "verdict": verdict, "note": note}
 
 
-def judge(measured: float | None, paper: float, tolerance: float,
+def judge(measured: float | None, paper_value: float, tolerance: float,
           same_direction: bool, *, trained: bool = True) -> Verdict:
   """The verdict on one number: within ``tolerance`` of the paper, else its direction.
 
   Args:
     measured: our figure (a fraction), or None when it could not be measured.
-    paper: the paper's figure, in the same unit.
+    paper_value: the paper's figure, in the same unit.
     tolerance: the largest absolute difference that still counts as reproduced.
     same_direction: whether ours shows the paper's effect, if not its size.
     trained: whether the model learnt its task at all; an untrained model is
@@ -129,14 +241,40 @@ def judge(measured: float | None, paper: float, tolerance: float,
   """
   if measured is None or not trained:
     return "not reproduced"
-  if abs(measured - paper) <= tolerance:
+  if abs(measured - paper_value) <= tolerance:
     return "reproduced"
   return "same direction" if same_direction else "not reproduced"
+
+
+def compare(key: str, measured: float | None, tolerance: float, claim: bool, note: str,
+            *, trained: bool = True) -> dict[str, Any]:
+  """The `paper_row` of ``paper.FIGURES[key]``, judged by `judge`.
+
+  Args:
+    key: the paper's number, e.g. ``"M3.fgsm_error"``.
+    measured: ours, a fraction or None.
+    tolerance: the largest absolute difference that counts as reproduced.
+    claim: whether ours shows the paper's qualitative claim.
+    note: the claim in words, and what else the reader needs.
+    trained: whether the model learnt its task (see `judge`).
+
+  Returns:
+    A row for ``rows``.
+  """
+  figure = paper.FIGURES[key]
+  verdict = judge(measured, figure.value, tolerance, claim, trained=trained)
+  return paper_row(figure, measured, verdict,
+                   f"within {100 * tolerance:g} points counts as reproduced; {note}")
 
 
 def learnt(test_error: float | None) -> bool:
   """Whether an MNIST classifier learnt its task: clean test error at most 10%."""
   return test_error is not None and test_error <= LEARNT_ERROR
+
+
+def comparable(dataset: str) -> bool:
+  """Whether a run on ``dataset`` stands beside the paper's numbers (MNIST only)."""
+  return dataset == paper.DATASET
 
 
 def format_rows(rows: list[dict[str, Any]], title: str) -> str:
@@ -145,8 +283,10 @@ def format_rows(rows: list[dict[str, Any]], title: str) -> str:
   Args:
     rows: the rows; a row's ``display`` (a number that is no percentage, such as
       an R^2) is shown instead of its measured fraction.
-    title: the first line: preset, seeds and attack settings.
+    title: the first line: data, preset, seeds and attack settings.
   """
+  if not rows:
+    return f"{title}\n(no comparison with the paper: its numbers are MNIST's)"
   width = max(len(r["metric"]) for r in rows) + 2
   lines = [title, f"{'row':5}{'metric':{width}}{'paper':>11}{'ours':>9}  verdict"]
   lines += [f"{r['id']:5}{r['metric']:{width}}{r['paper']:>11}"
@@ -155,19 +295,52 @@ def format_rows(rows: list[dict[str, Any]], title: str) -> str:
   return "\n".join(lines)
 
 
+def title(dataset: str, preset_name: str, seeds: int, eps: float) -> str:
+  """The first line of an experiment's printed table: what was run on what."""
+  name = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST"}.get(dataset, dataset)
+  return (f"{name} test set, preset {preset_name}, {seeds} seed(s), FGSM eps {eps:g}, "
+          "no clipping")
+
+
+def atomic_write(path: pathlib.Path, write: Callable[[pathlib.Path], Any]) -> None:
+  """Calls ``write(temporary path)`` beside ``path``, then renames it into place.
+
+  A reader never sees a half-written file, and an interrupted write leaves
+  the previous one whole.
+  """
+  path.parent.mkdir(parents=True, exist_ok=True)
+  handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
+                                 suffix=path.suffix)
+  os.close(handle)
+  tmp = pathlib.Path(tmp)
+  try:
+    write(tmp)
+    os.replace(tmp, path)
+  finally:
+    tmp.unlink(missing_ok=True)
+
+
 def write_results(out: pathlib.Path, name: str, results: dict[str, Any],
                   start: float) -> pathlib.Path:
-  """Writes ``out/name.json`` with the run's duration; returns the path.
+  """Writes ``out/name.json`` atomically with the run's duration; returns the path.
 
   Args:
     out: output folder, created if needed.
-    name: the experiment's name, e.g. ``"softmax_regression"``.
+    name: the results' name, e.g. ``"softmax_regression"``.
     results: JSON-ready results, with ``config`` and ``rows``.
     start: ``time.perf_counter()`` at the start of the run.
   """
   results = {**results, "seconds": time.perf_counter() - start}
-  out.mkdir(parents=True, exist_ok=True)
   path = out / f"{name}.json"
-  path.write_text(json.dumps(results, indent=2) + "\n")
+  atomic_write(path, lambda tmp: tmp.write_text(json.dumps(results, indent=2) + "\n"))
   print(f"wrote {path} in {results['seconds']:.0f} s")
   return path
+
+
+def save_figure(figure: Any, out: pathlib.Path, name: str) -> str:
+  """Writes ``out/figures/<name>.png`` atomically; returns that path relative to ``out``."""
+  relative = pathlib.Path("figures") / f"{name}.png"
+  atomic_write(out / relative,
+               lambda tmp: figure.savefig(tmp, dpi=120, bbox_inches="tight",
+                                          format="png"))
+  return relative.as_posix()

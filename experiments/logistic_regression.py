@@ -42,8 +42,10 @@ from matplotlib.figure import Figure
 import advjax
 from advjax import data as data_lib
 from advjax import models
-from advjax import train
+from advjax import evaluation
+from advjax import loop
 from experiments import common
+from experiments import paper
 from experiments import shallow
 
 # The paper's 0.0025, and smaller ones. From the recipe's +-0.005
@@ -66,14 +68,15 @@ class Figure2(NamedTuple):
   adversarial: np.ndarray
 
 
-def closed_form(trained: shallow.Trained, test: data_lib.Split,
-                x_adv: np.ndarray) -> dict[str, float]:
+def closed_form(trained: shallow.Trained, test: data_lib.Split, x_adv: np.ndarray,
+                eps: float) -> dict[str, float]:
   """Checks the FGSM point and its loss against section 5's closed forms.
 
   Args:
     trained: the logistic regression.
     test: the examples, labels +-1.
     x_adv: their FGSM examples.
+    eps: the FGSM eps that made them.
 
   Returns:
     ``fgsm_loss`` (mean loss at the FGSM points), ``worst_case_loss``
@@ -84,7 +87,7 @@ def closed_form(trained: shallow.Trained, test: data_lib.Split,
   layer = trained.params["Dense_0"]
   w, b = layer["kernel"][:, 0], layer["bias"][0]
   fgsm_loss = float(trained.model.loss(trained.params, jnp.asarray(x_adv), test.y))
-  worst = float(advjax.logistic_worst_case_loss(w, b, test.x, test.y, shallow.EPS))
+  worst = float(advjax.logistic_worst_case_loss(w, b, test.x, test.y, eps))
   expected = -test.y[:, None] * np.sign(np.asarray(w))[None, :]
   matches = np.all(np.sign(x_adv - test.x) == expected, axis=1)
   return {"fgsm_loss": fgsm_loss, "worst_case_loss": worst,
@@ -117,7 +120,7 @@ def l1_runs(preset: shallow.Preset, data: data_lib.MNIST, seed: int,
   """
   subset = data_lib.Split(data.train.x[:TRAIN_SUBSET], data.train.y[:TRAIN_SUBSET])
   maxout = models.maxout_mlp(units=preset.maxout_units)
-  fixed = train.TrainConfig(epochs=preset.l1_epochs, seed=seed, eval_eps=shallow.EPS)
+  fixed = loop.TrainConfig(epochs=preset.l1_epochs, seed=seed, eval_eps=preset.eps)
   runs = {"clean": shallow.maxout(preset, data, seed, work)}
   for coefficient in L1_COEFFICIENTS:
     # The subset as "validation": fit then records the training error per epoch.
@@ -126,9 +129,9 @@ def l1_runs(preset: shallow.Preset, data: data_lib.MNIST, seed: int,
         valid=subset, objective=shallow.L1(coefficient))
   results = {}
   for name, run in runs.items():
-    scores = train.evaluate(run.model, run.params, data.test, eps=shallow.EPS)
+    scores = evaluation.evaluate(run.model, run.params, data.test, eps=preset.eps)
     results[name] = {
-        "train_error": train.score(run.model, run.params, subset.x, subset.y)[0],
+        "train_error": evaluation.score(run.model, run.params, subset.x, subset.y)[0],
         "test_error": scores["error"], "fgsm_error": scores["fgsm_error"]}
     if name != "clean":
       results[name]["train_error_by_epoch"] = [h["valid_error"] for h in run.history]
@@ -156,15 +159,15 @@ def measure(preset: shallow.Preset, data: data_lib.MNIST, seed: int,
       "logistic_regression", models.logistic_regression(), train_split,
       shallow.config(preset, preset.linear_epochs, seed), work,
       valid=shallow.validation(preset, valid))
-  error, confidence = train.score(logistic.model, logistic.params, test.x, test.y)
-  x_adv = train.fgsm_examples(logistic.model, logistic.params, test.x, test.y,
-                              shallow.EPS)
-  fgsm_error, fgsm_confidence = train.score(logistic.model, logistic.params, x_adv,
-                                            test.y)
+  error, confidence = evaluation.score(logistic.model, logistic.params, test.x, test.y)
+  x_adv = np.asarray(evaluation.fgsm_examples(logistic.model, logistic.params, test.x,
+                                              test.y, preset.eps))
+  fgsm_error, fgsm_confidence = evaluation.score(logistic.model, logistic.params, x_adv,
+                                                 test.y)
   numbers = {"test_error": error, "test_confidence": common.number(confidence),
              "fgsm_error": fgsm_error, "fgsm_confidence": common.number(fgsm_confidence),
              "test_examples": len(test),
-             "closed_form": closed_form(logistic, test, x_adv),
+             "closed_form": closed_form(logistic, test, x_adv, preset.eps),
              "l1": l1_runs(preset, data, seed, work),
              "adversarial_maxout_fgsm_error": adversarial_reference(work.parent)}
   shown = np.concatenate([np.flatnonzero(test.y > 0)[:SHOWN],
@@ -173,7 +176,8 @@ def measure(preset: shallow.Preset, data: data_lib.MNIST, seed: int,
                                test.x[shown[:1]], test.y[shown[:1]])
   figure = Figure2(np.asarray(logistic.params["Dense_0"]["kernel"][:, 0]),
                    np.sign(np.asarray(gradient[0])), test.x[shown], x_adv[shown])
-  return shallow.Measured(numbers, {MODEL: shallow.sweep(logistic, test)}, figure)
+  return shallow.Measured(numbers, {MODEL: shallow.sweep(logistic, test, preset.eps)},
+                          figure)
 
 
 def _mosaic(images: np.ndarray, rows: int) -> np.ndarray:
@@ -182,7 +186,7 @@ def _mosaic(images: np.ndarray, rows: int) -> np.ndarray:
   return grid.transpose(0, 2, 1, 3).reshape(rows * 28, -1)
 
 
-def draw(inputs: Figure2, measured: dict[str, Any]) -> Figure:
+def draw(inputs: Figure2, measured: dict[str, Any], preset: shallow.Preset) -> Figure:
   """Fig. 2: (a) w, (b) sign of the input gradient, (c) 3s and 7s, (d) FGSM examples."""
   figure = Figure(figsize=(12, 3.6), layout="constrained")
   axes = figure.subplots(1, 4, width_ratios=[1, 1, 2.5, 2.5])
@@ -196,7 +200,7 @@ def draw(inputs: Figure2, measured: dict[str, Any]) -> Figure:
        0, 1),
       # Unclipped inputs lie in [-0.25, 1.25]; shown on the same grey scale.
       (_mosaic(inputs.adversarial, 2),
-       f"(d) FGSM examples, eps {shallow.EPS}\n"
+       f"(d) FGSM examples, eps {preset.eps:g}\n"
        f"{common.percent(measured['fgsm_error'])} error", "gray", 0, 1),
   ]
   for ax, (image, title, cmap, low, high) in zip(axes, panels):
@@ -211,7 +215,7 @@ def rows(measured: dict[str, Any]) -> list[dict[str, Any]]:
   l1 = measured["l1"]
   large, middle, small = (l1[f"l1_{c:g}"] for c in L1_COEFFICIENTS)
   epochs = len(large["train_error_by_epoch"])
-  stalls = large["train_error"] > 0.05
+  stalls = large["train_error"] > paper.FIGURES["L1.large"].value
   trains = small["train_error"] <= 0.05
   no_benefit = small["fgsm_error"] >= l1["clean"]["fgsm_error"] - 0.05
   compared = (f"clean maxout's {common.percent(l1['clean']['fgsm_error'])} (trained "
@@ -221,29 +225,28 @@ def rows(measured: dict[str, Any]) -> list[dict[str, Any]]:
     compared += (f"; the adversarially trained maxout of mnist_maxout.json: "
                  f"{common.percent(adversarial)}")
   return [
-      shallow.row("M2", "logistic regression, 3 vs 7: clean test error", "1.6%", 0.016,
-                  measured["test_error"], 0.01, lambda error: error <= 0.03,
+      shallow.row("M2.test_error", measured["test_error"], 0.01,
+                  lambda error: error <= 0.03,
                   "claim: the model fits the task well (error at most 3%)"),
-      shallow.row("M2", "logistic regression, 3 vs 7: FGSM error", "99%", 0.99,
-                  measured["fgsm_error"], 0.05, lambda error: error >= 0.9,
+      shallow.row("M2.fgsm_error", measured["fgsm_error"], 0.05,
+                  lambda error: error >= 0.9,
                   "claim: a linear model is fooled almost always (at least 90%)"),
       common.paper_row(
-          "L1", f"maxout, L1 coefficient {L1_COEFFICIENTS[0]}: training error",
-          "above 5%", large["train_error"],
+          paper.FIGURES["L1.large"], large["train_error"],
           "reproduced" if stalls else "not reproduced",
           f"after {epochs} epochs, first 10,000 training images, dropout off; "
           f"paper: training stalls above 5%; coefficient {L1_COEFFICIENTS[1]}: "
           f"{common.percent(middle['train_error'])}"),
       common.paper_row(
-          "L1", f"maxout, L1 coefficient {L1_COEFFICIENTS[-1]}: training error",
-          "trains", small["train_error"], "reproduced" if trains else "not reproduced",
-          f"after {epochs} epochs; 'trains' read as at most 5%"),
+          paper.FIGURES["L1.small.train_error"], small["train_error"],
+          "reproduced" if trains else "not reproduced",
+          f"coefficient {L1_COEFFICIENTS[-1]}, after {epochs} epochs; 'trains' read "
+          "as at most 5%"),
       common.paper_row(
-          "L1", f"maxout, L1 coefficient {L1_COEFFICIENTS[-1]}: FGSM error",
-          "no benefit", small["fgsm_error"],
+          paper.FIGURES["L1.small.fgsm_error"], small["fgsm_error"],
           "reproduced" if no_benefit else "not reproduced",
-          f"after {epochs} epochs; 'no benefit': within 5 points of, or above, the "
-          f"{compared}"),
+          f"coefficient {L1_COEFFICIENTS[-1]}, after {epochs} epochs; 'no benefit': "
+          f"within 5 points of, or above, the {compared}"),
   ]
 
 

@@ -37,7 +37,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from advjax import data as data_lib
-from advjax import train
+from advjax import evaluation
 from experiments import common
 from experiments import shallow
 
@@ -102,9 +102,10 @@ def measure(preset: shallow.Preset, data: data_lib.MNIST, seed: int,
   rbf = shallow.rbf_network(preset, data, seed, work)
   softmax = shallow.softmax_regression(preset, data, seed, work)
   maxout = shallow.maxout(preset, data, seed, work)
-  scores = train.evaluate(rbf.model, rbf.params, test, eps=shallow.EPS)
-  clean_probs = train.probabilities(rbf.model, rbf.params, test.x)
-  x_adv = train.fgsm_examples(maxout.model, maxout.params, test.x, test.y, shallow.EPS)
+  scores = evaluation.evaluate(rbf.model, rbf.params, test, eps=preset.eps)
+  clean_probs = evaluation.probabilities(rbf.model, rbf.params, test.x)
+  x_adv = evaluation.fgsm_examples(maxout.model, maxout.params, test.x, test.y,
+                                   preset.eps)
   numbers = {
       "test_error": scores["error"],
       "clean_confidence": float(np.mean(np.max(clean_probs, axis=-1))),
@@ -113,7 +114,7 @@ def measure(preset: shallow.Preset, data: data_lib.MNIST, seed: int,
       "transfer": transfer_agreement(test.y, *(shallow.predictions(m, x_adv)
                                                for m in (maxout, softmax, rbf))),
   }
-  return shallow.Measured(numbers, {MODEL: shallow.sweep(rbf, test)})
+  return shallow.Measured(numbers, {MODEL: shallow.sweep(rbf, test, preset.eps)})
 
 
 def _compare(other: float | None, above: bool) -> Callable[[float], bool]:
@@ -131,32 +132,26 @@ def rows(measured: dict[str, Any]) -> list[dict[str, Any]]:
   mistakes_confidence = measured["fgsm_confidence"]
   less_linear = "claim: the RBF network follows the maxout less than softmax regression"
   return [
-      shallow.row("M8", "RBF network: FGSM error", "55.4%", 0.554,
-                  measured["fgsm_error"], 0.1, lambda error: error < 0.9,
+      shallow.row("M8.fgsm_error", measured["fgsm_error"], 0.1, lambda error: error < 0.9,
                   "claim: fooled clearly less often than the linear models' ~99%"),
-      shallow.row("M8", "RBF network: confidence on FGSM mistakes", "1.2%", 0.012,
-                  mistakes_confidence, 0.02, lambda confidence: confidence <= 0.1,
+      shallow.row("M8.fgsm_confidence", mistakes_confidence, 0.02,
+                  lambda confidence: confidence <= 0.1,
                   "claim: fooled only with low confidence (at most 10%)"),
-      shallow.row("M8", "RBF network: mean confidence on clean test examples",
-                  "60.6%", 0.606, measured["clean_confidence"], 0.1,
+      shallow.row("M8.clean_confidence", measured["clean_confidence"], 0.1,
                   lambda c: mistakes_confidence is not None and c > 5 * mistakes_confidence,
                   "claim: far more confident on clean inputs than on its FGSM "
                   "mistakes (5 times at least)"),
-      shallow.row("T", "on maxout's FGSM mistakes: softmax regression predicts its class",
-                  "54.6%", 0.546, softmax_mistakes, 0.1, _compare(rbf_mistakes, True),
-                  less_linear),
-      shallow.row("T", "on maxout's FGSM mistakes: RBF network predicts its class",
-                  "16.0%", 0.16, rbf_mistakes, 0.1, _compare(softmax_mistakes, False),
-                  less_linear),
-      shallow.row("T", "where maxout and softmax regression both err: same class",
-                  "84.6%", 0.846, softmax_both, 0.1, _compare(rbf_both, True),
-                  less_linear),
-      shallow.row("T", "where maxout and RBF network both err: same class",
-                  "54.3%", 0.543, rbf_both, 0.1, _compare(softmax_both, False),
-                  less_linear),
-      shallow.row("T", "where softmax regression and RBF both err: same class",
-                  "53.6%", 0.536, transfer["rbf_agrees_with_softmax_where_both_wrong"],
-                  0.1, lambda agreement: agreement > 2 / 9,
+      shallow.row("T.softmax_on_maxout_mistakes", softmax_mistakes, 0.1,
+                  _compare(rbf_mistakes, True), less_linear),
+      shallow.row("T.rbf_on_maxout_mistakes", rbf_mistakes, 0.1,
+                  _compare(softmax_mistakes, False), less_linear),
+      shallow.row("T.softmax_where_both_wrong", softmax_both, 0.1,
+                  _compare(rbf_both, True), less_linear),
+      shallow.row("T.rbf_where_both_wrong", rbf_both, 0.1,
+                  _compare(softmax_both, False), less_linear),
+      shallow.row("T.rbf_with_softmax",
+                  transfer["rbf_agrees_with_softmax_where_both_wrong"], 0.1,
+                  lambda agreement: agreement > 2 / 9,
                   "claim: the RBF network has a strong linear component (agreement "
                   "above twice the 1/9 of unrelated wrong guesses)"),
   ]

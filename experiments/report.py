@@ -1,19 +1,19 @@
-"""REPORT.md: every number of the paper's table beside ours, with a verdict and the figures.
+"""The report: every number of the paper's table beside ours, with a verdict and the figures.
 
 Reads the results files that the experiments wrote (``OUT/*.json``) and
 writes a Markdown report with
 
-- a summary: one line for every row of the paper's table (M1 ... IN, held
-  here in `PAPER_TABLE` as the paper's reference data), with the paper's
-  figure, ours, the preset and seeds, and a verdict: reproduced, same
-  direction, not reproduced, out of scope (with the reason), or not run
-  (no results file gives the row);
+- a summary: one line for every row of the paper's table (`paper.ROWS`),
+  with the paper's figure, ours, the run that measured it, and a verdict:
+  reproduced, same direction, not reproduced, out of scope (with the
+  reason), or not run (no results file gives the row). Where several runs
+  measure a row (``mnist_maxout.json`` of the quick preset and
+  ``mnist_maxout_long.json``, say), the summary takes it from the strongest
+  run: the preset closest to the paper's protocol (`maxout.STRENGTH`);
+- beyond the paper: every maxout run's models under stronger attacks;
 - the details: every measured number (a results file's ``rows``) with its
   verdict and note, as the experiment wrote them;
 - every PNG of the results folder, embedded by a path relative to the report.
-
-``mnist_maxout.json`` may hold no ``rows``; rows M3 to M6 are then derived
-here from its ``models`` and ``transfer`` (`maxout_rows`).
 
     python -m experiments.report --out results --report REPORT.md
 """
@@ -24,132 +24,11 @@ import argparse
 import json
 import os
 import pathlib
-from typing import Any, NamedTuple, Sequence
+from typing import Any, Sequence
 
 from experiments import common
-
-
-class PaperRow(NamedTuple):
-  """One row of the paper's table, as reference data.
-
-  Attributes:
-    id: the row's id, e.g. ``"M1"``.
-    experiment: what the row is about.
-    paper: the paper's figure, as the paper states it.
-    results: the results file (without ``.json``) expected to measure it.
-    out_of_scope: why the row is not reproduced here, or "" when it is in scope.
-  """
-
-  id: str
-  experiment: str
-  paper: str
-  results: str
-  out_of_scope: str = ""
-
-
-PAPER_TABLE = (
-    PaperRow("M1", "shallow softmax regression under FGSM",
-             "99.9% error, confidence 79.3% on the mistakes", "softmax_regression"),
-    PaperRow("M2", "logistic regression, 3s vs 7s",
-             "1.6% clean error; 99% error under FGSM (Fig. 2)", "logistic_regression"),
-    PaperRow("M3", "maxout network (240 x 5 pieces, dropout) under FGSM",
-             "89.4% error, confidence 97.6%", "mnist_maxout"),
-    PaperRow("M4", "M3 trained with the adversarial objective (alpha 0.5)",
-             "clean test error 0.94% -> 0.84%", "mnist_maxout"),
-    PaperRow("M5", "larger maxout (1600 units), adversarial early stopping, 5 seeds",
-             "without: 1.14%; with: 0.782% mean", "mnist_maxout"),
-    PaperRow("M6", "robustness of the M5 model",
-             "FGSM error 89.4% -> 17.9%; transfer 19.6% / 40.9%; confidence "
-             "81.4%; more localized weights (Fig. 3)", "mnist_maxout"),
-    PaperRow("M7", "noise-trained controls",
-             "sign noise: 86.2% (conf. 97.3%); U(-eps, eps): 90.4% (conf. 97.8%)",
-             "noise_controls"),
-    PaperRow("L1", "L1 weight decay instead of the adversarial objective",
-             "0.0025 stalls training above 5% train error; smaller: no benefit",
-             "logistic_regression"),
-    PaperRow("M8", "shallow RBF network",
-             "55.4% FGSM error, confidence 1.2%; 60.6% confidence on clean examples",
-             "rbf_network"),
-    PaperRow("T", "transfer of the maxout's FGSM examples (section 8)",
-             "softmax agrees 54.6%, RBF 16.0%; where both err 84.6%, 54.3%; "
-             "RBF with softmax 53.6%", "rbf_network"),
-    PaperRow("F4", "Fig. 4: maxout logits along one FGSM direction",
-             "piecewise linear, nearly straight; broad adversarial regions",
-             "epsilon_sweep"),
-    PaperRow("E1", "ensemble of 12 maxout nets",
-             "91.1% error attacking the ensemble, 87.9% attacking one member",
-             "ensemble"),
-    PaperRow("DBM", "MP-DBM", "97.5% error", "",
-             "a separate model (the multi-prediction deep Boltzmann machine) that "
-             "the paper only quotes; not implemented"),
-    PaperRow("R", "rubbish class: 10,000 samples of N(0, I)",
-             "maxout softmax 98.35% (conf. 92.8%); sigmoid 68%; softmax regression "
-             "59.8%; RBF 0%", "rubbish"),
-    PaperRow("C10", "CIFAR-10 convolutional maxout, eps 0.1",
-             "87.15% error, confidence 96.6%", "",
-             "extended scope: needs CIFAR-10 and a convolutional maxout; this "
-             "reproduction covers MNIST"),
-    PaperRow("IN", "GoogLeNet on ImageNet, eps 0.007 (the panda)", "qualitative", "",
-             "the original GoogLeNet weights are not available; qualitative only"),
-)
-
-
-
-def maxout_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
-  """Rows M3 to M6 from mnist_maxout.json's ``models``, ``transfer`` and ``config``.
-
-  M3, M4 and M6 are the paper's 240-unit (M3, M4) and 1600-unit (M6) models;
-  a smaller or shorter run still measures them, and says so in the note. M5
-  needs the paper's protocol (1600 units, early stopping, retraining, five
-  seeds) and is reported only for a 1600-unit run.
-  """
-  clean, adversarial = results["models"]["clean"], results["models"]["adversarial"]
-  transfer, config = results["transfer"], results.get("config", {})
-  scale = ("derived by the report: within 10 points (0.3 for test errors) counts "
-           f"as reproduced; {config.get('units', '?')} units, "
-           f"{config.get('epochs', '?')} epochs, "
-           f"{config.get('seeds', '?')} seed(s); clean test errors "
-           f"{common.percent(clean['test_error'], 2)} (clean), "
-           f"{common.percent(adversarial['test_error'], 2)} (adversarial)")
-  better = adversarial["test_error"] < clean["test_error"]
-  robust = adversarial["fgsm_error"] < clean["fgsm_error"]
-  asymmetric = transfer["adversarial_to_clean"] > transfer["clean_to_adversarial"]
-  both = common.learnt(clean["test_error"]) and common.learnt(adversarial["test_error"])
-
-  def row(row_id: str, metric: str, paper: str, measured: float | None, target: float,
-          tolerance: float, same_direction: bool, trained: bool) -> dict[str, Any]:
-    return common.paper_row(row_id, metric, paper, measured,
-                            common.judge(measured, target, tolerance, same_direction,
-                                  trained=trained), scale)
-
-  clean_conf, adversarial_conf = clean["fgsm_confidence"], adversarial["fgsm_confidence"]
-  rows = [
-      row("M3", "FGSM error, clean maxout", "89.4%", clean["fgsm_error"], 0.894, 0.10,
-          clean["fgsm_error"] >= 0.5, common.learnt(clean["test_error"])),
-      row("M3", "confidence on FGSM mistakes, clean maxout", "97.6%", clean_conf,
-          0.976, 0.10, (clean_conf or 0) >= 0.5, common.learnt(clean["test_error"])),
-      row("M4", "test error, clean maxout", "0.94%", clean["test_error"], 0.0094,
-          0.003, common.learnt(clean["test_error"]), True),
-      # Within tolerance of 0.84% but above the clean model is no improvement.
-      row("M4", "test error, adversarially trained maxout", "0.84%",
-          adversarial["test_error"], 0.0084, 0.003, better, both and better),
-      row("M6", "FGSM error, adversarially trained maxout", "17.9%",
-          adversarial["fgsm_error"], 0.179, 0.10, robust, both),
-      row("M6", "confidence on FGSM mistakes, adversarially trained", "81.4%",
-          adversarial_conf, 0.814, 0.10, (adversarial_conf or 1) < (clean_conf or 1),
-          both),
-      row("M6", "clean model's FGSM examples, error of the adversarial one", "19.6%",
-          transfer["clean_to_adversarial"], 0.196, 0.10, asymmetric, both),
-      row("M6", "adversarial model's FGSM examples, error of the clean one", "40.9%",
-          transfer["adversarial_to_clean"], 0.409, 0.10, asymmetric, both),
-  ]
-  if config.get("units") == 1600:
-    rows += [
-        row("M5", "test error without the adversarial objective", "1.14%",
-            clean["test_error"], 0.0114, 0.003, True, common.learnt(clean["test_error"])),
-        row("M5", "test error with it", "0.782% (mean)", adversarial["test_error"],
-            0.00782, 0.003, better, both and better)]
-  return rows
+from experiments import maxout
+from experiments import paper
 
 
 def load_results(out: pathlib.Path) -> dict[str, dict[str, Any]]:
@@ -166,16 +45,29 @@ def load_results(out: pathlib.Path) -> dict[str, dict[str, Any]]:
   return results
 
 
+def strength(content: dict[str, Any]) -> int:
+  """How close a run came to the paper's protocol: its preset's place in `maxout.STRENGTH`."""
+  preset = content.get("config", {}).get("preset")
+  return maxout.STRENGTH.index(preset) if preset in maxout.STRENGTH else 0
+
+
 def rows_by_id(results: dict[str, dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
   """Every measured row, grouped by id, each tagged with its results file."""
   grouped: dict[str, list[dict[str, Any]]] = {}
   for name, content in results.items():
-    rows = content.get("rows")
-    if rows is None and name == "mnist_maxout" and "models" in content:
-      rows = maxout_rows(content)
-    for row in rows or []:
+    for row in content.get("rows") or []:
       grouped.setdefault(row["id"], []).append({**row, "file": name})
   return grouped
+
+
+def strongest(rows: list[dict[str, Any]],
+              results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+  """The rows of the strongest run among those that measured them (the first by name on a tie)."""
+  if not rows:
+    return rows
+  best = max(sorted({row["file"] for row in rows}),
+             key=lambda name: strength(results[name]))
+  return [row for row in rows if row["file"] == best]
 
 
 def _seeds(config: dict[str, Any]) -> str:
@@ -199,30 +91,65 @@ def _cell(text: Any) -> str:
   return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-def summary_line(paper: PaperRow, rows: list[dict[str, Any]],
+def summary_line(row: paper.Row, rows: list[dict[str, Any]],
                  results: dict[str, dict[str, Any]]) -> list[str]:
   """The cells of one summary line: id, experiment, paper, ours, run, verdict."""
   if not rows:
-    if paper.out_of_scope:
-      return [paper.id, paper.experiment, paper.paper, "-", "-",
-              f"out of scope: {paper.out_of_scope}"]
-    where = (f"{paper.results}.json has no row {paper.id}"
-             if paper.results in results else f"no {paper.results}.json")
-    return [paper.id, paper.experiment, paper.paper, "-", "-", f"not run ({where})"]
-  measured = "; ".join(f"{row['metric']}: {_measured(row)}" for row in rows)
-  runs = sorted({f"{row['file']} ({_run_label(results[row['file']])})" for row in rows})
-  verdicts = [row["verdict"] for row in rows]
+    if row.out_of_scope:
+      return [row.id, row.experiment, row.paper, "-", "-",
+              f"out of scope: {row.out_of_scope}"]
+    where = (f"{row.results}.json has no row {row.id}"
+             if row.results in results else f"no {row.results}.json")
+    return [row.id, row.experiment, row.paper, "-", "-", f"not run ({where})"]
+  measured = "; ".join(f"{r['metric']}: {_measured(r)}" for r in rows)
+  runs = sorted({f"{r['file']} ({_run_label(results[r['file']])})" for r in rows})
+  verdicts = [r["verdict"] for r in rows]
   # The summary's verdict of a row is its weakest measured one.
   weakest = max(verdicts, key=lambda v: common.VERDICTS.index(v)
                 if v in common.VERDICTS else len(common.VERDICTS))
   verdict = weakest if len(set(verdicts)) == 1 else (
       f"{weakest} ({verdicts.count('reproduced')} of {len(verdicts)} reproduced)")
-  return [paper.id, paper.experiment, paper.paper, measured, "; ".join(runs), verdict]
+  return [row.id, row.experiment, row.paper, measured, "; ".join(runs), verdict]
 
 
 def _table(header: Sequence[str], lines: list[list[str]]) -> list[str]:
   return (["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
           + ["| " + " | ".join(_cell(c) for c in line) + " |" for line in lines])
+
+
+def audit_lines(results: dict[str, dict[str, Any]]) -> list[str]:
+  """The section on stronger attacks: a table per maxout run, and what remains of FGSM's robustness."""
+  lines = []
+  for name, content in results.items():
+    audit = content.get("audit")
+    if not audit or "models" not in content:
+      continue
+    models = content["models"]
+    header = ("model", "FGSM (the paper's)", *(f"PGD-40, eps {r}, 3 restarts"
+                                               for r in audit["clean"]["pgd"]),
+              "FGSM, predicted labels", "worst FGSM over eps")
+    table = [[model, common.percent(models[model]["fgsm_error"]),
+              *(common.percent(error) for error in attacks["pgd"].values()),
+              common.percent(attacks["fgsm_predicted_labels"]),
+              f"{common.percent(attacks['worst_fgsm']['error'])} "
+              f"(eps {attacks['worst_fgsm']['eps']:.3g})"]
+             for model, attacks in audit.items()]
+    config = content.get("config", {})
+    eps = config.get("eps", 0.25)
+    adversarial = audit["adversarial"]
+    pgd = adversarial["pgd"].get(f"{eps:g}")
+    sentence = (
+        f"The adversarially trained maxout's FGSM error of "
+        f"{common.percent(models['adversarial']['fgsm_error'])} at eps {eps:g} becomes "
+        f"{common.percent(pgd)} under PGD at the same eps, "
+        f"{common.percent(adversarial['fgsm_predicted_labels'])} under FGSM with "
+        f"predicted labels, and {common.percent(adversarial['worst_fgsm']['error'])} "
+        f"at the worst eps of FGSM ({adversarial['worst_fgsm']['eps']:.3g}); the clean "
+        f"maxout is at {common.percent(audit['clean']['pgd'].get(f'{eps:g}'))} under "
+        "PGD.")
+    lines += [f"### {name}.json ({_run_label(content)})", "",
+              *_table(header, table), "", sentence, ""]
+  return lines
 
 
 def figures(out: pathlib.Path, results: dict[str, dict[str, Any]],
@@ -252,7 +179,8 @@ def render(out: pathlib.Path, report: pathlib.Path) -> str:
   """The report's Markdown for the results folder ``out``."""
   results = load_results(out)
   grouped = rows_by_id(results)
-  known = {paper.id for paper in PAPER_TABLE}
+  known = [row.id for row in paper.ROWS]
+  audits = audit_lines(results)
   lines = [
       "# Reproduction report: Explaining and Harnessing Adversarial Examples",
       "",
@@ -263,24 +191,38 @@ def render(out: pathlib.Path, report: pathlib.Path) -> str:
       "",
       "## Summary: every row of the paper's table",
       "",
+      "Where several runs measure a row, the one closest to the paper's protocol "
+      "gives it; every run's numbers are in the details below.",
+      "",
       *_table(("id", "experiment", "paper", "measured", "run (preset, seeds)",
                "verdict"),
-              [summary_line(paper, grouped.get(paper.id, []), results)
-               for paper in PAPER_TABLE]),
+              [summary_line(row, strongest(grouped.get(row.id, []), results), results)
+               for row in paper.ROWS]),
       "",
+  ]
+  if audits:
+    lines += ["## Beyond the paper: the maxouts under stronger attacks", "",
+              "Test error (MNIST test set) under the paper's FGSM and under stronger "
+              "attacks: PGD with a random start, 40 steps of 2.5 eps / 40, best of 3 "
+              "restarts, clipped to [0, 1]; FGSM with the model's predicted labels "
+              "instead of the true ones (no label leaking); and the worst FGSM "
+              "error over 20 eps in (0, eps].", "", *audits]
+  lines += [
       "## Every measured number",
       "",
       *_table(("id", "metric", "paper", "measured", "verdict", "note", "results"),
               [[row["id"], row["metric"], row["paper"], _measured(row),
                 row["verdict"], row.get("note", ""), f"{row['file']}.json"]
-               for paper_id in [p.id for p in PAPER_TABLE] + sorted(set(grouped) - known)
+               for paper_id in known + sorted(set(grouped) - set(known))
                for row in grouped.get(paper_id, [])]),
       "",
       "## Runs",
       "",
-      *_table(("results", "preset", "seeds", "seconds"),
+      *_table(("results", "preset", "seeds", "data", "device", "seconds"),
               [[f"{name}.json", str(content.get("config", {}).get("preset", "?")),
                 _seeds(content.get("config", {})),
+                str(content.get("config", {}).get("dataset", "mnist")),
+                str(content.get("config", {}).get("platform", "cpu")),
                 f"{content['seconds']:.0f}" if "seconds" in content else "-"]
                for name, content in results.items()]),
       "",
@@ -296,16 +238,18 @@ def main(argv: Sequence[str] | None = None) -> None:
   parser = argparse.ArgumentParser(
       prog="python -m experiments.report",
       description="Gathers the experiments' results into a Markdown report.")
-  parser.add_argument("--out", default="results", type=pathlib.Path,
-                      help="results folder to read (default: results)")
-  parser.add_argument("--report", default="REPORT.md", type=pathlib.Path,
-                      help="report to write (default: REPORT.md)")
+  parser.add_argument("--out", default=common.DEFAULT_OUT, type=pathlib.Path,
+                      help=f"results folder to read (default: {common.DEFAULT_OUT}; "
+                           "the committed reference results are in results)")
+  parser.add_argument("--report", type=pathlib.Path,
+                      help="report to write (default: OUT/REPORT.md)")
   args = parser.parse_args(argv)
   if not args.out.is_dir():
     common.fail("experiments.report", f"{args.out}: no such results folder")
-  args.report.parent.mkdir(parents=True, exist_ok=True)
-  args.report.write_text(render(args.out, args.report))
-  print(f"wrote {args.report}")
+  report = args.report or args.out / "REPORT.md"
+  text = render(args.out, report)
+  common.atomic_write(report, lambda tmp: tmp.write_text(text))
+  print(f"wrote {report}")
 
 
 if __name__ == "__main__":

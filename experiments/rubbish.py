@@ -33,7 +33,7 @@ from matplotlib.figure import Figure
 
 import advjax
 from advjax import data as data_lib
-from advjax import train
+from advjax import evaluation
 from experiments import common
 from experiments import shallow
 
@@ -58,7 +58,7 @@ def rubbish_scores(trained: shallow.Trained, x: np.ndarray) -> dict[str, Any]:
     ``false_positive_classes``: for each class, the fraction of those inputs
     it is the top class of (all None without any).
   """
-  probs = train.probabilities(trained.model, trained.params, x)
+  probs = np.asarray(evaluation.probabilities(trained.model, trained.params, x))
   error, confidence = advjax.rubbish_error_and_confidence(probs, THRESHOLD)
   claimed = np.max(probs, axis=-1) > THRESHOLD
   counts = np.bincount(np.argmax(probs[claimed], axis=-1), minlength=CLASSES)
@@ -93,12 +93,12 @@ def measure(preset: shallow.Preset, data: data_lib.MNIST, seed: int,
   numbers["samples"] = preset.rubbish_samples
   sigmoid = trained["maxout_sigmoid"]
   return shallow.Measured(numbers, {"maxout (sigmoid outputs)":
-                                    shallow.sweep(sigmoid, data.test)})
+                                    shallow.sweep(sigmoid, data.test, preset.eps)})
 
 
-def draw(inputs: None, measured: dict[str, Any]) -> Figure:
+def draw(inputs: None, measured: dict[str, Any], preset: shallow.Preset) -> Figure:
   """Bars: which classes each model's false positives go to."""
-  del inputs
+  del inputs, preset
   figure = Figure(figsize=(8, 3.6))
   ax = figure.subplots()
   width = 0.8 / len(LABELS)
@@ -130,29 +130,26 @@ def rows(measured: dict[str, Any]) -> list[dict[str, Any]]:
   high = "claim: confidently wrong (above 50%)"
   others = [m["error"] for m in (softmax_net, sigmoid_net, regression)]
   return [
-      shallow.row("R", "maxout (softmax): rubbish error", "98.35%", 0.9835,
-                  softmax_net["error"], 0.05, lambda error: error >= 0.5,
-                  "claim: most rubbish is given a class"),
-      shallow.row("R", "maxout (softmax): confidence on rubbish errors", "92.8%",
-                  0.928, softmax_net["confidence"], 0.1, lambda c: c > 0.5, high),
-      shallow.row("R", "maxout (softmax): share of false positives that are 5s",
-                  "45.3%", 0.453, shares[5], 0.1, _claim_on_classes(shares, np.argmax, 5),
+      shallow.row("R.maxout_softmax.error", softmax_net["error"], 0.05,
+                  lambda error: error >= 0.5, "claim: most rubbish is given a class"),
+      shallow.row("R.maxout_softmax.confidence", softmax_net["confidence"], 0.1,
+                  lambda c: c > 0.5, high),
+      shallow.row("R.maxout_softmax.fives", shares[5], 0.1,
+                  _claim_on_classes(shares, np.argmax, 5),
                   "claim: 5 is the most common class"),
-      shallow.row("R", "maxout (softmax): share of false positives that are 8s",
-                  "0%", 0.0, shares[8], 0.01, _claim_on_classes(shares, np.argmin, 8),
-                  "claim: 8 is the rarest class"),
-      shallow.row("R", "maxout (sigmoids): rubbish error", "68%", 0.68,
-                  sigmoid_net["error"], 0.1, lambda error: error < softmax_net["error"],
+      shallow.row("R.maxout_softmax.eights", shares[8], 0.01,
+                  _claim_on_classes(shares, np.argmin, 8), "claim: 8 is the rarest class"),
+      shallow.row("R.maxout_sigmoid.error", sigmoid_net["error"], 0.1,
+                  lambda error: error < softmax_net["error"],
                   "claim: below the softmax maxout's error"),
-      shallow.row("R", "maxout (sigmoids): confidence on rubbish errors", "87.9%",
-                  0.879, sigmoid_net["confidence"], 0.1, lambda c: c > 0.5, high),
-      shallow.row("R", "softmax regression: rubbish error", "59.8%", 0.598,
-                  regression["error"], 0.1, lambda error: error > 0.25,
+      shallow.row("R.maxout_sigmoid.confidence", sigmoid_net["confidence"], 0.1,
+                  lambda c: c > 0.5, high),
+      shallow.row("R.softmax_regression.error", regression["error"], 0.1,
+                  lambda error: error > 0.25,
                   "claim: a linear model gives rubbish a class often (over 25%)"),
-      shallow.row("R", "softmax regression: confidence on rubbish errors", "70.8%",
-                  0.708, regression["confidence"], 0.1, lambda c: c > 0.5, high),
-      shallow.row("R", "RBF network: rubbish error", "0%", 0.0, rbf["error"], 0.05,
-                  lambda error: error < min(others),
+      shallow.row("R.softmax_regression.confidence", regression["confidence"], 0.1,
+                  lambda c: c > 0.5, high),
+      shallow.row("R.rbf.error", rbf["error"], 0.05, lambda error: error < min(others),
                   "claim: the RBF network claims less rubbish than every other model"),
   ]
 

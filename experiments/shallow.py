@@ -13,16 +13,17 @@ out), a `rows` function (the numbers beside the paper's), and optionally a
 figure; `main` does the flags, the data, the seeds and the JSON. Every
 experiment writes ``OUT/<name>.json`` with the keys
 
-- ``config``: the preset's settings, eps, clipping, the sweep's epsilons;
+- ``config``: the preset's settings (eps among them), the dataset, clipping,
+  the sweep's epsilons;
 - ``measured``: the numbers, averaged over seeds;
 - ``per_seed``: the numbers of each seed;
 - ``sweep``: ``{model: {"eps", "error", "confidence"}}``, FGSM error and mean
   confidence on the mistakes against eps on the test set, averaged over seeds;
-- ``rows``: `experiments.common.paper_row` dictionaries;
+- ``rows``: `experiments.common.paper_row` dictionaries (MNIST runs only);
 - ``figures``: PNG paths relative to OUT (``figures/<name>.png``);
 - ``seconds``: the run's wall time.
 
-Choices shared by all four: FGSM with eps 0.25 and no clipping, sign(0) = 0,
+Choices shared by all four: FGSM with the preset's eps (0.25) and no clipping, sign(0) = 0,
 attacks on the evaluation loss (dropout off); models train on the first 50,000
 training images, and the paper preset stops early on the last 10,000.
 """
@@ -30,8 +31,6 @@ training images, and the paper preset stops early on the last 10,000.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import pathlib
 import time
 from typing import Any, Callable, Literal, NamedTuple, Sequence
@@ -44,15 +43,14 @@ from matplotlib.figure import Figure
 
 import advjax
 from advjax import data as data_lib
+from advjax import evaluation
+from advjax import loop
 from advjax import models
 from advjax import train
 from advjax.attacks import LossFn
 from advjax.checkpoint import RunMismatchError
 from experiments import common
 
-EPS = 0.25
-# Steps of 0.025, so that the paper's eps = 0.25 is a point of every sweep.
-SWEEP_EPS = tuple(round(0.025 * i, 3) for i in range(21))
 SWEEP_BATCH = 1000
 # Recipe SGD (learning rate 0.1) leaves the RBF network at 48% clean error
 # after 5 epochs: its centres and widths crawl. Adam at 0.01 reaches 13%.
@@ -75,6 +73,7 @@ class Preset:
     patience: early stopping on the clean validation error (the last 10,000
       training images), or None to train every epoch and keep the last.
     rubbish_samples: number of N(0, I) inputs of the rubbish-class experiment.
+    eps: FGSM eps of the attacks and of the validation scores (0.25).
   """
 
   seeds: int
@@ -85,6 +84,7 @@ class Preset:
   l1_epochs: int
   patience: int | None
   rubbish_samples: int
+  eps: float = 0.25
 
 
 PRESETS = {
@@ -122,25 +122,27 @@ class Trained(NamedTuple):
   history: list[dict[str, Any]]
 
 
+@jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class L1:
   """Objective: the model's loss plus L1 weight decay ``coefficient * sum |W|``.
 
   The sum runs over every layer's ``kernel`` (output layer included), not the
-  biases, as pylearn2's ``L1WeightDecay`` that the paper used. Being a frozen
-  dataclass, its coefficient is part of `advjax.train.fit`'s run fingerprint.
+  biases, as pylearn2's ``L1WeightDecay`` that the paper used. A pytree whose
+  leaf is the coefficient, like the library's objectives, so that it is part
+  of the run's fingerprint.
 
   Attributes:
     coefficient: the weight of the penalty, >= 0.
 
   Example:
-    >>> train.fit(models.maxout_mlp(), data.train, config, objective=L1(0.0025))
+    >>> loop.fit(models.maxout_mlp(), data.train, config, objective=L1(0.0025))
   """
 
-  coefficient: float
+  coefficient: Any
 
   def __post_init__(self) -> None:
-    if not self.coefficient >= 0:
+    if isinstance(self.coefficient, (int, float)) and not self.coefficient >= 0:
       raise ValueError(f"coefficient must be >= 0, got {self.coefficient!r}.")
 
   def __call__(self, loss_fn: LossFn, key: jax.Array) -> LossFn:
@@ -173,15 +175,16 @@ def l1_norm(params: Params) -> jax.Array:
 
 
 def train_cached(name: str, model: models.Classifier, split: data_lib.Split,
-                 config: train.TrainConfig, work: pathlib.Path, *,
+                 config: loop.TrainConfig, work: pathlib.Path, *,
                  valid: data_lib.Split | None = None,
                  objective: train.Objective = train.Clean(),
                  adam: float | None = None) -> Trained:
   """Trains ``model``, or restores it when an earlier run left it in ``work``.
 
-  The run folder is ``work/<name>-seed<seed>-<digest>``, the digest covering
-  everything that shapes the run (model, objective, settings, optimizer, data
-  size), so other settings get their own folder instead of a mismatch.
+  The run folder is `common.run_folder` ``(work, name, ...)``: its digest
+  covers everything that shapes the run (model, objective, settings, seed,
+  optimizer, data), so other settings get their own folder instead of a
+  mismatch.
 
   Args:
     name: the model's folder prefix, e.g. ``"maxout"``.
@@ -200,24 +203,21 @@ def train_cached(name: str, model: models.Classifier, split: data_lib.Split,
 
   Example:
     >>> trained = train_cached("softmax", models.softmax_regression(), data.train,
-    ...                        train.TrainConfig(epochs=20), out / "shallow_runs")
+    ...                        loop.TrainConfig(epochs=20), out / "shallow_runs")
   """
-  # repr(head) would hold function addresses that change from run to run.
-  described = {"model": f"{model.module!r} {model.head.name} {model.max_col_norm}",
-               "objective": repr(objective), "config": dataclasses.asdict(config),
-               "adam": adam, "examples": len(split),
-               "valid": None if valid is None else len(valid)}
-  digest = hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()
-  workdir = work / f"{name}-seed{config.seed}-{digest[:10]}"
+  tx = None if adam is None else optax.adam(adam)
+  workdir = common.run_folder(work, name, {
+      "run": loop.fingerprint(model, objective, config, seeds=[config.seed],
+                              train=split, valid=valid, tx=tx),
+      "adam": adam})
   print(f"{name}: training or restoring in {workdir}", flush=True)
-  result = train.fit(model, split, config, objective=objective, valid=valid,
-                     tx=None if adam is None else optax.adam(adam),
-                     workdir=workdir, desc=name)
+  result = loop.fit(model, split, config, objective=objective, valid=valid, tx=tx,
+                    workdir=workdir, desc=name)
   return Trained(model, result.params, result.history)
 
 
-def config(preset: Preset, epochs: int, seed: int) -> train.TrainConfig:
-  """The trainer's settings: recipe SGD, the preset's early stopping, FGSM eps 0.25.
+def config(preset: Preset, epochs: int, seed: int) -> loop.TrainConfig:
+  """The trainer's settings: recipe SGD, the preset's early stopping and eps.
 
   Args:
     preset: the settings.
@@ -225,10 +225,10 @@ def config(preset: Preset, epochs: int, seed: int) -> train.TrainConfig:
     seed: the training seed.
 
   Returns:
-    A `advjax.train.TrainConfig`.
+    A `advjax.loop.TrainConfig`.
   """
-  return train.TrainConfig(epochs=epochs, seed=seed, patience=preset.patience,
-                           eval_eps=EPS)
+  return loop.TrainConfig(epochs=epochs, seed=seed, patience=preset.patience,
+                          eval_eps=preset.eps)
 
 
 def validation(preset: Preset, split: data_lib.Split) -> data_lib.Split | None:
@@ -311,8 +311,9 @@ def maxout(preset: Preset, data: data_lib.MNIST, seed: int, work: pathlib.Path,
 # ---------------------------------------------------------------------------
 
 
-def sweep(trained: Trained, split: data_lib.Split) -> dict[str, list[float | None]]:
-  """FGSM error and confidence on the mistakes at every eps of `SWEEP_EPS`.
+def sweep(trained: Trained, split: data_lib.Split,
+          eps: float) -> dict[str, list[float | None]]:
+  """FGSM error and confidence on the mistakes at every eps of `common.sweep_grid`.
 
   One `advjax.epsilon_sweep` over the split (the input gradient is taken once
   per batch). Labels of +-1 (logistic regression) are scored as the classes
@@ -321,13 +322,14 @@ def sweep(trained: Trained, split: data_lib.Split) -> dict[str, list[float | Non
   Args:
     trained: the model and its parameters.
     split: the examples, usually the test set.
+    eps: the run's eps, added to the grid.
 
   Returns:
     ``{"eps", "error", "confidence"}``, lists of floats; a confidence is None
     where there is no mistake.
 
   Example:
-    >>> sweep(softmax, data.test)["error"][10]   # the FGSM error at eps 0.25
+    >>> sweep(softmax, data.test, 0.25)["error"][10]   # the FGSM error at eps 0.25
   """
   model = trained.model
   labels = np.asarray(split.y)
@@ -336,16 +338,15 @@ def sweep(trained: Trained, split: data_lib.Split) -> dict[str, list[float | Non
     labels = (labels > 0).astype(np.int32)
     loss_fn = lambda params, x, y: model.loss(params, x, 2.0 * y - 1.0)
   result = advjax.epsilon_sweep(loss_fn, model.probabilities, trained.params,
-                                split.x, labels, np.asarray(SWEEP_EPS, np.float32),
+                                split.x, labels,
+                                np.asarray(common.sweep_grid(eps), np.float32),
                                 batch_size=SWEEP_BATCH)
-  return {"eps": list(SWEEP_EPS),
-          "error": [common.number(v) for v in np.asarray(result.error)],
-          "confidence": [common.number(v) for v in np.asarray(result.confidence)]}
+  return common.sweep_entry(result)
 
 
 def predictions(trained: Trained, x: np.ndarray) -> np.ndarray:
   """The predicted classes (argmax of the probabilities) on ``x``, no dropout."""
-  return np.argmax(train.probabilities(trained.model, trained.params, x), axis=-1)
+  return np.argmax(evaluation.probabilities(trained.model, trained.params, x), axis=-1)
 
 
 def fraction(mask: np.ndarray, within: np.ndarray | None = None) -> float | None:
@@ -409,10 +410,9 @@ def mean_over_seeds(values: Sequence[Any]) -> Any:
   return first
 
 
-def row(row_id: str, metric: str, paper: str, paper_value: float,
-        measured: float | None, tolerance: float, claim: Callable[[float], bool],
-        note: str = "") -> dict[str, Any]:
-  """A `common.paper_row` whose verdict follows from the numbers.
+def row(key: str, measured: float | None, tolerance: float,
+        claim: Callable[[float], bool], note: str = "") -> dict[str, Any]:
+  """The `common.compare` row of the paper's ``key``, its claim tested on ``measured``.
 
   The verdict is "reproduced" within ``tolerance`` (absolute, as a fraction)
   of the paper's value; otherwise "same direction" when the paper's
@@ -420,10 +420,7 @@ def row(row_id: str, metric: str, paper: str, paper_value: float,
   Unmeasured (None) is "not reproduced".
 
   Args:
-    row_id: the row of PAPER.md, e.g. ``"M1"``.
-    metric: what is measured.
-    paper: the paper's figure as printed, e.g. ``"99.9%"``.
-    paper_value: that figure as a fraction.
+    key: the paper's number in `experiments.paper.FIGURES`, e.g. ``"M1.fgsm_error"``.
     measured: ours, a fraction or None.
     tolerance: the largest absolute difference that counts as reproduced.
     claim: ``measured -> bool``, the qualitative claim behind the number.
@@ -433,22 +430,11 @@ def row(row_id: str, metric: str, paper: str, paper_value: float,
     A row for ``rows``.
 
   Example:
-    >>> row("M1", "FGSM error", "99.9%", 0.999, 0.998, 0.05, lambda e: e > 0.5)["verdict"]
+    >>> row("M1.fgsm_error", 0.998, 0.05, lambda e: e > 0.5)["verdict"]
     'reproduced'
   """
-  verdict = common.judge(measured, paper_value, tolerance,
-                         measured is not None and claim(measured))
-  return common.paper_row(row_id, metric, paper, measured, verdict,
-                          f"within {100 * tolerance:g} points counts as reproduced"
-                          + (f"; {note}" if note else ""))
-
-
-def save_figure(figure: Figure, out: pathlib.Path, name: str) -> str:
-  """Writes ``out/figures/<name>.png`` and returns that path relative to ``out``."""
-  relative = pathlib.Path("figures") / f"{name}.png"
-  (out / relative).parent.mkdir(parents=True, exist_ok=True)
-  figure.savefig(out / relative, dpi=120, bbox_inches="tight")
-  return relative.as_posix()
+  return common.compare(key, measured, tolerance,
+                        measured is not None and claim(measured), note)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -460,15 +446,15 @@ class Experiment:
     description: one sentence for ``--help``.
     measure: ``(preset, data, seed, work) -> Measured`` for one seed.
     rows: ``(measured numbers averaged over seeds) -> [row, ...]``.
-    draw: optional ``(seed 0's figure_inputs, averaged numbers) -> Figure``,
-      saved as ``OUT/figures/<name>.png``.
+    draw: optional ``(seed 0's figure_inputs, averaged numbers, preset) ->
+      Figure``, saved as ``OUT/figures/<name>.png``.
   """
 
   name: str
   description: str
   measure: Callable[[Preset, data_lib.MNIST, int, pathlib.Path], Measured]
   rows: Callable[[dict[str, Any]], list[dict[str, Any]]]
-  draw: Callable[[Any, dict[str, Any]], Figure] | None = None
+  draw: Callable[[Any, dict[str, Any], Preset], Figure] | None = None
 
 
 def main(experiment: Experiment, argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -487,10 +473,9 @@ def main(experiment: Experiment, argv: Sequence[str] | None = None) -> dict[str,
   start = time.perf_counter()
   prog = f"experiments.{experiment.name}"
   args = common.parser(prog, experiment.description, PRESETS).parse_args(argv)
-  preset = PRESETS[args.preset]
-  if common.positive(prog, "seeds", args.seeds) is not None:
-    preset = dataclasses.replace(preset, seeds=args.seeds)
-  data = common.load_data(prog, args.data_dir)
+  preset = common.settings(prog, args, PRESETS)
+  common.check_out(prog, args.out)
+  data = common.load_data(prog, args.data_dir, args.dataset)
   work = args.out / "shallow_runs"
   try:
     per_seed = [experiment.measure(preset, data, seed, work)
@@ -500,20 +485,21 @@ def main(experiment: Experiment, argv: Sequence[str] | None = None) -> dict[str,
   measured = mean_over_seeds([m.numbers for m in per_seed])
   figures = []
   if experiment.draw is not None:
-    figures.append(save_figure(experiment.draw(per_seed[0].figure_inputs, measured),
-                               args.out, experiment.name))
+    figures.append(common.save_figure(
+        experiment.draw(per_seed[0].figure_inputs, measured, preset), args.out,
+        experiment.name))
   results = {
-      "config": {"preset": args.preset, **dataclasses.asdict(preset), "eps": EPS,
-                 "clip": None, "sweep_eps": list(SWEEP_EPS),
+      "config": {"preset": args.preset, **dataclasses.asdict(preset),
+                 "dataset": args.dataset, "clip": None,
+                 "sweep_eps": list(common.sweep_grid(preset.eps)),
                  "data_dir": args.data_dir, "work": str(work)},
       "measured": measured,
       "per_seed": [{"seed": seed, **m.numbers} for seed, m in enumerate(per_seed)],
       "sweep": mean_over_seeds([m.sweep for m in per_seed]),
-      "rows": experiment.rows(measured),
+      "rows": experiment.rows(measured) if common.comparable(args.dataset) else [],
       "figures": figures,
   }
   print(common.format_rows(
-      results["rows"], f"preset {args.preset}, {preset.seeds} seed(s), FGSM eps {EPS}, "
-      "no clipping"))
+      results["rows"], common.title(args.dataset, args.preset, preset.seeds, preset.eps)))
   common.write_results(args.out, experiment.name, results, start)
   return results

@@ -74,6 +74,69 @@ def test_the_experiment_writes_its_results_and_a_rerun_resumes(tmp_path, capsys)
   assert again["transfer"] == results["transfer"]
 
 
+def test_eps_and_alpha_are_recorded_and_name_their_own_runs(tmp_path, capsys):
+  data_dir, out = tmp_path / "mnist", tmp_path / "out"
+  write_idx(data_dir)
+  flags = [*TINY, "--data-dir", str(data_dir), "--out", str(out)]
+  results = mnist_maxout.main([*flags, "--eps", "0.1", "--alpha", "0.3"])
+  written = json.loads((out / "mnist_maxout.json").read_text())
+  assert (written["config"]["eps"], written["config"]["alpha"]) == (0.1, 0.3)
+  assert json.loads(json.dumps(results["config"])) == written["config"]
+  assert "FGSM eps 0.1" in capsys.readouterr().out
+  runs = lambda: {p.name for p in (out / "mnist_maxout_runs").iterdir()}
+  first = runs()
+  # Another eps or alpha trains its own runs, never restoring these.
+  mnist_maxout.main([*flags, "--eps", "0.2", "--alpha", "0.3"])
+  second = runs() - first
+  mnist_maxout.main([*flags, "--eps", "0.2", "--alpha", "0.4"])
+  third = runs() - first - second
+  # eps sets the clean model's validation too; alpha only the adversarial one.
+  assert len(first) == 2 and len(second) == 2 and len(third) == 1
+  assert all(name.startswith("adversarial-") for name in third)
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--eps", "-0.1", "--eps must be a finite number >= 0"),
+    ("--eps", "nan", "--eps must be a finite number >= 0"),
+    ("--alpha", "1.5", "--alpha must lie in [0, 1]")])
+def test_bad_eps_and_alpha_are_one_line(tmp_path, flag, value, message):
+  with pytest.raises(SystemExit, match=message.replace("[", "\\[")):
+    mnist_maxout.main([flag, value, "--out", str(tmp_path)])
+
+
+def test_another_dataset_is_named_and_not_judged_by_the_papers_numbers(tmp_path, capsys):
+  data_dir, out = tmp_path / "fashion", tmp_path / "out"
+  write_idx(data_dir)
+  results = mnist_maxout.main([*TINY, "--dataset", "fashion_mnist",
+                               "--data-dir", str(data_dir), "--out", str(out)])
+  printed = capsys.readouterr().out
+  assert "Fashion-MNIST test set" in printed and "89.4%" not in printed
+  assert results["config"]["dataset"] == "fashion_mnist" and results["rows"] == []
+
+
+def test_output_goes_to_runs_unless_told(tmp_path, monkeypatch):
+  data_dir = tmp_path / "mnist"
+  write_idx(data_dir)
+  monkeypatch.chdir(tmp_path)
+  mnist_maxout.main([*TINY, "--data-dir", str(data_dir)])
+  assert (tmp_path / "runs" / "mnist_maxout.json").exists()
+  assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize("out", ["/proc/advjax", "a-file"])
+def test_an_unusable_out_is_one_line_before_the_data_loads(tmp_path, out, monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  (tmp_path / "a-file").write_text("not a folder")
+  loaded = []
+  monkeypatch.setattr(mnist_maxout.common.data_lib, "load_mnist",
+                      lambda *args, **kwargs: loaded.append(1))
+  with pytest.raises(SystemExit) as exit_info:
+    mnist_maxout.main([*TINY, "--out", out])
+  message = str(exit_info.value)
+  assert "\n" not in message and f"--out {out}: cannot write there" in message
+  assert not loaded
+
+
 def test_the_command_line_gives_a_corrupt_idx_file_as_one_line(tmp_path):
   data_dir = tmp_path / "mnist"
   write_idx(data_dir)
