@@ -20,6 +20,7 @@ from advjax.attacks import pgd
 from advjax.attacks import sign_step
 from advjax.attacks import targeted_fgsm
 from advjax.metrics import error_and_confidence
+from advjax.metrics import mistakes
 from advjax.metrics import rubbish_error_and_confidence
 from advjax.objectives import adversarial_loss
 from advjax.objectives import logistic_loss
@@ -53,6 +54,7 @@ __all__ = [
     "logistic_loss",
     "logistic_worst_case_loss",
     "member",
+    "mistakes",
     "noise_loss",
     "pgd",
     "rubbish_error_and_confidence",

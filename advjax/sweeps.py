@@ -23,6 +23,7 @@ import numpy as np
 
 from advjax import _validation
 from advjax.attacks import Array, Clip, LossFn, input_grad
+from advjax.metrics import mistakes
 
 ModelFn = Callable[[Any, Array], Array]
 
@@ -61,9 +62,11 @@ class SweepResult(NamedTuple):
 
   Attributes:
     eps: the epsilons, shape ``(K,)``.
-    error: fraction of all examples misclassified at each eps, shape ``(K,)``.
+    error: fraction of all examples misclassified at each eps, shape ``(K,)``;
+      a prediction holding a NaN counts as misclassified.
     confidence: mean probability of the predicted class over the
-      misclassified examples, shape ``(K,)``; NaN where there is no mistake.
+      misclassified examples, shape ``(K,)``; NaN where there is no mistake,
+      or where a misclassified prediction holds a NaN.
   """
   eps: Array
   error: Array
@@ -85,6 +88,9 @@ def epsilon_sweep(loss_fn: LossFn, probs_fn: ModelFn, params: Any, x: Array,
   ``batch_size`` (compared by identity for plain functions: keep the same
   function objects across calls) and per shape; new eps values of the same
   count reuse it.
+
+  A prediction that holds a NaN counts as a mistake (see `advjax.mistakes`),
+  so NaN inputs or parameters show as errors, never as right answers.
 
   With ``batch_size``, ``x`` is processed that many examples at a time and the
   mistakes are counted exactly across batches, so a whole test set fits in
@@ -155,17 +161,16 @@ def _epsilon_sweep(loss_fn: LossFn, probs_fn: ModelFn, params: Any, x: Array,
     return jax.vmap(_mistake_counts, in_axes=(0, None, None))(
         probs, y_batch, valid_batch)
 
-  mistakes, confidence_sums = jax.lax.map(
+  wrong, confidence_sums = jax.lax.map(
       batch_counts, (in_batches(x), in_batches(y), valid))
-  mistakes, confidence_sums = mistakes.sum(0), confidence_sums.sum(0)
-  confidence = jnp.where(mistakes > 0,
-                         confidence_sums / jnp.maximum(mistakes, 1), jnp.nan)
-  return SweepResult(eps_values, mistakes / num_examples, confidence)
+  wrong, confidence_sums = wrong.sum(0), confidence_sums.sum(0)
+  confidence = jnp.where(wrong > 0, confidence_sums / jnp.maximum(wrong, 1), jnp.nan)
+  return SweepResult(eps_values, wrong / num_examples, confidence)
 
 
 def _mistake_counts(probs: Array, labels: Array, valid: Array) -> tuple[Array, Array]:
   """Number of valid mistakes and the sum of their top probabilities."""
-  wrong = valid & (jnp.argmax(probs, axis=-1) != labels)
+  wrong = valid & mistakes(probs, labels)
   return jnp.sum(wrong), jnp.sum(jnp.where(wrong, jnp.max(probs, axis=-1), 0))
 
 

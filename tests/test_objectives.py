@@ -153,24 +153,3 @@ class ControlsTest(chex.TestCase):
     expected = 0.5 * mlp_loss(params, x, y) + 0.5 * mlp_loss(
         params, advjax.sign_noise(key, x, 0.1), y)
     chex.assert_trees_all_close(loss(params, x, y), expected, rtol=1e-6)
-
-
-class MetricsTest(chex.TestCase):
-
-  def test_error_and_confidence_on_mistakes(self):
-    probs = jnp.array([[0.9, 0.1], [0.3, 0.7], [0.6, 0.4], [0.2, 0.8]])
-    labels = jnp.array([0, 0, 1, 1])
-    error, confidence = advjax.error_and_confidence(probs, labels)
-    np.testing.assert_allclose(error, 0.5)
-    np.testing.assert_allclose(confidence, (0.7 + 0.6) / 2, rtol=1e-6)
-
-  def test_no_mistakes_gives_nan_confidence(self):
-    error, confidence = advjax.error_and_confidence(jnp.eye(3), jnp.arange(3))
-    self.assertEqual(float(error), 0.0)
-    self.assertTrue(np.isnan(confidence))
-
-  def test_rubbish_error_counts_claims_above_half(self):
-    probs = jnp.array([[0.9, 0.1], [0.5, 0.5], [0.05, 0.3]])
-    error, confidence = advjax.rubbish_error_and_confidence(probs)
-    np.testing.assert_allclose(error, 1 / 3, rtol=1e-6)
-    np.testing.assert_allclose(confidence, 0.9, rtol=1e-6)
