@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from advjax import _validation
-from advjax.attacks import Array, Clip, LossFn, input_grad
+from advjax.attacks import Array, Clip, LossFn, input_grad, sign_step
 from advjax.metrics import mistakes
 
 ModelFn = Callable[[Any, Array], Array]
@@ -157,7 +157,11 @@ def _epsilon_sweep(loss_fn: LossFn, probs_fn: ModelFn, params: Any, x: Array,
   def batch_counts(batch):
     x_batch, y_batch, valid_batch = batch
     direction = jnp.sign(input_grad(loss_fn, params, x_batch, y_batch))
-    probs = _outputs_along(probs_fn, params, x_batch, direction, eps_values, clip)
+    if isinstance(probs_fn, LinearFirst) and clip is None:
+      probs = _linear_first_along(probs_fn, params, x_batch, direction, eps_values)
+    else:
+      probs = jax.vmap(lambda eps: probs_fn(
+          params, sign_step(x_batch, direction, eps, clip=clip)))(eps_values)
     return jax.vmap(_mistake_counts, in_axes=(0, None, None))(
         probs, y_batch, valid_batch)
 
@@ -205,29 +209,30 @@ def direction_sweep(apply_fn: ModelFn, params: Any, x: Array, direction: Array,
     raise ValueError(f"direction must have the shape of x {np.shape(x)}, got "
                      f"{np.shape(direction)}.")
   eps_values = _eps_array(eps_values, x, nonnegative=False)
-  return _outputs_along(apply_fn, params, x, direction, eps_values, None)
+  return _direction_sweep(apply_fn, params, x, direction, eps_values)
 
 
-@functools.partial(jax.jit, static_argnames=("model_fn",))
-def _outputs_along(model_fn: ModelFn, params: Any, x: Array, direction: Array,
-                   eps_values: Array, clip: Clip) -> Array:
-  """``model_fn(params, clip(x + eps * direction))`` stacked over ``eps_values``."""
+@functools.partial(jax.jit, static_argnames=("apply_fn",))
+def _direction_sweep(apply_fn: ModelFn, params: Any, x: Array, direction: Array,
+                     eps_values: Array) -> Array:
   direction = direction.astype(x.dtype)
-  if isinstance(model_fn, LinearFirst) and clip is None:
-    # jvp of an affine map gives (W x + b, W direction) in one pass, without
-    # subtracting the bias back out of W direction + b.
-    hidden, hidden_step = jax.jvp(functools.partial(model_fn.first, params),
-                                  (x,), (direction,))
-    return jax.vmap(lambda eps: model_fn.rest(params, hidden + eps * hidden_step))(
-        eps_values)
+  if isinstance(apply_fn, LinearFirst):
+    return _linear_first_along(apply_fn, params, x, direction, eps_values)
+  return jax.vmap(lambda eps: apply_fn(params, x + eps * direction))(eps_values)
 
-  def at(eps):
-    moved = x + eps * direction
-    if clip is not None:
-      moved = jnp.clip(moved, *clip).astype(x.dtype)
-    return model_fn(params, moved)
 
-  return jax.vmap(at)(eps_values)
+def _linear_first_along(model_fn: LinearFirst, params: Any, x: Array,
+                        direction: Array, eps_values: Array) -> Array:
+  """``model_fn(params, x + eps * direction)`` stacked over ``eps_values``.
+
+  The first layer runs once: jvp of an affine map gives ``(W x + b, W
+  direction)`` in one pass, without subtracting the bias back out of
+  ``W direction + b``.
+  """
+  hidden, hidden_step = jax.jvp(functools.partial(model_fn.first, params),
+                                (x,), (direction.astype(x.dtype),))
+  return jax.vmap(lambda eps: model_fn.rest(params, hidden + eps * hidden_step))(
+      eps_values)
 
 
 def _check_inputs(x: Array) -> None:
