@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from advjax import _trees
 from advjax import _validation
 from advjax.attacks import Array, Clip, LossFn, input_grad, sign_step
 from advjax.metrics import mistakes
@@ -86,8 +87,10 @@ def epsilon_sweep(loss_fn: LossFn, probs_fn: ModelFn, params: Any, x: Array,
 
   The computation is compiled once per ``loss_fn``, ``probs_fn`` and
   ``batch_size`` (compared by identity for plain functions: keep the same
-  function objects across calls) and per shape; new eps values of the same
-  count reuse it.
+  function objects across calls), per shape and per non-array leaf of
+  ``params``; new eps values of the same count reuse it. ``params`` may be any
+  pytree: its arrays are traced, its other leaves (an Equinox model's
+  activation, Python numbers) are static, as ``eqx.filter_jit`` treats them.
 
   A prediction that holds a NaN counts as a mistake (see `advjax.mistakes`),
   so NaN inputs or parameters show as errors, never as right answers.
@@ -133,14 +136,17 @@ def epsilon_sweep(loss_fn: LossFn, probs_fn: ModelFn, params: Any, x: Array,
   elif (isinstance(batch_size, bool) or not isinstance(batch_size, int)
         or batch_size < 1):
     raise ValueError(f"batch_size must be None or an int >= 1, got {batch_size!r}.")
-  return _epsilon_sweep(loss_fn, probs_fn, params, x, y, eps_values, clip,
+  arrays, static = _trees.partition(params)
+  return _epsilon_sweep(loss_fn, probs_fn, static, arrays, x, y, eps_values, clip,
                         min(batch_size, num_examples))
 
 
-@functools.partial(jax.jit, static_argnames=("loss_fn", "probs_fn", "batch_size"))
-def _epsilon_sweep(loss_fn: LossFn, probs_fn: ModelFn, params: Any, x: Array,
-                   y: Array, eps_values: Array, clip: Clip,
-                   batch_size: int) -> SweepResult:
+@functools.partial(jax.jit,
+                   static_argnames=("loss_fn", "probs_fn", "static", "batch_size"))
+def _epsilon_sweep(loss_fn: LossFn, probs_fn: ModelFn, static: _trees.Static,
+                   arrays: list[Any], x: Array, y: Array, eps_values: Array,
+                   clip: Clip, batch_size: int) -> SweepResult:
+  params = _trees.combine(arrays, static)
   num_examples = x.shape[0]
   num_batches = -(-num_examples // batch_size)
   padding = num_batches * batch_size - num_examples
@@ -190,7 +196,7 @@ def direction_sweep(apply_fn: ModelFn, params: Any, x: Array, direction: Array,
 
   Args:
     apply_fn: ``(params, x) -> outputs``, typically logits, or a `LinearFirst`.
-    params: the model parameters, any pytree.
+    params: the model parameters, any pytree (its non-array leaves are static).
     x: floating inputs: one example, or a batch, as ``apply_fn`` takes them.
     direction: an array of the shape of ``x``.
     eps_values: a 1-D array of ``K >= 1`` finite epsilons, of either sign.
@@ -209,12 +215,14 @@ def direction_sweep(apply_fn: ModelFn, params: Any, x: Array, direction: Array,
     raise ValueError(f"direction must have the shape of x {np.shape(x)}, got "
                      f"{np.shape(direction)}.")
   eps_values = _eps_array(eps_values, x, nonnegative=False)
-  return _direction_sweep(apply_fn, params, x, direction, eps_values)
+  arrays, static = _trees.partition(params)
+  return _direction_sweep(apply_fn, static, arrays, x, direction, eps_values)
 
 
-@functools.partial(jax.jit, static_argnames=("apply_fn",))
-def _direction_sweep(apply_fn: ModelFn, params: Any, x: Array, direction: Array,
-                     eps_values: Array) -> Array:
+@functools.partial(jax.jit, static_argnames=("apply_fn", "static"))
+def _direction_sweep(apply_fn: ModelFn, static: _trees.Static, arrays: list[Any],
+                     x: Array, direction: Array, eps_values: Array) -> Array:
+  params = _trees.combine(arrays, static)
   direction = direction.astype(x.dtype)
   if isinstance(apply_fn, LinearFirst):
     return _linear_first_along(apply_fn, params, x, direction, eps_values)

@@ -1,6 +1,7 @@
 """advjax composes like any JAX function, inside code nobody here wrote (issue 16).
 
-Each test is one way a JAX user reaches for the library: a gradient in alpha, a loss closing over a traced value, shard_map,
+Each test is one way a JAX user reaches for the library: a whole Equinox
+model, a gradient in alpha, a loss closing over a traced value, shard_map,
 an auxiliary output, forward mode.
 """
 
@@ -8,10 +9,12 @@ import functools
 import re
 
 import chex
+import equinox as eqx
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 import advjax
 from tests.test_attacks import mlp_loss, mlp_problem
@@ -21,6 +24,19 @@ D, CLASSES = 6, 3
 
 def cross_entropy(logits, y):
   return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), y[:, None], 1))
+
+
+def eqx_model(seed=0):
+  """An Equinox MLP: its activation functions are non-array leaves."""
+  return eqx.nn.MLP(D, CLASSES, 5, 1, activation=jnp.tanh, key=jax.random.key(seed))
+
+
+def eqx_loss(model, x, y):
+  return cross_entropy(jax.vmap(model)(x), y)
+
+
+def eqx_probs(model, x):
+  return jax.nn.softmax(jax.vmap(model)(x))
 
 
 def data(seed=0, n=8):
@@ -34,6 +50,72 @@ def plain_objective(loss_fn, params, x, y, eps, alpha):
   """eq. (6) written out: the reference every test compares against."""
   x_adv = jax.lax.stop_gradient(advjax.fgsm(loss_fn, params, x, y, eps))
   return alpha * loss_fn(params, x, y) + (1 - alpha) * loss_fn(params, x_adv, y)
+
+
+class EquinoxTest(chex.TestCase):
+
+  def test_adversarial_loss_takes_a_whole_equinox_model(self):
+    model, (x, y) = eqx_model(), data()
+    value, grads = eqx.filter_value_and_grad(
+        advjax.adversarial_loss(eqx_loss, 0.1, 0.3))(model, x, y)
+    expected_value, expected_grads = eqx.filter_value_and_grad(
+        functools.partial(plain_objective, eqx_loss, eps=0.1, alpha=0.3))(model, x, y)
+    chex.assert_trees_all_close(value, expected_value, rtol=1e-6)
+    chex.assert_trees_all_close(eqx.filter(grads, eqx.is_array),
+                                eqx.filter(expected_grads, eqx.is_array), rtol=1e-5)
+
+  def test_epsilon_sweep_takes_an_equinox_model(self):
+    model, (x, y) = eqx_model(), data()
+    eps_values = jnp.array([0.0, 0.1, 0.5])
+    sweep = advjax.epsilon_sweep(eqx_loss, eqx_probs, model, x, y, eps_values)
+    for k, eps in enumerate(eps_values):
+      x_adv = advjax.fgsm(eqx_loss, model, x, y, eps)
+      error, _ = advjax.error_and_confidence(eqx_probs(model, x_adv), y)
+      self.assertEqual(sweep.error[k], error)
+    logits = advjax.direction_sweep(lambda m, v: jax.vmap(m)(v), model, x,
+                                    jnp.ones_like(x), eps_values)
+    chex.assert_trees_all_close(logits[1], jax.vmap(model)(x + 0.1), rtol=1e-5)
+
+  def test_ensembles_take_equinox_models(self):
+    (x, y), members = data(), [eqx_model(seed) for seed in range(3)]
+    stacked = advjax.stack(members)
+    self.assertEqual(advjax.ensemble_size(stacked), 3)
+    self.assertIs(stacked.activation, jnp.tanh)  # shared, not stacked
+    chex.assert_trees_all_equal(eqx.filter(advjax.member(stacked, 1), eqx.is_array),
+                                eqx.filter(members[1], eqx.is_array))
+    expected = sum(eqx_probs(m, x) for m in members) / 3
+    chex.assert_trees_all_close(advjax.ensemble_probs(eqx_probs, stacked, x),
+                                expected, rtol=1e-6)
+    x_adv = advjax.fgsm(advjax.ensemble_loss(eqx_probs), stacked, x, y, 0.1)
+    chex.assert_shape(x_adv, x.shape)
+    initialised = advjax.init_ensemble(
+        lambda key: eqx.nn.MLP(D, CLASSES, 5, 1, activation=jnp.tanh, key=key),
+        jax.random.key(0), 3)
+    self.assertEqual(advjax.ensemble_size(initialised), 3)
+    with self.assertRaisesRegex(ValueError, r"non-array leaves; leaf \.activation"):
+      advjax.stack([members[0], eqx.tree_at(lambda m: m.activation, members[1],
+                                            jax.nn.relu)])
+
+  def test_ensemble_step_trains_equinox_members(self):
+    optimizer = optax.sgd(0.1)
+    (x, y), members = data(), [eqx_model(seed) for seed in range(2)]
+
+    def train_step(state, batch, rng):
+      del rng
+      model, opt_state = state
+      loss, grads = eqx.filter_value_and_grad(advjax.adversarial_loss(eqx_loss, 0.1))(
+          model, *batch)
+      updates, opt_state = optimizer.update(grads, opt_state, model)
+      return (eqx.apply_updates(model, updates), opt_state), loss
+
+    states = [(m, optimizer.init(eqx.filter(m, eqx.is_array))) for m in members]
+    rngs = jax.random.split(jax.random.key(0), 2)
+    stepped, losses = advjax.ensemble_step(train_step)(advjax.stack(states), (x, y), rngs)
+    for k, state in enumerate(states):
+      expected_state, expected_loss = train_step(state, (x, y), rngs[k])
+      chex.assert_trees_all_close(losses[k], expected_loss, rtol=1e-6)
+      chex.assert_trees_all_close(eqx.filter(advjax.member(stepped, k), eqx.is_array),
+                                  eqx.filter(expected_state, eqx.is_array), rtol=1e-5)
 
 
 class GradientTest(chex.TestCase):
