@@ -7,7 +7,9 @@ with ``jax.jit``, ``jax.vmap`` and ``jax.grad``.
 
 The step is taken in float32 (or wider) and rounded toward ``x``, so that
 ``|x_adv - x| <= eps`` holds exactly in every dtype, bfloat16 and float16
-included.
+included. Arguments known when the function is traced are checked at once;
+traced ones (``eps`` under ``jit``) only inside
+``jax.experimental.checkify.checkify`` (see `advjax._validation`).
 """
 
 from __future__ import annotations
@@ -81,6 +83,11 @@ def sign_step(x: Array, direction: Array, eps: Any, *, clip: Clip = None) -> Arr
   Returns:
     The moved inputs, in the dtype of ``x``.
 
+  Raises:
+    ValueError: for a negative or non-finite ``eps`` or a ``clip`` with
+      lo > hi. Traced values (under ``jit``) are checked only inside
+      ``jax.experimental.checkify.checkify``.
+
   Example:
     >>> sign_step(jnp.zeros(3), jnp.array([2., 0., -1.]), 0.1)
     Array([ 0.1,  0. , -0.1], dtype=float32)
@@ -147,6 +154,12 @@ def fgsm(loss_fn: LossFn, params: Any, x: Array, y: Array, eps: Any, *,
     The adversarial inputs, with the shape and dtype of ``x``, within ``eps``
     of ``x`` exactly in every dtype.
 
+  Raises:
+    ValueError: for a negative or non-finite ``eps``, a ``clip`` with lo > hi
+      or ``x`` and ``y`` of different batch sizes. A traced ``eps`` or
+      ``clip`` (under ``jit``) is checked only inside
+      ``jax.experimental.checkify.checkify``.
+
   Example:
     >>> x_adv = advjax.fgsm(loss_fn, params, x, y, eps=0.25)
   """
@@ -167,6 +180,12 @@ def targeted_fgsm(loss_fn: LossFn, params: Any, x: Array, target: Array,
 
   Returns:
     ``x - eps * sign(grad_x loss_fn(params, x, target))``, clipped if asked.
+
+  Raises:
+    ValueError: for a negative or non-finite ``eps``, a ``clip`` with lo > hi
+      or ``x`` and ``target`` of different batch sizes. A traced ``eps`` or
+      ``clip`` (under ``jit``) is checked only inside
+      ``jax.experimental.checkify.checkify``.
 
   Example:
     >>> x_adv = advjax.targeted_fgsm(loss_fn, params, x, jnp.full_like(y, 7), 0.25)
@@ -202,6 +221,13 @@ def pgd(loss_fn: LossFn, params: Any, x: Array, y: Array, eps: Any, *,
   Returns:
     The adversarial inputs, with the shape and dtype of ``x``, within ``eps``
     of ``x`` exactly in every dtype.
+
+  Raises:
+    ValueError: for a negative or non-finite ``eps`` or ``step_size``, a
+      ``clip`` with lo > hi, mismatched batches, a bad ``num_steps`` or a
+      random start without ``key``. A traced ``eps``, ``step_size`` or
+      ``clip`` (under ``jit``) is checked only inside
+      ``jax.experimental.checkify.checkify``.
 
   Example:
     >>> x_adv = advjax.pgd(loss_fn, params, x, y, 0.25, step_size=0.01,

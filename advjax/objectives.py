@@ -60,6 +60,12 @@ def adversarial_loss(loss_fn: Callable[..., Any], eps: Any, alpha: Any = 0.5, *,
   Returns:
     A loss function with the signature of ``loss_fn``.
 
+  Raises:
+    ValueError: for a negative or non-finite ``eps``, an ``alpha`` outside
+      [0, 1], a ``clip`` with lo > hi, or (when called) ``x`` and ``y`` of
+      different batch sizes. A traced ``eps``, ``alpha`` or ``clip`` (under
+      ``jit``) is checked only inside ``jax.experimental.checkify.checkify``.
+
   Example:
     >>> adv_loss = advjax.adversarial_loss(loss_fn, eps=0.25, alpha=0.5)
     >>> grads = jax.grad(adv_loss)(params, x, y)

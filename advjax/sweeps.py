@@ -108,7 +108,8 @@ def epsilon_sweep(loss_fn: LossFn, probs_fn: ModelFn, params: Any, x: Array,
     params: the model parameters, any pytree.
     x: clean inputs, floating, with a leading batch axis of size ``n >= 1``.
     y: integer labels, shape ``(n,)``.
-    eps_values: the epsilons, a 1-D array of ``K >= 1`` finite values ``>= 0``.
+    eps_values: the epsilons, a 1-D array of ``K >= 1`` finite values ``>= 0``
+      (checked under ``jax.experimental.checkify.checkify`` when traced).
     clip: optional ``(lo, hi)`` box for the adversarial inputs.
     batch_size: examples per batch, or None for all of ``x`` at once.
 

@@ -6,6 +6,7 @@ from absl.testing import parameterized
 import chex
 import jax
 import jax.numpy as jnp
+from jax.experimental import checkify
 import numpy as np
 import pytest
 
@@ -242,6 +243,32 @@ class BadInputTest(chex.TestCase):
     params, x, y = mlp_problem()
     with pytest.raises(ValueError, match="eps"):
       jax.jit(lambda p, x, y: advjax.fgsm(mlp_loss, p, x, y, -1.0))(params, x, y)
+
+  @parameterized.named_parameters(
+      ("nan_eps", float("nan"), None), ("negative_eps", -0.1, None),
+      ("clip_lo_above_hi", 0.1, (1.0, 0.0)))
+  def test_traced_bad_arguments_raise_under_checkify(self, eps, clip):
+    params, x, y = mlp_problem()
+
+    @jax.jit
+    def attack(eps, clip):
+      return advjax.fgsm(mlp_loss, params, x, y, eps, clip=clip)
+
+    error, _ = checkify.checkify(attack)(eps, clip)
+    with pytest.raises(checkify.JaxRuntimeError, match="eps|clip"):
+      error.throw()
+    attack(eps, clip)  # plain jit: no check, no error
+
+  def test_traced_good_arguments_pass_checkify(self):
+    params, x, y = mlp_problem()
+    attack = jax.jit(lambda eps, step: advjax.pgd(
+        mlp_loss, params, x, y, eps, step_size=step, num_steps=2, clip=(0.0, 1.0)))
+    error, x_adv = checkify.checkify(attack)(0.1, 0.05)
+    self.assertIsNone(error.get())
+    np.testing.assert_array_equal(x_adv, attack(0.1, 0.05))
+    error, _ = checkify.checkify(attack)(0.1, -0.05)
+    with pytest.raises(checkify.JaxRuntimeError, match="step_size"):
+      error.throw()
 
   def test_batch_size_mismatch(self):
     params, x, y = mlp_problem()

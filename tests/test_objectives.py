@@ -6,6 +6,7 @@ import chex
 from absl.testing import parameterized
 import jax
 import jax.numpy as jnp
+from jax.experimental import checkify
 import numpy as np
 import pytest
 
@@ -132,6 +133,20 @@ class AdversarialLossTest(chex.TestCase):
       advjax.adversarial_loss(mlp_loss, -0.1)
     with pytest.raises(ValueError, match="batch size"):
       advjax.adversarial_loss(mlp_loss, 0.1)(params, x, y[:3])
+
+
+  @parameterized.named_parameters(
+      ("nan_eps", float("nan"), 0.5), ("negative_eps", -0.1, 0.5),
+      ("alpha_above_one", 0.1, 1.5), ("nan_alpha", 0.1, float("nan")))
+  def test_traced_bad_eps_or_alpha_raise_under_checkify(self, eps, alpha):
+    params, x, y = mlp_problem()
+    step = jax.jit(lambda eps, alpha: jax.grad(advjax.adversarial_loss(
+        mlp_loss, eps, alpha))(params, x, y))
+    error, _ = checkify.checkify(step)(eps, alpha)
+    with pytest.raises(checkify.JaxRuntimeError, match="eps|alpha"):
+      error.throw()
+    error, _ = checkify.checkify(step)(0.1, 0.5)
+    self.assertIsNone(error.get())
 
 
 class ControlsTest(chex.TestCase):
