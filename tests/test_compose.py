@@ -2,12 +2,15 @@
 
 Each test is one way a JAX user reaches for the library: a whole Equinox
 model, a gradient in alpha, a loss closing over a traced value, shard_map,
-an auxiliary output, forward mode.
+an auxiliary output, forward mode, the submodules on first use.
 """
 
 import functools
 import re
+import subprocess
+import sys
 
+from absl.testing import parameterized
 import chex
 import equinox as eqx
 import flax.linen as nn
@@ -225,3 +228,20 @@ class AuxTest(chex.TestCase):
       return len(re.findall(r"\bdot\(", compiled))
 
     self.assertEqual(dots(with_aux), dots(plain))
+
+
+class SubmodulesTest(parameterized.TestCase):
+
+  def test_import_advjax_loads_no_flax_orbax_or_tfds(self):
+    code = ("import sys, advjax\n"
+            "heavy = sorted({m.split('.')[0] for m in sys.modules} &\n"
+            "               {'flax', 'orbax', 'tensorflow_datasets'})\n"
+            "assert not heavy, heavy\n"
+            "assert callable(advjax.data.load_mnist)\n"
+            "assert callable(advjax.models.maxout_mlp)\n"
+            "assert 'flax' in sys.modules\n"
+            "assert callable(advjax.train.create_train_state)\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+  def test_unknown_names_still_raise_attribute_error(self):
+    self.assertFalse(hasattr(advjax, "no_such_module"))
