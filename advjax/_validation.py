@@ -59,7 +59,7 @@ def check_alpha(alpha: Any) -> None:
 def check_clip(clip: tuple[Any, Any] | None) -> None:
   """Raises ValueError unless ``clip`` is None or a ``(lo, hi)`` pair with lo <= hi.
 
-  Traced bounds are compared under checkify; NaN bounds fail the comparison.
+  Traced bounds are compared under checkify. NaN bounds fail, known or traced.
   """
   if clip is None:
     return
@@ -71,7 +71,7 @@ def check_clip(clip: tuple[Any, Any] | None) -> None:
     checkify.debug_check(jnp.all(lo <= hi), "clip must have lo <= hi, got ({}, {}).",
                          lo, hi)
     return
-  if np.any(lo > hi):
+  if not np.all(lo <= hi):  # NaN bounds fail too, as under checkify
     raise ValueError(f"clip must have lo <= hi, got {clip!r}.")
 
 

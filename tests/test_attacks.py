@@ -275,10 +275,11 @@ class BadInputTest(chex.TestCase):
     with pytest.raises(ValueError, match="batch size"):
       advjax.fgsm(mlp_loss, params, x, y[:-1], 0.1)
 
-  def test_clip_lo_above_hi(self):
+  @parameterized.parameters((1.0, 0.0), (float("nan"), 1.0))
+  def test_clip_lo_above_hi(self, lo, hi):
     params, x, y = mlp_problem()
     with pytest.raises(ValueError, match="clip"):
-      advjax.fgsm(mlp_loss, params, x, y, 0.1, clip=(1.0, 0.0))
+      advjax.fgsm(mlp_loss, params, x, y, 0.1, clip=(lo, hi))
 
   def test_eps_of_wrong_shape(self):
     params, x, y = mlp_problem()
