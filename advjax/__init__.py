@@ -2,8 +2,13 @@
 
 The core (attacks, objectives, metrics) takes any ``loss_fn(params, x, y)`` over
 any params pytree and imports neither Flax nor data loading. Models, data and
-training live beside it in `advjax.models`, `advjax.data` and `advjax.train`.
+training live beside it in `advjax.models`, `advjax.data`, `advjax.train` and
+their siblings, which load on first use: ``import advjax`` imports none of
+Flax, orbax or tensorflow-datasets, and ``advjax.data.load_mnist`` works
+without a separate import.
 """
+
+import importlib
 
 from advjax.attacks import broadcast_eps
 from advjax.ensembles import ensemble_loss
@@ -20,6 +25,7 @@ from advjax.attacks import pgd
 from advjax.attacks import sign_step
 from advjax.attacks import targeted_fgsm
 from advjax.metrics import error_and_confidence
+from advjax.metrics import mistakes
 from advjax.metrics import rubbish_error_and_confidence
 from advjax.objectives import adversarial_loss
 from advjax.objectives import logistic_loss
@@ -53,6 +59,7 @@ __all__ = [
     "logistic_loss",
     "logistic_worst_case_loss",
     "member",
+    "mistakes",
     "noise_loss",
     "pgd",
     "rubbish_error_and_confidence",
@@ -64,3 +71,21 @@ __all__ = [
     "uniform_noise",
     "unstack",
 ]
+
+# Submodules beside the core, imported by `__getattr__` when first used.
+_SUBMODULES = ("checkpoint", "data", "evaluation", "loop", "models", "sharding",
+               "train")
+
+
+def __getattr__(name: str):
+  if name in _SUBMODULES:
+    try:
+      return importlib.import_module(f"advjax.{name}")
+    except ModuleNotFoundError as error:
+      if error.name != f"advjax.{name}":
+        raise  # a dependency of the submodule is missing: say which
+  raise AttributeError(f"module 'advjax' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+  return sorted(set(globals()) | set(_SUBMODULES))

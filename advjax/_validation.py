@@ -1,8 +1,13 @@
 """Argument checks shared by the public functions.
 
-A check runs only on values that are known when the function is traced (Python
-numbers, NumPy arrays, concrete JAX arrays). Traced values pass through
-unchecked, so the same functions stay usable under ``jit`` and ``vmap``.
+A check raises ValueError at once on values that are known when the function
+is traced (Python numbers, NumPy arrays, concrete JAX arrays). Values only
+known at run time (traced under ``jit``, ``vmap`` or ``grad``) get a
+``checkify.debug_check`` instead: a no-op in plain ``jit``, it raises when the
+caller wraps the computation in ``jax.experimental.checkify.checkify``::
+
+    err, x_adv = checkify.checkify(jax.jit(attack))(params, x, y, eps)
+    err.throw()  # ValueError: eps must be finite and >= 0, got nan.
 """
 
 from __future__ import annotations
@@ -10,7 +15,9 @@ from __future__ import annotations
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+from jax.experimental import checkify
 
 
 def concrete_value(value: Any) -> np.ndarray | None:
@@ -24,9 +31,12 @@ def concrete_value(value: Any) -> np.ndarray | None:
 
 
 def check_eps(eps: Any, name: str = "eps") -> None:
-  """Raises ValueError if a known ``eps`` is negative or not finite."""
+  """Raises ValueError if ``eps`` is negative or not finite (under checkify if traced)."""
   value = concrete_value(eps)
   if value is None:
+    eps = jnp.asarray(eps)
+    checkify.debug_check(jnp.all(jnp.isfinite(eps) & (eps >= 0)),
+                         f"{name} must be finite and >= 0, got {{}}.", eps)
     return
   if not np.all(np.isfinite(value)):
     raise ValueError(f"{name} must be finite, got {eps!r}.")
@@ -35,22 +45,33 @@ def check_eps(eps: Any, name: str = "eps") -> None:
 
 
 def check_alpha(alpha: Any) -> None:
-  """Raises ValueError if a known ``alpha`` lies outside [0, 1]."""
+  """Raises ValueError if ``alpha`` lies outside [0, 1] (under checkify if traced)."""
   value = concrete_value(alpha)
   if value is None:
+    alpha = jnp.asarray(alpha)
+    checkify.debug_check(jnp.all((alpha >= 0) & (alpha <= 1)),
+                         "alpha must lie in [0, 1], got {}.", alpha)
     return
   if not np.all(np.isfinite(value)) or np.any(value < 0) or np.any(value > 1):
     raise ValueError(f"alpha must lie in [0, 1], got {alpha!r}.")
 
 
 def check_clip(clip: tuple[Any, Any] | None) -> None:
-  """Raises ValueError unless ``clip`` is None or a ``(lo, hi)`` pair with lo <= hi."""
+  """Raises ValueError unless ``clip`` is None or a ``(lo, hi)`` pair with lo <= hi.
+
+  Traced bounds are compared under checkify. NaN bounds fail, known or traced.
+  """
   if clip is None:
     return
   if not isinstance(clip, (tuple, list)) or len(clip) != 2:
     raise ValueError(f"clip must be None or a (lo, hi) pair, got {clip!r}.")
   lo, hi = (concrete_value(bound) for bound in clip)
-  if lo is not None and hi is not None and np.any(lo > hi):
+  if lo is None or hi is None:
+    lo, hi = (jnp.asarray(bound) for bound in clip)
+    checkify.debug_check(jnp.all(lo <= hi), "clip must have lo <= hi, got ({}, {}).",
+                         lo, hi)
+    return
+  if not np.all(lo <= hi):  # NaN bounds fail too, as under checkify
     raise ValueError(f"clip must have lo <= hi, got {clip!r}.")
 
 
@@ -67,4 +88,3 @@ def check_batch(x: Any, y: Any) -> None:
     raise ValueError(
         "x and y must have the same batch size, got x with shape "
         f"{tuple(x_shape)} and y with shape {tuple(y_shape)}.")
-

@@ -4,6 +4,12 @@ Every attack is a plain function of a loss function and an input. ``loss_fn``
 has the signature ``loss_fn(params, x, y) -> scalar``, for any params pytree, so
 the attacks work with Flax, Haiku, Equinox or hand-written models, and compose
 with ``jax.jit``, ``jax.vmap`` and ``jax.grad``.
+
+The step is taken in float32 (or wider) and rounded toward ``x``, so that
+``|x_adv - x| <= eps`` holds exactly in every dtype, bfloat16 and float16
+included. Arguments known when the function is traced are checked at once;
+traced ones (``eps`` under ``jit``) only inside
+``jax.experimental.checkify.checkify`` (see `advjax._validation`).
 """
 
 from __future__ import annotations
@@ -64,7 +70,9 @@ def sign_step(x: Array, direction: Array, eps: Any, *, clip: Clip = None) -> Arr
 
   This is the step FGSM takes along its gradient; it is exposed so that a
   gradient computed once can be reused for many epsilons. ``sign(0) = 0``:
-  pixels the loss does not depend on stay where they are.
+  pixels the loss does not depend on stay where they are. The step is taken
+  in float32 (or wider) and rounded toward ``x``: ``|result - x| <= eps``
+  holds exactly in every dtype, for ``x`` inside the ``clip`` box.
 
   Args:
     x: the inputs.
@@ -75,14 +83,49 @@ def sign_step(x: Array, direction: Array, eps: Any, *, clip: Clip = None) -> Arr
   Returns:
     The moved inputs, in the dtype of ``x``.
 
+  Raises:
+    ValueError: for a negative or non-finite ``eps`` or a ``clip`` with
+      lo > hi. Traced values (under ``jit``) are checked only inside
+      ``jax.experimental.checkify.checkify``.
+
   Example:
     >>> sign_step(jnp.zeros(3), jnp.array([2., 0., -1.]), 0.1)
     Array([ 0.1,  0. , -0.1], dtype=float32)
   """
   _validation.check_eps(eps)
   _validation.check_clip(clip)
-  moved = x + broadcast_eps(eps, x) * jnp.sign(direction).astype(x.dtype)
-  return _clip(moved, clip)
+  wide = _widen(x)
+  radius = broadcast_eps(eps, wide)
+  moved = wide + radius * jnp.sign(direction).astype(wide.dtype)
+  return _clip(_round_into_ball(x, moved, radius), clip)
+
+
+def _widen(x: Array) -> Array:
+  """``x`` in the dtype its steps are computed in: float32, or wider if ``x`` is."""
+  return x.astype(jnp.promote_types(x.dtype, jnp.float32))
+
+
+def _round_into_ball(x: Array, target: Array, radius: Array) -> Array:
+  """``target`` in the dtype of ``x``, with ``|result - x| <= radius`` exactly.
+
+  ``target`` (within ``radius`` of ``x`` up to its own rounding, in the dtype of
+  `_widen`) is rounded to the nearest value of ``x``'s dtype; where that lies
+  outside the ball, it is moved one value toward ``x``, which brings it back
+  in. Whether it lies outside is decided on the exact difference, which
+  TwoSum (Knuth) recovers from the rounded one; the optimization barrier keeps
+  XLA from simplifying ``(x + step) - x`` to ``step`` when ``x`` is a constant.
+  """
+  result = target.astype(x.dtype)
+  # The check and the nudge have no derivative: the result's is that of target.
+  fixed_result, fixed_x, radius = jax.lax.stop_gradient((result, x, radius))
+  a, b = jax.lax.optimization_barrier(
+      (fixed_result.astype(target.dtype), -fixed_x.astype(target.dtype)))
+  gap = a + b
+  b_part = gap - a
+  error = (a - (gap - b_part)) + (b - b_part)  # gap + error == a + b exactly
+  outside = (jnp.abs(gap) > radius) | ((jnp.abs(gap) == radius) & (gap * error > 0))
+  back = jnp.nextafter(fixed_result, fixed_x) - fixed_result  # exact: one value
+  return result + jnp.where(outside, back, jnp.zeros_like(back))
 
 
 def _clip(x: Array, clip: Clip) -> Array:
@@ -108,7 +151,14 @@ def fgsm(loss_fn: LossFn, params: Any, x: Array, y: Array, eps: Any, *,
     clip: optional ``(lo, hi)`` box for the adversarial inputs.
 
   Returns:
-    The adversarial inputs, with the shape and dtype of ``x``.
+    The adversarial inputs, with the shape and dtype of ``x``, within ``eps``
+    of ``x`` exactly in every dtype.
+
+  Raises:
+    ValueError: for a negative or non-finite ``eps``, a ``clip`` with lo > hi
+      or ``x`` and ``y`` of different batch sizes. A traced ``eps`` or
+      ``clip`` (under ``jit``) is checked only inside
+      ``jax.experimental.checkify.checkify``.
 
   Example:
     >>> x_adv = advjax.fgsm(loss_fn, params, x, y, eps=0.25)
@@ -130,6 +180,12 @@ def targeted_fgsm(loss_fn: LossFn, params: Any, x: Array, target: Array,
 
   Returns:
     ``x - eps * sign(grad_x loss_fn(params, x, target))``, clipped if asked.
+
+  Raises:
+    ValueError: for a negative or non-finite ``eps``, a ``clip`` with lo > hi
+      or ``x`` and ``target`` of different batch sizes. A traced ``eps`` or
+      ``clip`` (under ``jit``) is checked only inside
+      ``jax.experimental.checkify.checkify``.
 
   Example:
     >>> x_adv = advjax.targeted_fgsm(loss_fn, params, x, jnp.full_like(y, 7), 0.25)
@@ -163,7 +219,15 @@ def pgd(loss_fn: LossFn, params: Any, x: Array, y: Array, eps: Any, *,
     targeted: lower the loss of ``y`` instead of raising it.
 
   Returns:
-    The adversarial inputs, with the shape and dtype of ``x``.
+    The adversarial inputs, with the shape and dtype of ``x``, within ``eps``
+    of ``x`` exactly in every dtype.
+
+  Raises:
+    ValueError: for a negative or non-finite ``eps`` or ``step_size``, a
+      ``clip`` with lo > hi, mismatched batches, a bad ``num_steps`` or a
+      random start without ``key``. A traced ``eps``, ``step_size`` or
+      ``clip`` (under ``jit``) is checked only inside
+      ``jax.experimental.checkify.checkify``.
 
   Example:
     >>> x_adv = advjax.pgd(loss_fn, params, x, y, 0.25, step_size=0.01,
@@ -177,16 +241,18 @@ def pgd(loss_fn: LossFn, params: Any, x: Array, y: Array, eps: Any, *,
     raise ValueError(f"num_steps must be an int >= 1, got {num_steps!r}.")
   if random_start and key is None:
     raise ValueError("random_start=True needs a PRNG key: pass key=.")
-  radius = broadcast_eps(eps, x)
+  wide = _widen(x)
+  radius = broadcast_eps(eps, wide)
   sign = -1 if targeted else 1
 
   def project(x_adv):
-    return _clip(x + jnp.clip(x_adv - x, -radius, radius), clip)
+    moved = wide + jnp.clip(_widen(x_adv) - wide, -radius, radius)
+    return _clip(_round_into_ball(x, moved, radius), clip)
 
   start = x
   if random_start:
-    start = project(x + jax.random.uniform(
-        key, x.shape, x.dtype, minval=-1, maxval=1) * radius)
+    start = project(wide + jax.random.uniform(
+        key, x.shape, wide.dtype, minval=-1, maxval=1) * radius)
 
   def step(_, x_adv):
     grad = input_grad(loss_fn, params, x_adv, y)

@@ -9,6 +9,10 @@ networks is attacked as a whole (91.1% error) or through one member (87.9%):
 - ``advjax.fgsm(ensemble_loss(probs_fn), stacked, x, y, eps)`` attacks the
   ensemble, by the gradient of the loss of its mean probabilities;
 - ``advjax.fgsm(member_loss, member(stacked, i), x, y, eps)`` attacks member i.
+
+Members may be any pytree, Equinox modules included: their array leaves are
+stacked and vmapped; every other leaf (an activation function, a Python number
+or flag) is shared by all members, as ``eqx.filter_vmap`` treats it.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from advjax import _trees
 from advjax import _validation
 from advjax.attacks import Array, LossFn
 
@@ -29,11 +34,15 @@ TrainStep = Callable[[Any, Any, Array], tuple[Any, Any]]
 def stack(params_list: Sequence[Any]) -> Any:
   """Stacks the members' pytrees along a new leading member axis.
 
+  Array leaves are stacked; every other leaf (an Equinox model's activation
+  function) must be equal across the members and is kept once.
+
   Args:
-    params_list: one or more pytrees of one structure and equal leaf shapes.
+    params_list: one or more pytrees of one structure, equal non-array leaves
+      and array leaves of equal shapes.
 
   Returns:
-    A pytree of that structure whose leaves have a leading axis of size
+    A pytree of that structure whose array leaves have a leading axis of size
     ``len(params_list)``.
 
   Example:
@@ -48,15 +57,24 @@ def stack(params_list: Sequence[Any]) -> Any:
       raise ValueError(
           f"params_list members must share one tree structure; member {index} "
           f"is {jax.tree.structure(params)}, member 0 is {structure}.")
-  paths_and_leaves = [jax.tree_util.tree_flatten_with_path(params)[0]
-                      for params in params_list]
-  for leaves in zip(*paths_and_leaves):
-    shapes = [np.shape(leaf) for _, leaf in leaves]
-    if len(set(shapes)) > 1:
+  member_arrays, statics = zip(*(_trees.partition(params) for params in params_list))
+  paths = [jax.tree_util.keystr(path) for path, _ in
+           jax.tree_util.tree_flatten_with_path(params_list[0])[0]]
+  for index, static in enumerate(statics):
+    for path, first, other in zip(paths, statics[0].leaves, static.leaves):
+      if first is not other and first != other:
+        raise ValueError(
+            "params_list members must share their non-array leaves; leaf "
+            f"{path} is {other!r} in member {index}, {first!r} in member 0.")
+  for path, *leaves in zip(paths, *member_arrays):
+    shapes = [np.shape(leaf) for leaf in leaves]
+    if leaves[0] is not None and len(set(shapes)) > 1:
       raise ValueError(
-          "params_list members must have leaves of equal shapes; leaf "
-          f"{jax.tree_util.keystr(leaves[0][0])} has shapes {shapes}.")
-  return jax.tree.map(lambda *leaves: jnp.stack(leaves), *params_list)
+          f"params_list members must have leaves of equal shapes; leaf {path} "
+          f"has shapes {shapes}.")
+  stacked = [None if leaves[0] is None else jnp.stack(leaves)
+             for leaves in zip(*member_arrays)]
+  return _trees.combine(stacked, statics[0])
 
 
 def ensemble_size(stacked: Any, name: str = "stacked_params") -> int:
@@ -72,10 +90,10 @@ def ensemble_size(stacked: Any, name: str = "stacked_params") -> int:
   Example:
     >>> ensemble_size(stack([params_a, params_b]))  # 2
   """
-  leaves = jax.tree.leaves(stacked)
+  leaves = [leaf for leaf in _trees.partition(stacked)[0] if leaf is not None]
   if not leaves:
     raise ValueError(f"{name} must have array leaves with a member axis, got "
-                     "a pytree without leaves.")
+                     "a pytree without array leaves.")
   sizes = {np.shape(leaf)[0] if np.ndim(leaf) else None for leaf in leaves}
   if None in sizes or len(sizes) > 1:
     shapes = [np.shape(leaf) for leaf in leaves]
@@ -102,7 +120,9 @@ def member(stacked: Any, index: Any) -> Any:
   if known is not None and not -size <= known < size:
     raise ValueError(f"index must lie in [-{size}, {size}) for an ensemble of "
                      f"{size} members, got {index!r}.")
-  return jax.tree.map(lambda leaf: leaf[index], stacked)
+  arrays, static = _trees.partition(stacked)
+  return _trees.combine(
+      [None if leaf is None else leaf[index] for leaf in arrays], static)
 
 
 def unstack(stacked: Any) -> list[Any]:
@@ -124,7 +144,8 @@ def init_ensemble(init_fn: Callable[[Array], Any], key: Array, n: int) -> Any:
   """Initialises N members from N independent keys, in one vmapped call.
 
   Args:
-    init_fn: ``key -> params`` (or any pytree, such as a training state).
+    init_fn: ``key -> params`` (or any pytree, such as a training state or an
+      Equinox model).
     key: PRNG key, split into one key per member.
     n: number of members, an int >= 1.
 
@@ -137,7 +158,7 @@ def init_ensemble(init_fn: Callable[[Array], Any], key: Array, n: int) -> Any:
   """
   if isinstance(n, bool) or not isinstance(n, int) or n < 1:
     raise ValueError(f"n must be an int >= 1, got {n!r}.")
-  return jax.vmap(init_fn)(jax.random.split(key, n))
+  return _trees.vmap(init_fn, in_axes=(0,))(jax.random.split(key, n))
 
 
 def ensemble_probs(probs_fn: ProbsFn, stacked_params: Any, x: Array) -> Array:
@@ -156,7 +177,8 @@ def ensemble_probs(probs_fn: ProbsFn, stacked_params: Any, x: Array) -> Array:
     ...     ensemble_probs(probs_fn, stacked, x), y)
   """
   ensemble_size(stacked_params)
-  return jnp.mean(jax.vmap(probs_fn, in_axes=(0, None))(stacked_params, x), axis=0)
+  probs = _trees.vmap(probs_fn, in_axes=(0, None))(stacked_params, x)
+  return jnp.mean(probs, axis=0)
 
 
 def ensemble_loss(probs_fn: ProbsFn) -> LossFn:
@@ -214,7 +236,7 @@ def ensemble_step(train_step: TrainStep, *, shared_batch: bool = True) -> TrainS
     >>> step = jax.jit(ensemble_step(train_step))
     >>> states, metrics = step(states, batch, jax.random.split(key, 12))
   """
-  stepped = jax.vmap(train_step, in_axes=(0, None if shared_batch else 0, 0))
+  stepped = _trees.vmap(train_step, in_axes=(0, None if shared_batch else 0, 0))
 
   def step(states: Any, batch: Any, rngs: Array) -> tuple[Any, Any]:
     size = ensemble_size(states, "states")

@@ -1,4 +1,9 @@
-"""How the paper scores a classifier: error, and confidence on its mistakes."""
+"""How the paper scores a classifier: error, and confidence on its mistakes.
+
+One rule decides what a mistake is, in every metric and sweep: `mistakes`. A
+prediction holding a NaN (NaN inputs, NaN parameters) is a mistake, never the
+class its argmax happens to land on.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,19 @@ Array = jax.Array
 
 
 def mistakes(probs: Array, labels: Array) -> Array:
-  """Where the model is wrong: its top class is not the label, or its row holds a NaN."""
+  """Where the model is wrong: its top class is not the label, or its row holds a NaN.
+
+  Args:
+    probs: class probabilities, scores or logits, shape ``(..., classes)``.
+    labels: integer labels, of the shape of ``probs`` without its last axis.
+
+  Returns:
+    A boolean array of the shape of ``labels``.
+
+  Example:
+    >>> mistakes(jnp.array([[0.9, 0.1], [jnp.nan, 0.0]]), jnp.array([0, 0]))
+    Array([False,  True], dtype=bool)
+  """
   wrong = jnp.argmax(probs, axis=-1) != labels
   return wrong | jnp.any(jnp.isnan(probs), axis=-1)
 
@@ -23,6 +40,8 @@ def error_and_confidence(probs: Array, labels: Array) -> tuple[Array, Array]:
   averaged over the examples it gets wrong, as the paper reports it (for
   instance 89.4% error with 97.6% confidence for FGSM on maxout). ``probs``
   need not sum to one: the RBF network's per-class scores are used as they are.
+  A row holding a NaN counts as a mistake (see `mistakes`) whose confidence is
+  NaN, so the mean confidence is NaN too.
 
   Args:
     probs: class probabilities or scores, shape ``(n, classes)``.
@@ -30,37 +49,37 @@ def error_and_confidence(probs: Array, labels: Array) -> tuple[Array, Array]:
 
   Returns:
     ``(error, confidence)``: scalars in [0, 1]; confidence is NaN when there
-    is no mistake.
+    is no mistake, or when a mistaken row holds a NaN.
 
   Example:
     >>> error, confidence = error_and_confidence(jax.nn.softmax(logits), y)
   """
   _validation.check_batch(probs, labels)
-  predicted = jnp.argmax(probs, axis=-1)
-  wrong = predicted != labels
-  confidence = jnp.max(probs, axis=-1)
-  return jnp.mean(wrong), _masked_mean(confidence, wrong)
+  wrong = mistakes(probs, labels)
+  return jnp.mean(wrong), _masked_mean(jnp.max(probs, axis=-1), wrong)
 
 
 def rubbish_error_and_confidence(probs: Array, threshold: float = 0.5) -> tuple[Array, Array]:
   """Error on inputs of no class: any class given probability above ``threshold``.
 
   Section 9 of the paper counts a Gaussian rubbish input as misclassified when
-  the model gives some class a probability above 0.5.
+  the model gives some class a probability above 0.5. A row holding a NaN
+  counts as an error too, with NaN confidence.
 
   Args:
     probs: class probabilities or scores, shape ``(n, classes)``.
     threshold: probability above which a class counts as claimed.
 
   Returns:
-    ``(error, confidence)``: the fraction of inputs with a claimed class, and the
-    mean top probability over those (NaN when there is none).
+    ``(error, confidence)``: the fraction of inputs with a claimed class (or a
+    NaN), and the mean top probability over those (NaN when there is none, or
+    when one of them holds a NaN).
 
   Example:
     >>> error, confidence = rubbish_error_and_confidence(jax.nn.softmax(logits))
   """
   top = jnp.max(probs, axis=-1)
-  wrong = top > threshold
+  wrong = (top > threshold) | jnp.isnan(top)
   return jnp.mean(wrong), _masked_mean(top, wrong)
 
 

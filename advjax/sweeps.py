@@ -21,8 +21,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from advjax import _trees
 from advjax import _validation
-from advjax.attacks import Array, Clip, LossFn, input_grad
+from advjax.attacks import Array, Clip, LossFn, input_grad, sign_step
+from advjax.metrics import mistakes
 
 ModelFn = Callable[[Any, Array], Array]
 
@@ -61,9 +63,11 @@ class SweepResult(NamedTuple):
 
   Attributes:
     eps: the epsilons, shape ``(K,)``.
-    error: fraction of all examples misclassified at each eps, shape ``(K,)``.
+    error: fraction of all examples misclassified at each eps, shape ``(K,)``;
+      a prediction holding a NaN counts as misclassified.
     confidence: mean probability of the predicted class over the
-      misclassified examples, shape ``(K,)``; NaN where there is no mistake.
+      misclassified examples, shape ``(K,)``; NaN where there is no mistake,
+      or where a misclassified prediction holds a NaN.
   """
   eps: Array
   error: Array
@@ -83,8 +87,13 @@ def epsilon_sweep(loss_fn: LossFn, probs_fn: ModelFn, params: Any, x: Array,
 
   The computation is compiled once per ``loss_fn``, ``probs_fn`` and
   ``batch_size`` (compared by identity for plain functions: keep the same
-  function objects across calls) and per shape; new eps values of the same
-  count reuse it.
+  function objects across calls), per shape and per non-array leaf of
+  ``params``; new eps values of the same count reuse it. ``params`` may be any
+  pytree: its arrays are traced, its other leaves (an Equinox model's
+  activation, Python numbers) are static, as ``eqx.filter_jit`` treats them.
+
+  A prediction that holds a NaN counts as a mistake (see `advjax.mistakes`),
+  so NaN inputs or parameters show as errors, never as right answers.
 
   With ``batch_size``, ``x`` is processed that many examples at a time and the
   mistakes are counted exactly across batches, so a whole test set fits in
@@ -99,7 +108,8 @@ def epsilon_sweep(loss_fn: LossFn, probs_fn: ModelFn, params: Any, x: Array,
     params: the model parameters, any pytree.
     x: clean inputs, floating, with a leading batch axis of size ``n >= 1``.
     y: integer labels, shape ``(n,)``.
-    eps_values: the epsilons, a 1-D array of ``K >= 1`` finite values ``>= 0``.
+    eps_values: the epsilons, a 1-D array of ``K >= 1`` finite values ``>= 0``
+      (checked under ``jax.experimental.checkify.checkify`` when traced).
     clip: optional ``(lo, hi)`` box for the adversarial inputs.
     batch_size: examples per batch, or None for all of ``x`` at once.
 
@@ -127,14 +137,17 @@ def epsilon_sweep(loss_fn: LossFn, probs_fn: ModelFn, params: Any, x: Array,
   elif (isinstance(batch_size, bool) or not isinstance(batch_size, int)
         or batch_size < 1):
     raise ValueError(f"batch_size must be None or an int >= 1, got {batch_size!r}.")
-  return _epsilon_sweep(loss_fn, probs_fn, params, x, y, eps_values, clip,
+  arrays, static = _trees.partition(params)
+  return _epsilon_sweep(loss_fn, probs_fn, static, arrays, x, y, eps_values, clip,
                         min(batch_size, num_examples))
 
 
-@functools.partial(jax.jit, static_argnames=("loss_fn", "probs_fn", "batch_size"))
-def _epsilon_sweep(loss_fn: LossFn, probs_fn: ModelFn, params: Any, x: Array,
-                   y: Array, eps_values: Array, clip: Clip,
-                   batch_size: int) -> SweepResult:
+@functools.partial(jax.jit,
+                   static_argnames=("loss_fn", "probs_fn", "static", "batch_size"))
+def _epsilon_sweep(loss_fn: LossFn, probs_fn: ModelFn, static: _trees.Static,
+                   arrays: list[Any], x: Array, y: Array, eps_values: Array,
+                   clip: Clip, batch_size: int) -> SweepResult:
+  params = _trees.combine(arrays, static)
   num_examples = x.shape[0]
   num_batches = -(-num_examples // batch_size)
   padding = num_batches * batch_size - num_examples
@@ -151,21 +164,24 @@ def _epsilon_sweep(loss_fn: LossFn, probs_fn: ModelFn, params: Any, x: Array,
   def batch_counts(batch):
     x_batch, y_batch, valid_batch = batch
     direction = jnp.sign(input_grad(loss_fn, params, x_batch, y_batch))
-    probs = _outputs_along(probs_fn, params, x_batch, direction, eps_values, clip)
+    if isinstance(probs_fn, LinearFirst) and clip is None:
+      probs = _linear_first_along(probs_fn, params, x_batch, direction, eps_values)
+    else:
+      probs = jax.vmap(lambda eps: probs_fn(
+          params, sign_step(x_batch, direction, eps, clip=clip)))(eps_values)
     return jax.vmap(_mistake_counts, in_axes=(0, None, None))(
         probs, y_batch, valid_batch)
 
-  mistakes, confidence_sums = jax.lax.map(
+  wrong, confidence_sums = jax.lax.map(
       batch_counts, (in_batches(x), in_batches(y), valid))
-  mistakes, confidence_sums = mistakes.sum(0), confidence_sums.sum(0)
-  confidence = jnp.where(mistakes > 0,
-                         confidence_sums / jnp.maximum(mistakes, 1), jnp.nan)
-  return SweepResult(eps_values, mistakes / num_examples, confidence)
+  wrong, confidence_sums = wrong.sum(0), confidence_sums.sum(0)
+  confidence = jnp.where(wrong > 0, confidence_sums / jnp.maximum(wrong, 1), jnp.nan)
+  return SweepResult(eps_values, wrong / num_examples, confidence)
 
 
 def _mistake_counts(probs: Array, labels: Array, valid: Array) -> tuple[Array, Array]:
   """Number of valid mistakes and the sum of their top probabilities."""
-  wrong = valid & (jnp.argmax(probs, axis=-1) != labels)
+  wrong = valid & mistakes(probs, labels)
   return jnp.sum(wrong), jnp.sum(jnp.where(wrong, jnp.max(probs, axis=-1), 0))
 
 
@@ -181,7 +197,7 @@ def direction_sweep(apply_fn: ModelFn, params: Any, x: Array, direction: Array,
 
   Args:
     apply_fn: ``(params, x) -> outputs``, typically logits, or a `LinearFirst`.
-    params: the model parameters, any pytree.
+    params: the model parameters, any pytree (its non-array leaves are static).
     x: floating inputs: one example, or a batch, as ``apply_fn`` takes them.
     direction: an array of the shape of ``x``.
     eps_values: a 1-D array of ``K >= 1`` finite epsilons, of either sign.
@@ -200,29 +216,32 @@ def direction_sweep(apply_fn: ModelFn, params: Any, x: Array, direction: Array,
     raise ValueError(f"direction must have the shape of x {np.shape(x)}, got "
                      f"{np.shape(direction)}.")
   eps_values = _eps_array(eps_values, x, nonnegative=False)
-  return _outputs_along(apply_fn, params, x, direction, eps_values, None)
+  arrays, static = _trees.partition(params)
+  return _direction_sweep(apply_fn, static, arrays, x, direction, eps_values)
 
 
-@functools.partial(jax.jit, static_argnames=("model_fn",))
-def _outputs_along(model_fn: ModelFn, params: Any, x: Array, direction: Array,
-                   eps_values: Array, clip: Clip) -> Array:
-  """``model_fn(params, clip(x + eps * direction))`` stacked over ``eps_values``."""
+@functools.partial(jax.jit, static_argnames=("apply_fn", "static"))
+def _direction_sweep(apply_fn: ModelFn, static: _trees.Static, arrays: list[Any],
+                     x: Array, direction: Array, eps_values: Array) -> Array:
+  params = _trees.combine(arrays, static)
   direction = direction.astype(x.dtype)
-  if isinstance(model_fn, LinearFirst) and clip is None:
-    # jvp of an affine map gives (W x + b, W direction) in one pass, without
-    # subtracting the bias back out of W direction + b.
-    hidden, hidden_step = jax.jvp(functools.partial(model_fn.first, params),
-                                  (x,), (direction,))
-    return jax.vmap(lambda eps: model_fn.rest(params, hidden + eps * hidden_step))(
-        eps_values)
+  if isinstance(apply_fn, LinearFirst):
+    return _linear_first_along(apply_fn, params, x, direction, eps_values)
+  return jax.vmap(lambda eps: apply_fn(params, x + eps * direction))(eps_values)
 
-  def at(eps):
-    moved = x + eps * direction
-    if clip is not None:
-      moved = jnp.clip(moved, *clip).astype(x.dtype)
-    return model_fn(params, moved)
 
-  return jax.vmap(at)(eps_values)
+def _linear_first_along(model_fn: LinearFirst, params: Any, x: Array,
+                        direction: Array, eps_values: Array) -> Array:
+  """``model_fn(params, x + eps * direction)`` stacked over ``eps_values``.
+
+  The first layer runs once: jvp of an affine map gives ``(W x + b, W
+  direction)`` in one pass, without subtracting the bias back out of
+  ``W direction + b``.
+  """
+  hidden, hidden_step = jax.jvp(functools.partial(model_fn.first, params),
+                                (x,), (direction.astype(x.dtype),))
+  return jax.vmap(lambda eps: model_fn.rest(params, hidden + eps * hidden_step))(
+      eps_values)
 
 
 def _check_inputs(x: Array) -> None:

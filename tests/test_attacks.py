@@ -6,6 +6,7 @@ from absl.testing import parameterized
 import chex
 import jax
 import jax.numpy as jnp
+from jax.experimental import checkify
 import numpy as np
 import pytest
 
@@ -49,7 +50,9 @@ class FgsmTest(chex.TestCase):
     eps = 0.25
     x_adv = self.variant(functools.partial(advjax.fgsm, logistic))(params, x, y, eps)
     expected = x - eps * y[:, None] * jnp.sign(params["w"])
-    np.testing.assert_array_equal(x_adv, expected)
+    # Within one float32 value: where x + eta rounds out of the eps-ball, the
+    # attack takes the neighbour toward x.
+    np.testing.assert_array_max_ulp(x_adv, expected, maxulp=1)
     chex.assert_trees_all_close(
         logistic(params, x_adv, y),
         advjax.logistic_worst_case_loss(params["w"], params["b"], x, y, eps),
@@ -94,8 +97,9 @@ class FgsmTest(chex.TestCase):
     x_adv = advjax.targeted_fgsm(mlp_loss, params, x, target, 0.05)
     self.assertLess(float(mlp_loss(params, x_adv, target)),
                     float(mlp_loss(params, x, target)))
-    np.testing.assert_allclose(
-        x_adv, x - 0.05 * jnp.sign(advjax.input_grad(mlp_loss, params, x, target)))
+    np.testing.assert_array_max_ulp(
+        x_adv, x - 0.05 * jnp.sign(advjax.input_grad(mlp_loss, params, x, target)),
+        maxulp=1)
 
   @parameterized.parameters(jnp.float32, jnp.bfloat16)
   def test_output_dtype_follows_input(self, dtype):
@@ -105,6 +109,45 @@ class FgsmTest(chex.TestCase):
     self.assertEqual(advjax.fgsm(mlp_loss, params, x, y, 0.1).dtype, dtype)
     self.assertEqual(advjax.pgd(mlp_loss, params, x, y, 0.1, step_size=0.05,
                                 num_steps=2).dtype, dtype)
+
+
+class BallTest(chex.TestCase):
+  """``|x_adv - x| <= eps`` exactly, in every dtype: bfloat16 rounding used to overshoot."""
+
+  def low_precision_problem(self, dtype):
+    params, _, _ = mlp_problem()
+    rng = np.random.default_rng(1)
+    x = jnp.asarray(rng.uniform(size=(256, 6)), dtype)  # pixels in [0, 1]
+    y = jnp.asarray(rng.integers(0, 3, size=256), jnp.int32)
+    return jax.tree.map(lambda a: a.astype(dtype), params), x, y
+
+  def assert_in_ball(self, x_adv, x, eps):
+    distance = np.abs(np.asarray(x_adv, np.float64) - np.asarray(x, np.float64))
+    self.assertLessEqual(distance.max(), float(np.float32(eps)))
+    self.assertGreater(distance.max(), eps - 2**-7)  # and not needlessly short
+
+  @parameterized.product(dtype=[jnp.bfloat16, jnp.float16, jnp.float32],
+                         eps=[0.1, 0.25, 0.3], jit=[False, True])
+  def test_fgsm_stays_in_the_eps_ball_in_every_dtype(self, dtype, eps, jit):
+    params, x, y = self.low_precision_problem(dtype)
+    attack = functools.partial(advjax.fgsm, mlp_loss)
+    x_adv = (jax.jit(attack) if jit else attack)(params, x, y, eps)
+    self.assertEqual(x_adv.dtype, dtype)
+    self.assert_in_ball(x_adv, x, eps)
+
+  @parameterized.product(dtype=[jnp.bfloat16, jnp.float16], eps=[0.1, 0.25, 0.3],
+                         random_start=[False, True])
+  def test_pgd_stays_in_its_ball_in_every_dtype(self, dtype, eps, random_start):
+    params, x, y = self.low_precision_problem(dtype)
+    x_adv = advjax.pgd(mlp_loss, params, x, y, eps, step_size=eps / 3, num_steps=5,
+                       random_start=random_start, key=jax.random.key(0))
+    self.assertEqual(x_adv.dtype, dtype)
+    self.assert_in_ball(x_adv, x, eps)
+
+  def test_the_step_stays_differentiable(self):
+    params, x, y = mlp_problem()
+    grad = jax.grad(lambda v: jnp.sum(advjax.fgsm(mlp_loss, params, v, y, 0.1)))(x)
+    np.testing.assert_array_equal(grad, 1.0)  # x_adv = x + a step constant in x
 
 
 class InputGradTest(chex.TestCase):
@@ -201,15 +244,42 @@ class BadInputTest(chex.TestCase):
     with pytest.raises(ValueError, match="eps"):
       jax.jit(lambda p, x, y: advjax.fgsm(mlp_loss, p, x, y, -1.0))(params, x, y)
 
+  @parameterized.named_parameters(
+      ("nan_eps", float("nan"), None), ("negative_eps", -0.1, None),
+      ("clip_lo_above_hi", 0.1, (1.0, 0.0)))
+  def test_traced_bad_arguments_raise_under_checkify(self, eps, clip):
+    params, x, y = mlp_problem()
+
+    @jax.jit
+    def attack(eps, clip):
+      return advjax.fgsm(mlp_loss, params, x, y, eps, clip=clip)
+
+    error, _ = checkify.checkify(attack)(eps, clip)
+    with pytest.raises(checkify.JaxRuntimeError, match="eps|clip"):
+      error.throw()
+    attack(eps, clip)  # plain jit: no check, no error
+
+  def test_traced_good_arguments_pass_checkify(self):
+    params, x, y = mlp_problem()
+    attack = jax.jit(lambda eps, step: advjax.pgd(
+        mlp_loss, params, x, y, eps, step_size=step, num_steps=2, clip=(0.0, 1.0)))
+    error, x_adv = checkify.checkify(attack)(0.1, 0.05)
+    self.assertIsNone(error.get())
+    np.testing.assert_array_equal(x_adv, attack(0.1, 0.05))
+    error, _ = checkify.checkify(attack)(0.1, -0.05)
+    with pytest.raises(checkify.JaxRuntimeError, match="step_size"):
+      error.throw()
+
   def test_batch_size_mismatch(self):
     params, x, y = mlp_problem()
     with pytest.raises(ValueError, match="batch size"):
       advjax.fgsm(mlp_loss, params, x, y[:-1], 0.1)
 
-  def test_clip_lo_above_hi(self):
+  @parameterized.parameters((1.0, 0.0), (float("nan"), 1.0))
+  def test_clip_lo_above_hi(self, lo, hi):
     params, x, y = mlp_problem()
     with pytest.raises(ValueError, match="clip"):
-      advjax.fgsm(mlp_loss, params, x, y, 0.1, clip=(1.0, 0.0))
+      advjax.fgsm(mlp_loss, params, x, y, 0.1, clip=(lo, hi))
 
   def test_eps_of_wrong_shape(self):
     params, x, y = mlp_problem()

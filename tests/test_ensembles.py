@@ -101,7 +101,7 @@ class StackTest(parameterized.TestCase):
       ensembles.ensemble_size({**stacked, "b1": stacked["b1"][:2]})
     with self.assertRaisesRegex(ValueError, "stacked_params must have one leading"):
       ensembles.ensemble_size({**stacked, "b1": jnp.zeros(())})
-    with self.assertRaisesRegex(ValueError, "without leaves"):
+    with self.assertRaisesRegex(ValueError, "without array leaves"):
       ensembles.ensemble_size({})
     with self.assertRaisesRegex(ValueError, "index must lie"):
       ensembles.member(stacked, 3)
