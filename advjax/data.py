@@ -270,6 +270,8 @@ def load_idx_dir(data_dir: str | os.PathLike, *, source: str = "") -> MNIST:
 
   Args:
     data_dir: the folder; each file may be plain or ``.gz`` (plain wins if both).
+      An empty or blank string is refused rather than read as the current
+      folder (``"."`` names that).
     source: where ``data_dir`` came from (e.g. ``"from ADVJAX_DATA_DIR"``), for
       error messages.
 
@@ -277,14 +279,20 @@ def load_idx_dir(data_dir: str | os.PathLike, *, source: str = "") -> MNIST:
     The splits, built by `split_mnist` with its default training size.
 
   Raises:
-    DataError: the folder or a file is missing or malformed.
+    DataError: the folder is empty text, or the folder or a file is missing
+      or malformed.
 
   Example:
     >>> load_idx_dir("/work/shared/data/mnist").train_full.x.shape  # doctest: +SKIP
     (60000, 784)
   """
-  folder = pathlib.Path(data_dir).expanduser()
   origin = f" ({source})" if source else ""
+  if isinstance(data_dir, str) and not data_dir.strip():
+    raise DataError(
+        f"the data folder is empty text {data_dir!r}{origin}: {_HOW_TO_POINT} "
+        "('.' is the current folder), or give neither to download MNIST"
+    )
+  folder = pathlib.Path(data_dir).expanduser()
   if not folder.is_dir():
     what = "is not a folder" if folder.exists() else "does not exist"
     raise DataError(f"data folder {folder}{origin} {what}: {_HOW_TO_POINT}")
@@ -551,8 +559,9 @@ def load_mnist(data_dir: str | os.PathLike | None = None, *, name: str = "mnist"
   """Loads MNIST (or Fashion-MNIST) from a folder of IDX files or tensorflow-datasets.
 
   The source is, in order: ``data_dir``; else the folder in the environment
-  variable ``ADVJAX_DATA_DIR`` (an empty value counts as unset); else
-  tensorflow-datasets (`load_tfds`).
+  variable ``ADVJAX_DATA_DIR`` when it is set; else tensorflow-datasets
+  (`load_tfds`). An empty or blank ``data_dir`` or ``ADVJAX_DATA_DIR`` is an
+  error, not the current folder (``"."`` names that).
 
   Args:
     data_dir: a folder holding the four IDX files (plain or ``.gz``), or None.
@@ -565,8 +574,9 @@ def load_mnist(data_dir: str | os.PathLike | None = None, *, name: str = "mnist"
 
   Raises:
     ValueError: unknown ``name``.
-    DataError: the folder or a file is missing or malformed, or tfds cannot
-      provide the data; the one-line message says what to do.
+    DataError: an empty folder name, the folder or a file missing or
+      malformed, or tfds unable to provide the data; the one-line message
+      says what to do.
 
   Example:
     >>> data = load_mnist("/work/shared/data/mnist")  # doctest: +SKIP
@@ -577,6 +587,6 @@ def load_mnist(data_dir: str | os.PathLike | None = None, *, name: str = "mnist"
   if data_dir is not None:
     return load_idx_dir(data_dir)
   env_dir = os.environ.get(DATA_DIR_ENV)
-  if env_dir:
+  if env_dir is not None:
     return load_idx_dir(env_dir, source=f"from {DATA_DIR_ENV}")
   return load_tfds(name)

@@ -271,10 +271,33 @@ def test_explicit_dir_beats_env(tmp_path, monkeypatch):
 def test_no_dir_and_no_env_uses_tfds(monkeypatch, no_env_dir):
   calls = []
   monkeypatch.setattr(data, "load_tfds", lambda name: calls.append(name) or "tfds")
-  monkeypatch.setenv(data.DATA_DIR_ENV, "")  # Empty counts as unset.
 
   assert data.load_mnist(name="fashion_mnist") == "tfds"
   assert calls == ["fashion_mnist"]
+
+
+@pytest.mark.parametrize("text", ["", "  "])
+def test_empty_data_dir_is_an_error_not_the_current_folder(monkeypatch, tmp_path, text):
+  # The current folder holds MNIST: an empty name must still not read it.
+  write_mnist_dir(tmp_path)
+  monkeypatch.chdir(tmp_path)
+  monkeypatch.setattr(data, "load_tfds", lambda name: pytest.fail("downloaded"))
+
+  with pytest.raises(DataError) as err:
+    data.load_mnist(text)
+  assert_one_line_naming(err, "empty", repr(text), "--data-dir", "'.' is the current folder")
+
+
+@pytest.mark.parametrize("text", ["", " \t"])
+def test_empty_data_dir_env_is_an_error_not_unset(monkeypatch, tmp_path, text):
+  write_mnist_dir(tmp_path)
+  monkeypatch.chdir(tmp_path)
+  monkeypatch.setenv(data.DATA_DIR_ENV, text)
+  monkeypatch.setattr(data, "load_tfds", lambda name: pytest.fail("downloaded"))
+
+  with pytest.raises(DataError) as err:
+    data.load_mnist()
+  assert_one_line_naming(err, "empty", "from ADVJAX_DATA_DIR", "give neither to download")
 
 
 def test_unknown_name_lists_known_names(tmp_path):
