@@ -1,12 +1,20 @@
 """MNIST (and Fashion-MNIST) as flat float32 NumPy arrays, split as in the paper.
 
-Two sources, one entry point (`load_mnist`):
+Three sources, one entry point (`load_mnist`), tried in this order:
 
 * a folder holding the four IDX files (``train-images-idx3-ubyte``,
   ``train-labels-idx1-ubyte``, ``t10k-images-idx3-ubyte``,
   ``t10k-labels-idx1-ubyte``, each optionally ``.gz``), parsed here with NumPy;
-* tensorflow-datasets, when no folder is given. It is imported only then, so
-  this module costs nothing beyond NumPy at import time.
+* the folder named by ``ADVJAX_DATA_DIR``;
+* a download (`download_mnist`): TensorFlow Datasets' download manager fetches
+  the four ``.gz`` files once into the TFDS download cache, advjax checks their
+  SHA-256 and reads them with the same IDX parser. No TensorFlow is involved.
+
+`load_tfds` reads TFDS's prepared dataset instead (``tfds.data_source``); call
+it when you want that, with TensorFlow installed to prepare the data once
+(``pip install 'advjax[tfds]'``). tensorflow-datasets is imported only on the
+download and TFDS paths, so this module costs nothing beyond NumPy at import
+time.
 
 Images are float32 in [0, 1] of shape (N, 784); labels are int32 of shape (N,).
 The split follows Goodfellow et al. (2015): training images 0..49,999 train,
@@ -24,11 +32,14 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import hashlib
 import importlib.util
+import json
 import os
 import pathlib
 import socket
 import threading
+import urllib.parse
 import zlib
 
 import numpy as np
@@ -41,6 +52,7 @@ __all__ = [
     "MNIST",
     "Split",
     "binary_subset",
+    "download_mnist",
     "load_idx_dir",
     "load_mnist",
     "load_tfds",
@@ -50,7 +62,6 @@ __all__ = [
 ]
 
 DATA_DIR_ENV = "ADVJAX_DATA_DIR"
-KNOWN_DATASETS = ("mnist", "fashion_mnist")
 # Keys are the roles; values are the file names without the optional ".gz".
 IDX_FILES = {
     "train_images": "train-images-idx3-ubyte",
@@ -65,12 +76,72 @@ _SIDE = 28
 _NUM_CLASSES = 10
 # The paper keeps 50,000 of MNIST's 60,000 training images for training.
 _TRAIN_FRACTION = (5, 6)
-_GCS_HOST = "storage.googleapis.com"
 _HOW_TO_POINT = (
     f"pass --data-dir DIR or set {DATA_DIR_ENV}=DIR to a folder holding the four "
     "MNIST IDX files"
 )
 
+
+@dataclasses.dataclass(frozen=True)
+class _Remote:
+  """Where a dataset's four ``.gz`` IDX files are published, and their known SHA-256.
+
+  A download passes if its own SHA-256 is the published one, or if its
+  decompressed content's is the known one (a mirror may recompress a file, as
+  ../shared/data/mnist did for MNIST's train-images).
+
+  Attributes:
+    url: the folder the tensorflow-datasets builder downloads from.
+    gz_sha256: IDX base name -> SHA-256 of the ``.gz`` file as published, as
+      tensorflow-datasets records it (``tensorflow_datasets/url_checksums``).
+    idx_sha256: IDX base name -> SHA-256 of the decompressed file, where known.
+  """
+
+  url: str
+  gz_sha256: dict[str, str]
+  idx_sha256: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
+_REMOTES = {
+    "mnist": _Remote(
+        url="https://storage.googleapis.com/cvdf-datasets/mnist/",
+        gz_sha256={
+            "train-images-idx3-ubyte":
+                "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+            "train-labels-idx1-ubyte":
+                "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+            "t10k-images-idx3-ubyte":
+                "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+            "t10k-labels-idx1-ubyte":
+                "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+        },
+        # ../shared/data/mnist/SHA256SUMS.decompressed.
+        idx_sha256={
+            "train-images-idx3-ubyte":
+                "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+            "train-labels-idx1-ubyte":
+                "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+            "t10k-images-idx3-ubyte":
+                "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+            "t10k-labels-idx1-ubyte":
+                "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+        },
+    ),
+    "fashion_mnist": _Remote(
+        url="http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+        gz_sha256={
+            "train-images-idx3-ubyte":
+                "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
+            "train-labels-idx1-ubyte":
+                "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",
+            "t10k-images-idx3-ubyte":
+                "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073",
+            "t10k-labels-idx1-ubyte":
+                "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
+        },
+    ),
+}
+KNOWN_DATASETS = tuple(_REMOTES)
 
 class DataError(ValueError):
   """A dataset file or folder is missing, unreadable or malformed, or no source works.
@@ -265,11 +336,20 @@ def _read_pair(
   return images, labels
 
 
+def _load_files(paths: dict[str, pathlib.Path]) -> MNIST:
+  """Reads the four files named by role (the keys of `IDX_FILES`) and splits them."""
+  train_x, train_y = _read_pair(paths["train_images"], paths["train_labels"])
+  test_x, test_y = _read_pair(paths["test_images"], paths["test_labels"])
+  return split_mnist(train_x, train_y, test_x, test_y)
+
+
 def load_idx_dir(data_dir: str | os.PathLike, *, source: str = "") -> MNIST:
   """Loads MNIST-format data from a folder holding the four IDX files.
 
   Args:
     data_dir: the folder; each file may be plain or ``.gz`` (plain wins if both).
+      An empty or blank string is refused rather than read as the current
+      folder (``"."`` names that).
     source: where ``data_dir`` came from (e.g. ``"from ADVJAX_DATA_DIR"``), for
       error messages.
 
@@ -277,21 +357,26 @@ def load_idx_dir(data_dir: str | os.PathLike, *, source: str = "") -> MNIST:
     The splits, built by `split_mnist` with its default training size.
 
   Raises:
-    DataError: the folder or a file is missing or malformed.
+    DataError: the folder is empty text, or the folder or a file is missing
+      or malformed.
 
   Example:
     >>> load_idx_dir("/work/shared/data/mnist").train_full.x.shape  # doctest: +SKIP
     (60000, 784)
   """
-  folder = pathlib.Path(data_dir).expanduser()
   origin = f" ({source})" if source else ""
+  if isinstance(data_dir, str) and not data_dir.strip():
+    raise DataError(
+        f"the data folder is empty text {data_dir!r}{origin}: {_HOW_TO_POINT} "
+        "('.' is the current folder), or give neither to download MNIST"
+    )
+  folder = pathlib.Path(data_dir).expanduser()
   if not folder.is_dir():
     what = "is not a folder" if folder.exists() else "does not exist"
     raise DataError(f"data folder {folder}{origin} {what}: {_HOW_TO_POINT}")
-  paths = {role: _find_idx_file(folder, base) for role, base in IDX_FILES.items()}
-  train_x, train_y = _read_pair(paths["train_images"], paths["train_labels"])
-  test_x, test_y = _read_pair(paths["test_images"], paths["test_labels"])
-  return split_mnist(train_x, train_y, test_x, test_y)
+  return _load_files(
+      {role: _find_idx_file(folder, base) for role, base in IDX_FILES.items()}
+  )
 
 
 # ---------------------------------------------------------------------------
@@ -413,11 +498,11 @@ def binary_subset(split: Split, positive: int = 3, negative: int = 7) -> Split:
 
 
 # ---------------------------------------------------------------------------
-# tensorflow-datasets
+# Download (TFDS's download manager, no TensorFlow) and tensorflow-datasets
 # ---------------------------------------------------------------------------
 
 
-def _network_available(host: str = _GCS_HOST, port: int = 443, timeout: float = 3.0) -> bool:
+def _network_available(host: str, port: int, timeout: float = 3.0) -> bool:
   """Returns whether a TCP connection to ``host:port`` opens within ``timeout`` seconds.
 
   The probe runs in a daemon thread because a hanging DNS lookup ignores the
@@ -436,6 +521,165 @@ def _network_available(host: str = _GCS_HOST, port: int = 443, timeout: float = 
   thread.start()
   thread.join(timeout)
   return bool(reached)
+
+
+def _host_port(url: str) -> tuple[str, int]:
+  """The host and port a download from ``url`` connects to."""
+  parts = urllib.parse.urlsplit(url)
+  return parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
+
+
+def _offline_error(name: str, where: str, url: str) -> DataError:
+  host, port = _host_port(url)
+  return DataError(
+      f"{name} is not in the {where} and {host}:{port} is unreachable, so it cannot "
+      f"be downloaded: {_HOW_TO_POINT}"
+  )
+
+
+def _url_env(name: str) -> str:
+  """The environment variable that overrides ``name``'s download URL: ADVJAX_MNIST_URL..."""
+  return f"ADVJAX_{name.upper()}_URL"
+
+
+def _base_url(name: str, base_url: str | None) -> str:
+  """The folder URL to download ``name`` from, ending in a slash.
+
+  ``base_url``, else the environment variable `_url_env` (name), else the URL
+  tensorflow-datasets' own builder uses.
+  """
+  what = "base_url"
+  if base_url is None:
+    base_url = os.environ.get(_url_env(name))
+    what = _url_env(name)
+    if base_url is None:
+      return _REMOTES[name].url
+  if not base_url.strip():
+    raise DataError(
+        f"{what} is empty text {base_url!r}: give the URL of a folder holding {name}'s "
+        f"four .gz IDX files, or leave it unset to use {_REMOTES[name].url}"
+    )
+  parts = urllib.parse.urlsplit(base_url.strip())
+  if parts.scheme not in ("http", "https") or not parts.hostname:
+    raise DataError(
+        f"{what} {base_url!r} is not an http:// or https:// URL of a folder holding "
+        f"{name}'s four .gz IDX files"
+    )
+  return base_url.strip().rstrip("/") + "/"
+
+
+def _import_tfds():
+  """Imports tensorflow-datasets, or raises a one-line DataError saying what to do."""
+  try:
+    import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+  except ImportError as exc:
+    raise DataError(
+        "no data folder given and tensorflow-datasets is not installed: pip install "
+        f"tensorflow-datasets, or {_HOW_TO_POINT}"
+    ) from exc
+  return tfds
+
+
+def _cached_download(folder: pathlib.Path, url: str) -> pathlib.Path | None:
+  """The file that TFDS's download manager cached for ``url`` in ``folder``, or None.
+
+  The manager writes beside each download ``<file>.INFO``, JSON that lists the
+  URLs it came from; reading those finds a download without the network.
+  """
+  for info in sorted(folder.glob("*.INFO")):
+    try:
+      urls = json.loads(info.read_text()).get("urls", ())
+    except (OSError, ValueError, AttributeError):
+      continue
+    path = info.with_suffix("")
+    if url in urls and path.is_file():
+      return path
+  return None
+
+
+def _check_download(path: pathlib.Path, url: str, name: str, base: str) -> None:
+  """Refuses a download whose SHA-256 is not the known one, deleting it from the cache."""
+  remote = _REMOTES[name]
+  try:
+    raw = path.read_bytes()
+  except OSError as exc:
+    raise DataError(f"{path} (downloaded from {url}): cannot read: {exc}") from exc
+  got = hashlib.sha256(raw).hexdigest()
+  if got == remote.gz_sha256[base]:
+    return
+  if base in remote.idx_sha256:
+    try:
+      if hashlib.sha256(gzip.decompress(raw)).hexdigest() == remote.idx_sha256[base]:
+        return
+    except (OSError, EOFError, zlib.error):
+      pass  # Not valid gzip: refused below.
+  # Deleted, with TFDS's .INFO beside it, so that the next run downloads afresh.
+  path.unlink(missing_ok=True)
+  path.with_name(path.name + ".INFO").unlink(missing_ok=True)
+  raise DataError(
+      f"{url}: the download has SHA-256 {got}, not {name}'s known "
+      f"{remote.gz_sha256[base]}; deleted it from {path.parent}, so the next run "
+      "downloads it again"
+  )
+
+
+def download_mnist(name: str = "mnist", *, base_url: str | None = None) -> MNIST:
+  """Downloads MNIST or Fashion-MNIST's four IDX files once, checks and reads them.
+
+  TensorFlow Datasets' download manager (``tfds.download.DownloadManager``)
+  fetches the ``.gz`` files into TFDS's download cache
+  (``$TFDS_DATA_DIR/downloads/<name>``, by default
+  ``~/tensorflow_datasets/downloads/<name>``), where ``tfds.load`` caches them
+  too; later calls read them from there without the network. Every file's
+  SHA-256 is checked against the known one on every call, and the IDX parser
+  of this module reads them: TensorFlow is not needed.
+
+  When a file is not cached, a ~3 s probe of the download host comes first, so
+  that being offline fails fast.
+
+  Args:
+    name: ``"mnist"`` or ``"fashion_mnist"``.
+    base_url: the folder URL holding the four ``.gz`` files. None means the
+      environment variable ``ADVJAX_MNIST_URL`` (``ADVJAX_FASHION_MNIST_URL``
+      for Fashion-MNIST), else the URL tensorflow-datasets' builder uses
+      (https://storage.googleapis.com/cvdf-datasets/mnist/ for MNIST).
+
+  Returns:
+    The splits, built by `split_mnist` with its default training size.
+
+  Raises:
+    ValueError: unknown ``name``.
+    DataError: an empty or malformed URL, no tensorflow-datasets, the host
+      unreachable, a failed download, or a file whose SHA-256 is not the known
+      one (it is deleted, so that the next call downloads it again).
+
+  Example:
+    >>> data = download_mnist("fashion_mnist")  # doctest: +SKIP
+    >>> len(data.train_full)  # doctest: +SKIP
+    60000
+  """
+  _check_name(name)
+  url = _base_url(name, base_url)
+  tfds = _import_tfds()
+  # Where tfds.load keeps the downloads of `name`, so both share them.
+  downloads = pathlib.Path(tfds.core.constants.DATA_DIR).expanduser() / "downloads"
+  urls = {base: f"{url}{base}.gz" for base in IDX_FILES.values()}
+  paths = {base: _cached_download(downloads / name, u) for base, u in urls.items()}
+  if not all(paths.values()):
+    if not _network_available(*_host_port(url)):
+      raise _offline_error(
+          name, f"tensorflow-datasets download cache ({downloads / name})", url
+      )
+    try:
+      manager = tfds.download.DownloadManager(download_dir=downloads, dataset_name=name)
+      paths = {base: pathlib.Path(path) for base, path in manager.download(urls).items()}
+    except Exception as exc:  # noqa: BLE001 - requests and tfds raise many types.
+      raise DataError(
+          f"could not download {name} from {url} ({_one_line(exc)}): {_HOW_TO_POINT}"
+      ) from exc
+  for base, path in paths.items():
+    _check_download(path, urls[base], name, base)
+  return _load_files({role: paths[base] for role, base in IDX_FILES.items()})
 
 
 def _tfds_prepared(tfds, name: str) -> bool:
@@ -481,11 +725,13 @@ def _read_tfds_split(source, what: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def load_tfds(name: str = "mnist") -> MNIST:
-  """Loads MNIST or Fashion-MNIST through tensorflow-datasets' random-access data source.
+  """Loads MNIST or Fashion-MNIST as tensorflow-datasets prepares it (``tfds.data_source``).
 
+  `load_mnist` does not come here: call this when you want TFDS's prepared
+  dataset. Preparing it (once) needs TensorFlow: ``pip install 'advjax[tfds]'``.
   When the dataset is not prepared yet, this checks first that a download can
-  work and fails fast otherwise: a ~3 s probe of storage.googleapis.com:443,
-  then whether TensorFlow (which tfds needs to prepare the data) is installed.
+  work and fails fast otherwise: a ~3 s probe of the host the TFDS builder
+  downloads from, then whether TensorFlow is installed.
 
   Args:
     name: ``"mnist"`` or ``"fashion_mnist"``.
@@ -503,20 +749,12 @@ def load_tfds(name: str = "mnist") -> MNIST:
     >>> data = load_tfds("fashion_mnist")  # doctest: +SKIP
   """
   _check_name(name)
-  try:
-    import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
-  except ImportError as exc:
-    raise DataError(
-        f"no data folder given and tensorflow-datasets is not installed: "
-        f"pip install 'advjax[tfds]', or {_HOW_TO_POINT}"
-    ) from exc
+  tfds = _import_tfds()
   prepared = _tfds_prepared(tfds, name)
   if not prepared:
-    if not _network_available():
-      raise DataError(
-          f"{name} is not in the tensorflow-datasets cache and {_GCS_HOST}:443 is "
-          f"unreachable, so it cannot be downloaded: {_HOW_TO_POINT}"
-      )
+    url = _REMOTES[name].url
+    if not _network_available(*_host_port(url)):
+      raise _offline_error(name, "tensorflow-datasets cache", url)
     if not _tensorflow_available():
       raise DataError(
           f"{name} is not in the tensorflow-datasets cache and preparing it needs "
@@ -548,11 +786,14 @@ def _check_name(name: str) -> None:
 
 
 def load_mnist(data_dir: str | os.PathLike | None = None, *, name: str = "mnist") -> MNIST:
-  """Loads MNIST (or Fashion-MNIST) from a folder of IDX files or tensorflow-datasets.
+  """Loads MNIST (or Fashion-MNIST) from a folder of IDX files, or downloads it.
 
   The source is, in order: ``data_dir``; else the folder in the environment
-  variable ``ADVJAX_DATA_DIR`` (an empty value counts as unset); else
-  tensorflow-datasets (`load_tfds`).
+  variable ``ADVJAX_DATA_DIR`` when it is set; else a download into the
+  tensorflow-datasets cache (`download_mnist`), read from there afterwards.
+  An empty or blank ``data_dir`` or ``ADVJAX_DATA_DIR`` is an error, not the
+  current folder (``"."`` names that). For TFDS's prepared dataset, call
+  `load_tfds` instead.
 
   Args:
     data_dir: a folder holding the four IDX files (plain or ``.gz``), or None.
@@ -565,8 +806,9 @@ def load_mnist(data_dir: str | os.PathLike | None = None, *, name: str = "mnist"
 
   Raises:
     ValueError: unknown ``name``.
-    DataError: the folder or a file is missing or malformed, or tfds cannot
-      provide the data; the one-line message says what to do.
+    DataError: an empty folder name, the folder or a file missing or
+      malformed, or the download impossible (offline) or refused (checksum);
+      the one-line message says what to do.
 
   Example:
     >>> data = load_mnist("/work/shared/data/mnist")  # doctest: +SKIP
@@ -577,6 +819,6 @@ def load_mnist(data_dir: str | os.PathLike | None = None, *, name: str = "mnist"
   if data_dir is not None:
     return load_idx_dir(data_dir)
   env_dir = os.environ.get(DATA_DIR_ENV)
-  if env_dir:
+  if env_dir is not None:
     return load_idx_dir(env_dir, source=f"from {DATA_DIR_ENV}")
-  return load_tfds(name)
+  return download_mnist(name)

@@ -1,18 +1,24 @@
-"""Tests for advjax.data: IDX parsing, splits, error messages and the tfds path.
+"""Tests for advjax.data: IDX parsing, splits, error messages, download and tfds paths.
 
 Synthetic IDX files are written here byte by byte with `struct`, independently of
 the parser under test. Tests on the real dataset run only when ADVJAX_DATA_DIR
-names a folder holding it (e.g. /work/shared/data/mnist).
+names a folder holding it (e.g. /work/shared/data/mnist). The download tests
+serve a copy of ../shared/data/mnist over HTTP on 127.0.0.1: no internet.
 """
 
 from __future__ import annotations
 
+import functools
 import gzip
+import hashlib
+import http.server
 import os
 import pathlib
+import shutil
 import socket
 import struct
 import sys
+import threading
 import time
 
 import numpy as np
@@ -25,6 +31,8 @@ IMAGES = "train-images-idx3-ubyte"
 LABELS = "train-labels-idx1-ubyte"
 TEST_IMAGES = "t10k-images-idx3-ubyte"
 TEST_LABELS = "t10k-labels-idx1-ubyte"
+# The project's copy of MNIST, beside the repository on development machines and CI.
+SHARED_MNIST = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
 
 
 # ---------------------------------------------------------------------------
@@ -268,13 +276,37 @@ def test_explicit_dir_beats_env(tmp_path, monkeypatch):
   assert len(data.load_mnist().train_full) == 12
 
 
-def test_no_dir_and_no_env_uses_tfds(monkeypatch, no_env_dir):
+def test_no_dir_and_no_env_downloads(monkeypatch, no_env_dir):
   calls = []
-  monkeypatch.setattr(data, "load_tfds", lambda name: calls.append(name) or "tfds")
-  monkeypatch.setenv(data.DATA_DIR_ENV, "")  # Empty counts as unset.
+  monkeypatch.setattr(data, "download_mnist", lambda name: calls.append(name) or "downloaded")
+  monkeypatch.setattr(data, "load_tfds", lambda name: pytest.fail("tfds.load path taken"))
 
-  assert data.load_mnist(name="fashion_mnist") == "tfds"
+  assert data.load_mnist(name="fashion_mnist") == "downloaded"
   assert calls == ["fashion_mnist"]
+
+
+@pytest.mark.parametrize("text", ["", "  "])
+def test_empty_data_dir_is_an_error_not_the_current_folder(monkeypatch, tmp_path, text):
+  # The current folder holds MNIST: an empty name must still not read it.
+  write_mnist_dir(tmp_path)
+  monkeypatch.chdir(tmp_path)
+  monkeypatch.setattr(data, "download_mnist", lambda name: pytest.fail("downloaded"))
+
+  with pytest.raises(DataError) as err:
+    data.load_mnist(text)
+  assert_one_line_naming(err, "empty", repr(text), "--data-dir", "'.' is the current folder")
+
+
+@pytest.mark.parametrize("text", ["", " \t"])
+def test_empty_data_dir_env_is_an_error_not_unset(monkeypatch, tmp_path, text):
+  write_mnist_dir(tmp_path)
+  monkeypatch.chdir(tmp_path)
+  monkeypatch.setenv(data.DATA_DIR_ENV, text)
+  monkeypatch.setattr(data, "download_mnist", lambda name: pytest.fail("downloaded"))
+
+  with pytest.raises(DataError) as err:
+    data.load_mnist()
+  assert_one_line_naming(err, "empty", "from ADVJAX_DATA_DIR", "give neither to download")
 
 
 def test_unknown_name_lists_known_names(tmp_path):
@@ -395,7 +427,7 @@ def test_tfds_under_mock_data(monkeypatch, no_env_dir, name):
   _forbid_network_probe(monkeypatch)
 
   with tfds.testing.mock_data(num_examples=12):
-    mnist = data.load_mnist(name=name)
+    mnist = data.load_tfds(name)
 
   # Mock data has 12 examples per split: 5/6 of the training ones train.
   assert split_sizes(mnist) == [10, 2, 12, 12]
@@ -421,36 +453,52 @@ def test_tfds_prepared_check(monkeypatch, tmp_path):
     assert data._tfds_prepared(tfds, "mnist")
 
 
-def test_tfds_offline_fails_fast(monkeypatch, no_env_dir):
+def record_probes(monkeypatch, reachable: bool) -> list[tuple[str, int]]:
+  """Replaces the network probe by one that answers ``reachable`` and records its targets."""
+  probes = []
+  monkeypatch.setattr(
+      data, "_network_available",
+      lambda host, port, **kwargs: probes.append((host, port)) or reachable)
+  return probes
+
+
+@pytest.mark.parametrize("name, host, port", [
+    ("mnist", "storage.googleapis.com", 443),
+    ("fashion_mnist", "fashion-mnist.s3-website.eu-central-1.amazonaws.com", 80),
+])
+def test_tfds_offline_fails_fast(monkeypatch, no_env_dir, name, host, port):
   pytest.importorskip("tensorflow_datasets")
   monkeypatch.setattr(data, "_tfds_prepared", lambda tfds, name: False)
-  monkeypatch.setattr(data, "_network_available", lambda *a, **k: False)
+  probes = record_probes(monkeypatch, reachable=False)
 
   start = time.monotonic()
   with pytest.raises(DataError) as err:
-    data.load_mnist()
+    data.load_tfds(name)
   assert time.monotonic() - start < 5
-  assert_one_line_naming(err, "mnist", "--data-dir", "ADVJAX_DATA_DIR", "storage.googleapis.com")
+  assert probes == [(host, port)]
+  assert_one_line_naming(err, name, "--data-dir", "ADVJAX_DATA_DIR", f"{host}:{port}")
 
 
 def test_tfds_without_tensorflow_says_what_to_install(monkeypatch, no_env_dir):
   pytest.importorskip("tensorflow_datasets")
   monkeypatch.setattr(data, "_tfds_prepared", lambda tfds, name: False)
-  monkeypatch.setattr(data, "_network_available", lambda *a, **k: True)
+  record_probes(monkeypatch, reachable=True)
   monkeypatch.setattr(data, "_tensorflow_available", lambda: False)
 
   with pytest.raises(DataError) as err:
-    data.load_mnist(name="fashion_mnist")
+    data.load_tfds("fashion_mnist")
   assert_one_line_naming(
       err, "fashion_mnist", "TensorFlow", "pip install 'advjax[tfds]'", "--data-dir"
   )
 
 
-def test_without_tensorflow_datasets_says_what_to_do(monkeypatch, no_env_dir):
+@pytest.mark.parametrize("load", [data.load_mnist, data.load_tfds], ids=["download", "tfds"])
+def test_without_tensorflow_datasets_says_what_to_do(monkeypatch, no_env_dir, load):
   monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)
   with pytest.raises(DataError) as err:
-    data.load_mnist()
-  assert_one_line_naming(err, "tensorflow-datasets", "advjax[tfds]", "--data-dir")
+    load()
+  assert_one_line_naming(err, "tensorflow-datasets", "pip install tensorflow-datasets",
+                         "--data-dir")
 
 
 def test_network_probe_reports_open_and_unreachable_ports():
@@ -463,6 +511,169 @@ def test_network_probe_reports_open_and_unreachable_ports():
   start = time.monotonic()
   assert not data._network_available("127.0.0.1", port, timeout=1.0)
   assert time.monotonic() - start < 2
+
+
+# ---------------------------------------------------------------------------
+# Download through TFDS's download manager, from a local HTTP server
+# ---------------------------------------------------------------------------
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+  def log_message(self, *args) -> None:
+    pass
+
+
+@pytest.fixture
+def mnist_server(tmp_path):
+  """Serves a copy of ../shared/data/mnist's four .gz files on 127.0.0.1.
+
+  Yields:
+    (the folder URL, without its trailing slash; the folder served).
+  """
+  if not SHARED_MNIST.is_dir():
+    pytest.skip(f"{SHARED_MNIST} (the project's copy of MNIST) is not here")
+  folder = tmp_path / "served"
+  folder.mkdir()
+  for base in data.IDX_FILES.values():
+    shutil.copy(SHARED_MNIST / f"{base}.gz", folder)
+  handler = functools.partial(_QuietHandler, directory=str(folder))
+  server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+  thread = threading.Thread(target=server.serve_forever, daemon=True)
+  thread.start()
+  yield f"http://127.0.0.1:{server.server_port}", folder
+  server.shutdown()
+  server.server_close()
+  thread.join()
+
+
+@pytest.fixture
+def tfds_cache(tmp_path, monkeypatch):
+  """Points tensorflow-datasets' data folder at an empty one; returns its downloads folder."""
+  constants = pytest.importorskip("tensorflow_datasets.core.constants")
+  monkeypatch.setattr(constants, "DATA_DIR", str(tmp_path / "tfds"))
+  return tmp_path / "tfds" / "downloads"
+
+
+def digests(mnist: data.MNIST) -> list[str]:
+  return [hashlib.sha256(array.tobytes()).hexdigest()
+          for split in (mnist.train_full, mnist.test) for array in (split.x, split.y)]
+
+
+def test_download_arrives_through_tfds_without_tensorflow(
+    monkeypatch, no_env_dir, mnist_server, tfds_cache):
+  url, served = mnist_server
+  monkeypatch.setenv("ADVJAX_MNIST_URL", url)
+  monkeypatch.setitem(sys.modules, "tensorflow", None)  # Any import of it fails.
+  real_probe = data._network_available
+  probes = []
+  monkeypatch.setattr(data, "_network_available",
+                      lambda host, port: probes.append((host, port)) or real_probe(host, port))
+
+  downloaded = data.load_mnist()
+
+  assert split_sizes(downloaded) == [50_000, 10_000, 10_000, 60_000]
+  # The probe asked the host actually used.
+  assert probes == [("127.0.0.1", int(url.rsplit(":", 1)[1]))]
+  got = digests(downloaded)
+  del downloaded
+  assert got == digests(data.load_idx_dir(SHARED_MNIST))
+  # Cached where tensorflow-datasets caches, each beside its .INFO record.
+  assert len(list((tfds_cache / "mnist").glob("*.gz"))) == 4
+  assert len(list((tfds_cache / "mnist").glob("*.gz.INFO"))) == 4
+
+  # From the cache afterwards: no probe, no server.
+  for path in served.iterdir():
+    path.unlink()
+  _forbid_network_probe(monkeypatch)
+  assert digests(data.download_mnist(base_url=url + "/")) == got
+
+
+def test_a_corrupted_download_is_refused_and_fetched_again(
+    monkeypatch, no_env_dir, mnist_server, tfds_cache):
+  url, served = mnist_server
+  good = (served / f"{TEST_LABELS}.gz").read_bytes()
+  bad = bytearray(good)
+  bad[len(bad) // 2] ^= 0xFF
+  (served / f"{TEST_LABELS}.gz").write_bytes(bytes(bad))
+
+  with pytest.raises(DataError) as err:
+    data.download_mnist(base_url=url)
+  assert_one_line_naming(err, f"{url}/{TEST_LABELS}.gz", "SHA-256",
+                         hashlib.sha256(good).hexdigest(), "downloads it again")
+  assert not list((tfds_cache / "mnist").glob(f"*{TEST_LABELS}*"))
+
+  (served / f"{TEST_LABELS}.gz").write_bytes(good)
+  assert len(data.download_mnist(base_url=url).test) == 10_000
+
+
+def test_fashion_mnist_has_its_own_checksums(monkeypatch, no_env_dir, mnist_server,
+                                             tfds_cache):
+  url, _ = mnist_server
+  monkeypatch.setenv("ADVJAX_FASHION_MNIST_URL", url)
+  with pytest.raises(DataError) as err:
+    data.load_mnist(name="fashion_mnist")
+  assert_one_line_naming(err, f"{url}/{IMAGES}.gz", "fashion_mnist", "SHA-256")
+
+
+@pytest.mark.parametrize("name, host, port", [
+    ("mnist", "storage.googleapis.com", 443),
+    ("fashion_mnist", "fashion-mnist.s3-website.eu-central-1.amazonaws.com", 80),
+])
+def test_download_offline_fails_fast(monkeypatch, no_env_dir, tfds_cache, name, host, port):
+  probes = record_probes(monkeypatch, reachable=False)
+
+  with pytest.raises(DataError) as err:
+    data.load_mnist(name=name)
+  assert probes == [(host, port)]
+  assert_one_line_naming(err, name, f"{host}:{port}", "unreachable", "--data-dir",
+                         "ADVJAX_DATA_DIR")
+
+
+def test_download_probes_the_url_it_is_given_and_fails_within_seconds(
+    monkeypatch, no_env_dir, tfds_cache):
+  with socket.socket() as listener:
+    listener.bind(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+  # Nothing listens on that port now.
+  monkeypatch.setenv("ADVJAX_MNIST_URL", f"http://127.0.0.1:{port}/mnist/")
+
+  start = time.monotonic()
+  with pytest.raises(DataError) as err:
+    data.load_mnist()
+  assert time.monotonic() - start < 5
+  assert_one_line_naming(err, f"127.0.0.1:{port}", "unreachable", "--data-dir")
+
+
+@pytest.mark.parametrize("value, needle", [
+    ("", "ADVJAX_MNIST_URL is empty"),
+    ("   ", "ADVJAX_MNIST_URL is empty"),
+    ("storage.googleapis.com/cvdf-datasets/mnist", "not an http:// or https:// URL"),
+    ("ftp://example.org/mnist/", "not an http:// or https:// URL"),
+])
+def test_bad_download_url_is_one_line(monkeypatch, no_env_dir, value, needle):
+  monkeypatch.setenv("ADVJAX_MNIST_URL", value)
+  _forbid_network_probe(monkeypatch)
+  with pytest.raises(DataError) as err:
+    data.load_mnist()
+  assert_one_line_naming(err, needle, repr(value))
+
+
+def test_empty_base_url_argument_says_so(no_env_dir):
+  with pytest.raises(DataError) as err:
+    data.download_mnist(base_url="")
+  assert_one_line_naming(err, "base_url is empty", "storage.googleapis.com")
+
+
+def test_known_mnist_checksums_match_the_shared_copy():
+  if not SHARED_MNIST.is_dir():
+    pytest.skip(f"{SHARED_MNIST} (the project's copy of MNIST) is not here")
+  remote = data._REMOTES["mnist"]
+  sums = dict(line.split()[::-1] for line in
+              (SHARED_MNIST / "SHA256SUMS.decompressed").read_text().splitlines())
+  assert remote.idx_sha256 == sums
+  for base in data.IDX_FILES.values():
+    content = gzip.decompress((SHARED_MNIST / f"{base}.gz").read_bytes())
+    assert hashlib.sha256(content).hexdigest() == remote.idx_sha256[base], base
 
 
 # ---------------------------------------------------------------------------
