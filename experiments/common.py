@@ -66,7 +66,8 @@ def parser(prog: str, description: str, presets: Iterable[str], *,
                       help="the data (default: mnist); the paper's numbers stand "
                            "beside MNIST runs only")
   result.add_argument("--data-dir", help="folder of the four IDX files (default: "
-                      f"${data_lib.DATA_DIR_ENV}, else tensorflow-datasets)")
+                      f"${data_lib.DATA_DIR_ENV}, else a download through "
+                      "tensorflow-datasets' download manager)")
   result.add_argument("--out", default=DEFAULT_OUT, type=pathlib.Path,
                       help=f"output folder (default: {DEFAULT_OUT}/; the committed "
                            "reference results are in results/)")

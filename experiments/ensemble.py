@@ -37,7 +37,7 @@ from advjax import data as data_lib
 from advjax import loop
 from advjax import models
 from advjax import train
-from advjax.checkpoint import RunMismatchError
+from advjax.checkpoint import CheckpointError
 from experiments import common
 from experiments import maxout
 
@@ -258,7 +258,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 f"than one batch of {batch}")
   try:
     results = run(preset, data, args.out / f"{NAME}_runs", args.dataset)
-  except RunMismatchError as error:
+  except CheckpointError as error:
     common.fail(PROG, error)
   results["config"] = {"preset": args.preset, **dataclasses.asdict(preset),
                        "dataset": args.dataset, "clip": None,

@@ -45,7 +45,7 @@ import advjax
 from advjax import data as data_lib
 from advjax import models
 from advjax import train
-from advjax.checkpoint import RunMismatchError
+from advjax.checkpoint import CheckpointError
 from experiments import common
 from experiments import maxout
 from experiments import paper
@@ -375,7 +375,7 @@ def main(argv: Sequence[str] | None = None) -> None:
   data = common.load_data(PROG, args.data_dir, args.dataset)
   try:
     results = run(preset, data, args.out, args.dataset)
-  except (maxout.ParamsFileError, RunMismatchError) as error:
+  except (maxout.ParamsFileError, CheckpointError) as error:
     common.fail(PROG, error)
   results["config"] = {"preset": args.preset, **dataclasses.asdict(preset),
                        "dataset": args.dataset, "clip": None,

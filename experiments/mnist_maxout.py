@@ -53,7 +53,7 @@ from advjax import loop
 from advjax import models
 from advjax import sharding
 from advjax import train
-from advjax.checkpoint import RunMismatchError
+from advjax.checkpoint import CheckpointError
 from experiments import common
 from experiments import maxout
 from experiments import paper
@@ -319,7 +319,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   data = common.load_data(PROG, args.data_dir, args.dataset)
   try:
     results, params = run(preset, data, work, mesh)
-  except RunMismatchError as error:
+  except CheckpointError as error:
     common.fail(PROG, error)
 
   name = results_name(args.preset)

@@ -29,7 +29,7 @@ import advjax
 from advjax import data as data_lib
 from advjax import models
 from advjax import train
-from advjax.checkpoint import RunMismatchError
+from advjax.checkpoint import CheckpointError
 from experiments import common
 from experiments import maxout
 
@@ -118,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> None:
   data = common.load_data(PROG, args.data_dir, args.dataset)
   try:
     results = run(preset, data, args.out, args.dataset)
-  except RunMismatchError as error:
+  except CheckpointError as error:
     common.fail(PROG, error)
   results["config"] = {"preset": args.preset, **dataclasses.asdict(preset),
                        "dataset": args.dataset, "clip": None, "data_dir": args.data_dir}

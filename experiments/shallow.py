@@ -48,7 +48,7 @@ from advjax import loop
 from advjax import models
 from advjax import train
 from advjax.attacks import LossFn
-from advjax.checkpoint import RunMismatchError
+from advjax.checkpoint import CheckpointError
 from experiments import common
 
 SWEEP_BATCH = 1000
@@ -480,7 +480,7 @@ def main(experiment: Experiment, argv: Sequence[str] | None = None) -> dict[str,
   try:
     per_seed = [experiment.measure(preset, data, seed, work)
                 for seed in range(preset.seeds)]
-  except RunMismatchError as error:
+  except CheckpointError as error:
     common.fail(prog, error)
   measured = mean_over_seeds([m.numbers for m in per_seed])
   figures = []
