@@ -3,8 +3,7 @@
 Run ``python -m benchmarks`` (``--quick`` for a smoke run of a few seconds). It
 measures, in one process on one device:
 
-1. the adversarial train step of eq. (6) against the clean step and against the
-   same objective written naively;
+1. the adversarial train step of eq. (6) against the clean step;
 2. that step against the same model and objective in PyTorch eager;
 3. FGSM over the MNIST test set against cleverhans (JAX), foolbox and
    torchattacks (PyTorch) and plain PyTorch, with a check that all of them
