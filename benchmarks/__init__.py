@@ -10,7 +10,9 @@ measures, in one process on one device:
    produce the same adversarial examples from the same weights;
 4. a 32-epsilon sweep against the idiomatic loop of jitted calls;
 5. one vmapped training step of a 12-member ensemble against 12 sequential steps;
-6. the peak memory of each of the above (a column of every table);
+6. the peak memory of each of the above (a column of every table), and the
+   work each row does per second (GFLOP/s) beside the machine's own measured
+   float32 matmul peak;
 7. the adversarial step data-parallel over 1, 2 and 4 devices (`advjax.sharding`).
 
 Results go to ``results.json`` and ``RESULTS.md`` beside this file, one entry

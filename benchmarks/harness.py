@@ -1,4 +1,4 @@
-"""Measuring: wall-clock medians, peak memory, and what machine the numbers come from.
+"""Measuring: wall-clock medians, peak memory, work done, and what machine the numbers come from.
 
 Memory (item 6 of the benchmark issue) is taken in the one way each framework
 can report it exactly for a single call:
@@ -16,6 +16,13 @@ can report it exactly for a single call:
 Both count the same thing, the working set of one call, which makes the rows of
 a table comparable. Process-wide measures (``ru_maxrss``, RSS sampling) were
 rejected: the maximum only ever grows, and allocator caching hides reuse.
+
+Work, for the GFLOP/s column, is counted per framework as exactly as each can:
+XLA's cost analysis of a compiled JAX call (`xla_flops`: ``2*m*n*k`` per matrix
+product, one per element of each element-wise operation), and the matrix
+products that a PyTorch call dispatches (`torch_flops`). The two differ by the
+element-wise work, about 1% of every item here. The machine's own limit is
+`matmul_peak`, measured, not taken from a data sheet.
 """
 
 from __future__ import annotations
@@ -25,12 +32,14 @@ import ctypes
 import dataclasses
 import os
 import platform
+import re
 import statistics
 import sys
 import time
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 
@@ -92,15 +101,116 @@ def tree_bytes(tree: Any) -> int:
   return total
 
 
-def xla_bytes(jitted: Any, *args: Any) -> int:
+def xla_bytes(jitted: Any, *args: Any, **kwargs: Any) -> int:
   """Bytes XLA assigns to one call of a ``jax.jit`` function on these arguments.
 
   Arguments + outputs + temporaries - aliased (donated) buffers, from the
   compiled executable's memory analysis; compiling again hits the cache.
   """
-  stats = jitted.lower(*args).compile().memory_analysis()
+  stats = jitted.lower(*args, **kwargs).compile().memory_analysis()
   return int(stats.argument_size_in_bytes + stats.output_size_in_bytes
              + stats.temp_size_in_bytes - stats.alias_size_in_bytes)
+
+
+def xla_flops(jitted: Any, *args: Any, **kwargs: Any) -> float | None:
+  """Floating-point operations of one call of a ``jax.jit`` function, by XLA's count.
+
+  XLA's cost analysis of the optimized program: what runs after XLA merged
+  and removed work (a forward pass shared by two terms counts once). It
+  counts the body of a loop once, whatever its trip count. That is left to
+  stand for small element-wise loops (the rounds of the PRNG hash that draws
+  a dropout mask), but a program whose loop holds a matrix product (an epoch,
+  a scan over batches) is refused: count one iteration and multiply.
+
+  Returns:
+    The count, or None where the backend gives no cost analysis.
+
+  Raises:
+    ValueError: a loop of the optimized program holds a matrix product.
+  """
+  compiled = jitted.lower(*args, **kwargs).compile()
+  if _loop_with_product(compiled.as_text()):
+    raise ValueError("a loop of the program holds a matrix product, and XLA's cost "
+                     "analysis counts a loop's body once: count one iteration and "
+                     "multiply.")
+  costs = compiled.cost_analysis()
+  if isinstance(costs, (list, tuple)):  # One entry per program in older JAX.
+    costs = costs[0] if costs else None
+  if not costs or "flops" not in costs:
+    return None
+  return float(costs["flops"])
+
+
+def _loop_with_product(hlo: str) -> bool:
+  """Whether a ``while`` of this HLO text runs a ``dot``, in its body or anything it calls."""
+  computations = dict(re.findall(r"^(?:ENTRY )?%(\S+) [^\n]*\{\n(.*?)^\}", hlo, re.M | re.S))
+  memo: dict[str, bool] = {}
+
+  def has_dot(name: str) -> bool:
+    if name not in memo:
+      memo[name] = False  # No recursion into a computation already on the path.
+      text = computations.get(name, "")
+      memo[name] = bool(re.search(r"\bdot\(", text)) or any(
+          has_dot(called) for called in re.findall(r"%(\S+?)[,})\s]", text)
+          if called in computations)
+    return memo[name]
+
+  return any(has_dot(body) for body in re.findall(r"\bwhile\(.*?body=%([^,\s]+)", hlo))
+
+
+def torch_flops(call: Callable[[], Any]) -> int:
+  """Floating-point operations of the matrix products that one ``call()`` dispatches.
+
+  ``2*m*n*k`` per ``mm``, ``addmm`` and ``bmm``, seen below autograd, so the
+  backward pass counts too; element-wise work is not counted. (PyTorch's own
+  ``FlopCounterMode`` hooks modules in a way that ``torch.autograd.grad``
+  refuses.)
+  """
+  import torch
+  from torch.utils._python_dispatch import TorchDispatchMode
+
+  aten = torch.ops.aten
+
+  class Counter(TorchDispatchMode):
+    flops = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+      if func in (aten.mm.default, aten.addmm.default, aten.bmm.default):
+        a, b = args[-2:]
+        self.flops += 2 * a.numel() * b.shape[-1]
+      return func(*args, **(kwargs or {}))
+
+  with Counter() as counter:
+    call()
+  return counter.flops
+
+
+def matmul_peak(sizes: Sequence[int], repeats: int) -> dict[str, dict[str, float]]:
+  """The machine's float32 matrix-product rate: the best of square products of ``sizes``.
+
+  Jitted JAX on its default device (the limit every JAX row is held
+  against) and NumPy on the host (for reference: another BLAS).
+
+  Args:
+    sizes: the ``n`` of ``n x n`` by ``n x n`` products to try.
+    repeats: timed calls of each; the fastest counts, a peak being a best case.
+
+  Returns:
+    ``{"jax": {"gflops", "size"}, "numpy": {...}}``, the best size of each.
+  """
+  multiply = jax.jit(jnp.matmul)
+  best: dict[str, dict[str, float]] = {}
+  for n in sizes:
+    a, b = (np.random.default_rng(i).standard_normal((n, n), np.float32) for i in (0, 1))
+    ja, jb = jax.device_put(a), jax.device_put(b)
+    timings = time_interleaved({
+        "jax": lambda: multiply(ja, jb).block_until_ready(),
+        "numpy": lambda: np.matmul(a, b)}, repeats)
+    for name, timing in timings.items():
+      gflops = 2 * n ** 3 / timing.minimum / 1e9
+      if gflops > best.get(name, {}).get("gflops", 0):
+        best[name] = {"gflops": gflops, "size": n}
+  return best
 
 
 def torch_bytes(call: Callable[[], Any], inputs: Any, device: str) -> int:

@@ -49,7 +49,10 @@ def markdown(results: dict[str, dict[str, Any]]) -> str:
       "warm-up; every ratio is taken between rows timed interleaved in one process. "
       "Memory is the working set of one call: XLA's buffer assignment for jitted "
       "JAX functions, inputs plus the allocation high-water mark for PyTorch "
-      "(`benchmarks/harness.py`).\n",
+      "(`benchmarks/harness.py`). GFLOP/s is the work of one call over its median "
+      "time: XLA's count of the compiled program for JAX rows, the matrix products "
+      "dispatched for PyTorch rows; beside it, its share of the machine's own float32 "
+      "matmul peak, measured at the start of the run.\n",
   ]
   for platform in sorted(results, key=lambda p: (p != "cpu", p)):
     parts.append(device_section(results[platform]))
@@ -67,19 +70,23 @@ def device_section(entry: dict[str, Any]) -> str:
       f"- software: Python {machine['python']}, JAX {machine['jax']}",
       "- peers: " + "; ".join(f"{name} {text}" for name, text in entry["peers"].items()),
       f"- data: {entry['data']}",
-      f"- model: {entry['model']}\n",
+      f"- model: {entry['model']}",
+      f"- float32 matmul peak: {_peak(entry.get('matmul_peak'))}\n",
       "### Targets\n",
       _table(["item", "target", "measured", "met"],
              [[section["title"], section["target"], section["measured_text"],
                {True: "yes", False: "**no**", None: "n/a"}[section["met"]]]
               for section in entry["benchmarks"].values()]),
   ]
+  peak = (entry.get("matmul_peak") or {}).get("jax", {}).get("gflops")
   for section in entry["benchmarks"].values():
     lines.append(f"\n### {section['title']}\n")
     lines.append(_table(
-        ["implementation", "median", "ratio", "throughput", "peak memory", "note"],
+        ["implementation", "median", "ratio", "throughput", "GFLOP/s (of peak)",
+         "peak memory", "note"],
         [[row["name"], _seconds(row["seconds"]), _ratio(row["ratio"]),
-          _throughput(row["throughput"]), _bytes(row["peak_bytes"]),
+          _throughput(row["throughput"]), _gflops(row.get("gflops"), peak),
+          _bytes(row["peak_bytes"]),
           row["note"] if row["status"] == "ok" else f"{row['status']}. {row['note']}".strip()]
          for row in section["rows"]]))
     lines.append(f"\nratio: {section['ratio_meaning']}.")
@@ -106,6 +113,21 @@ def _seconds(value: float | None) -> str:
 
 def _ratio(value: float | None) -> str:
   return "-" if value is None else f"{value:.2f}x"
+
+
+def _peak(peak: dict[str, dict[str, float]] | None) -> str:
+  if not peak:
+    return "not measured"
+  names = {"jax": "jitted JAX (the rows' reference)", "numpy": "NumPy"}
+  return "; ".join(f"{names.get(name, name)} {best['gflops']:.0f} GFLOP/s "
+                   f"({best['size']}x{best['size']} by {best['size']}x{best['size']})"
+                   for name, best in peak.items())
+
+
+def _gflops(value: float | None, peak: float | None) -> str:
+  if value is None:
+    return "-"
+  return f"{value:.1f}" + (f" ({value / peak:.0%})" if peak else "")
 
 
 def _throughput(value: float | None) -> str:

@@ -43,6 +43,8 @@ class Config:
     train_steps: SGD steps that train the attacked model before the attacks.
     step_repeats, attack_repeats, sweep_repeats, ensemble_repeats: timed
       calls per row, chosen so that the full run fits in 10 minutes on 2 cores.
+    peak_sizes, peak_repeats: the square float32 matrix products that measure
+      the machine's matmul peak, and the timed calls of each.
     eps, alpha: the paper's FGSM step and clean-term weight on MNIST.
   """
 
@@ -60,6 +62,8 @@ class Config:
   attack_repeats: int
   sweep_repeats: int
   ensemble_repeats: int
+  peak_sizes: tuple[int, ...]
+  peak_repeats: int
   eps: float = 0.25
   alpha: float = 0.5
 
@@ -68,12 +72,12 @@ FULL = Config("full", units=240, pieces=5, batch=100, test_examples=10_000,
               sweep_eps=32, sweep_batch=50, members=12, attack_batch=1000,
               train_steps=500,
               step_repeats=60, attack_repeats=7, sweep_repeats=2,
-              ensemble_repeats=10)
+              ensemble_repeats=10, peak_sizes=(1024, 2048), peak_repeats=5)
 QUICK = Config("quick", units=16, pieces=2, batch=20, test_examples=200,
                sweep_eps=4, sweep_batch=50, members=3, attack_batch=100,
                train_steps=5,
                step_repeats=2, attack_repeats=2, sweep_repeats=2,
-               ensemble_repeats=2)
+               ensemble_repeats=2, peak_sizes=(128, 256), peak_repeats=3)
 
 # An FGSM pixel may differ between two libraries only where the input gradient
 # is a near-tie: this small a fraction of the largest gradient of its example,
@@ -94,6 +98,8 @@ class Row:
     ratio: ``seconds`` over the baseline row's ``seconds``.
     throughput: images per second, for items that process a set of images.
     peak_bytes: working set of one call (see `benchmarks.harness`).
+    flops: floating-point operations of one call (see `benchmarks.harness`).
+    gflops: ``flops`` over ``seconds``, in GFLOP/s.
     note: how it was run.
     cross_check: for attacks, agreement with advjax's adversarial examples.
   """
@@ -106,6 +112,8 @@ class Row:
   ratio: float | None = None
   throughput: float | None = None
   peak_bytes: int | None = None
+  flops: float | None = None
+  gflops: float | None = None
   note: str = ""
   cross_check: dict[str, Any] | None = None
 
@@ -146,14 +154,19 @@ class Bench:
 
 def _rows(timings: dict[str, harness.Timing], baseline: str, *,
           memory: dict[str, int], notes: dict[str, str],
-          images: int | None = None) -> list[Row]:
+          flops: dict[str, float | None], images: int | None = None) -> list[Row]:
   """Rows in the order of ``timings``, with ratios to the ``baseline`` row."""
   base = timings[baseline].median
-  return [Row(name, seconds=t.median, min_seconds=t.minimum, repeats=t.repeats,
-              ratio=t.median / base,
-              throughput=None if images is None else images / t.median,
-              peak_bytes=memory.get(name), note=notes.get(name, ""))
-          for name, t in timings.items()]
+  rows = []
+  for name, t in timings.items():
+    work = flops.get(name)
+    rows.append(Row(name, seconds=t.median, min_seconds=t.minimum, repeats=t.repeats,
+                    ratio=t.median / base,
+                    throughput=None if images is None else images / t.median,
+                    peak_bytes=memory.get(name), flops=work,
+                    gflops=None if work is None else work / t.median / 1e9,
+                    note=notes.get(name, "")))
+  return rows
 
 
 def _missing(name: str, peer: peers_lib.Peer) -> Row:
@@ -191,6 +204,8 @@ def train_steps(bench: Bench) -> list[Section]:
            for name, step in steps.items()}
   memory = {name: harness.xla_bytes(step, state, batch, rng)
             for name, step in steps.items()}
+  flops = {name: harness.xla_flops(step, state, batch, rng)
+           for name, step in steps.items()}
   dots = {name: _dot_count(step, state, batch, rng) for name, step in steps.items()}
   notes = {
       clean: "make_train_step(model, Clean()): dropout, SGD+momentum, column-norm projection",
@@ -218,24 +233,26 @@ def train_steps(bench: Bench) -> list[Section]:
     for name in (torch_adv, torch_clean):
       memory[name] = harness.torch_bytes(calls[name], [list(net.parameters()), momentum, x, y],
                                          dev)
+      flops[name] = harness.torch_flops(calls[name])
 
   step_rows = _rows({k: timings[k] for k in (clean, adversarial)}, clean,
-                    memory=memory, notes=notes)
+                    memory=memory, notes=notes, flops=flops)
   item1 = Section(
       f"1. Adversarial train step vs clean (maxout {cfg.units}x{cfg.pieces}, batch {cfg.batch})",
       "median time over the advjax clean step's", "adversarial / clean <= 1.8", step_rows)
   _judge(item1, step_rows[1].ratio, 1.8, at_most=True, text="{:.2f}x")
+  work = (f"{flops[adversarial] / flops[clean]:.2f}x" if flops[clean] and flops[adversarial]
+          else "unknown")
   item1.notes.append(
       "The adversarial step is 2 forward passes (XLA merges the attack's with the clean "
       "term's) and 3 backward passes (to the input for the attack, to the parameters for "
       f"each term): its optimized program holds {dots[adversarial]} matrix products against "
-      f"the clean step's {dots[clean]}. Matrix-product work of the adversarial step over "
-      f"the clean one: {_matmul_work_ratio(state.params):.2f}x (the floor where the "
-      "products dominate, as on a CPU).")
+      f"the clean step's {dots[clean]}, and XLA counts {work} its work (FLOPs), the floor "
+      "of the time ratio where the products dominate, as on a CPU.")
 
   torch_names = [adversarial] + ([torch_adv, torch_clean] if torch_peer.available else [])
   torch_rows = _rows({k: timings[k] for k in torch_names}, adversarial,
-                     memory=memory, notes=notes)
+                     memory=memory, notes=notes, flops=flops)
   if not torch_peer.available:
     torch_rows += [_missing(torch_adv, torch_peer), _missing(torch_clean, torch_peer)]
   item2 = Section(
@@ -248,23 +265,6 @@ def train_steps(bench: Bench) -> list[Section]:
         "PyTorch's own adversarial / clean ratio: "
         f"{timings[torch_adv].median / timings[torch_clean].median:.2f}x.")
   return [item1, item2]
-
-
-def _matmul_work_ratio(params: Any) -> float:
-  """Multiply-adds of the adversarial step's matrix products over the clean step's.
-
-  With layer costs ``c_i`` (inputs x outputs): a clean step runs the forward
-  pass, the weight gradients and the input gradients of every layer but the
-  first; the adversarial step runs forward and weight gradients twice, the
-  first layer's input gradient too (it makes the FGSM example), and the other
-  layers' input gradients three times (for the attack and for each term).
-  Hence more than 2x for a wide first layer.
-  """
-  costs = [np.prod(leaf.shape) for path, leaf in jax.tree_util.tree_leaves_with_path(params)
-           if getattr(path[-1], "key", None) == "kernel"]
-  first, above = costs[0], sum(costs[1:])
-  clean = 2 * (first + above) + above
-  return (4 * (first + above) + first + 3 * above) / clean
 
 
 def _dot_count(jitted: Any, *args: Any) -> int:
@@ -307,6 +307,7 @@ class _Attack:
     clip: the box it clips to, to compare it with advjax's FGSM under the same box.
     note: how it was called.
     peak_bytes: working set of one batch's call.
+    flops: work of the whole test set (see `benchmarks.harness`).
   """
 
   run_batch: Callable[[Any, Any], Any]
@@ -316,6 +317,7 @@ class _Attack:
   clip: tuple[float, float] | None
   note: str
   peak_bytes: int
+  flops: float | None
 
   def __call__(self) -> list[Any]:
     outputs = [self.run_batch(x, y) for x, y in self.batches]
@@ -348,7 +350,9 @@ def fgsm_attacks(bench: Bench) -> Section:
   def jax_attack(jitted: Any, note: str) -> _Attack:
     return _Attack(functools.partial(jitted, params), jax_batches, jax.block_until_ready,
                    np.asarray, None, note,
-                   harness.xla_bytes(jitted, params, *jax_batches[0]))
+                   harness.xla_bytes(jitted, params, *jax_batches[0]),
+                   _over_batches(functools.partial(harness.xla_flops, jitted, params),
+                                 jax_batches))
 
   ours = "advjax.fgsm (jit)"
   attacks = {ours: jax_attack(attack, "unclipped, as in the paper")}
@@ -377,8 +381,10 @@ def fgsm_attacks(bench: Bench) -> Section:
     def torch_attack(run_batch: Any, clip: Any, note: str) -> _Attack:
       peak = harness.torch_bytes(lambda: run_batch(*torch_batches[0]),
                                  [list(net.parameters()), *torch_batches[0]], dev)
+      flops = _over_batches(lambda xb, yb: harness.torch_flops(lambda: run_batch(xb, yb)),
+                            torch_batches)
       return _Attack(run_batch, torch_batches, lambda _: torch_maxout.synchronize(dev),
-                     lambda t: t.detach().cpu().numpy(), clip, note, peak)
+                     lambda t: t.detach().cpu().numpy(), clip, note, peak, flops)
 
     foolbox = bench.peers["foolbox"]
     name = f"foolbox {foolbox.version} FGSM (PyTorch {dev})"
@@ -410,7 +416,8 @@ def fgsm_attacks(bench: Bench) -> Section:
   timings = harness.time_interleaved(attacks, cfg.attack_repeats)
   rows = _rows(timings, ours, images=len(y),
                memory={name: a.peak_bytes for name, a in attacks.items()},
-               notes={name: a.note for name, a in attacks.items()})
+               notes={name: a.note for name, a in attacks.items()},
+               flops={name: a.flops for name, a in attacks.items()})
   for row in rows[1:]:
     found = attacks[row.name]
     row.cross_check = _agreement(found.examples(), reference[found.clip], gradient)
@@ -430,6 +437,22 @@ def fgsm_attacks(bench: Bench) -> Section:
       "pixel up to 1e-6, except where the input gradient is a near-tie (below "
       f"{NEAR_TIE:g} of its example's largest), whose sign summation order may flip.")
   return section
+
+
+def _over_batches(count: Callable[[Any, Any], float | None],
+                  batches: list[tuple[Any, Any]]) -> float | None:
+  """``count(x, y)`` summed over ``batches``, counted once per batch size."""
+  by_size: dict[int, float | None] = {}
+  for xb, yb in batches:
+    if len(yb) not in by_size:
+      by_size[len(yb)] = count(xb, yb)
+  counts = [by_size[len(yb)] for _, yb in batches]
+  return None if None in counts else float(sum(counts))
+
+
+def _total(times: int, *counts: float | None) -> float | None:
+  """``times`` the sum of ``counts``, or None if any count is unknown."""
+  return None if None in counts else times * float(sum(counts))
 
 
 def _agreement(theirs: np.ndarray, ours: np.ndarray, gradient: np.ndarray) -> dict[str, Any]:
@@ -485,13 +508,23 @@ def epsilon_sweeps(bench: Bench) -> Section:
                       "first layer on x and on sign(grad) once, the layers above per eps"),
            names[2]: (f"batches of {batch or len(y):,}: one input gradient per batch, the "
                       "whole model per eps")}
+  # A sweep walks its batches in a loop, whose body XLA counts once: every
+  # batch (the last one padded) costs what the first costs.
+  size = batch or len(y)
+  batches = -(-len(y) // size)
+  flops = {names[0]: _total(cfg.sweep_eps, harness.xla_flops(attack, params, x, y, eps_values[0]),
+                            harness.xla_flops(evaluate, params, x, y)),
+           names[1]: _total(batches, harness.xla_flops(fast, params, x[:size], y[:size],
+                                                       eps_values)),
+           names[2]: _total(batches, harness.xla_flops(generic, params, x[:size], y[:size],
+                                                       eps_values))}
   # The cross-check runs every call once, compiling it: that is the warm-up.
   looped = np.array([float(error) for error, _ in loop()])
   differences = {name: float(np.max(np.abs(np.asarray(fn(params, x, y, eps_values).error)
                                            - looped)))
                  for name, fn in ((names[1], fast), (names[2], generic))}
   timings = harness.time_interleaved(calls, cfg.sweep_repeats, warmup=0)
-  rows = _rows(timings, names[0], memory=memory, notes=notes)
+  rows = _rows(timings, names[0], memory=memory, notes=notes, flops=flops)
   section = Section(f"4. Epsilon sweep, {cfg.sweep_eps} values over {len(y):,} test images",
                     "median time over the loop's", "sweep / loop <= 0.15", rows)
   _judge(section, rows[1].ratio, 0.15, at_most=True, text="{:.3f}x")
@@ -537,8 +570,10 @@ def ensemble_step(bench: Bench) -> Section:
   notes = {names[0]: "make_train_step(model, Clean()) per member; memory: one step's "
                      f"working set + the other {members - 1} members' states",
            names[1]: "jit(ensemble_step(train_step)), shared batch, one rng per member"}
+  flops = {names[0]: _total(members, harness.xla_flops(step, singles[0], batch, rngs[0])),
+           names[1]: harness.xla_flops(vmapped, states, batch, rngs)}
   timings = harness.time_interleaved(calls, cfg.ensemble_repeats)
-  rows = _rows(timings, names[0], memory=memory, notes=notes)
+  rows = _rows(timings, names[0], memory=memory, notes=notes, flops=flops)
   on_gpu = jax.devices()[0].platform == "gpu"
   bound = 1 / 3 if on_gpu else 1.0
   section = Section(
@@ -563,7 +598,7 @@ def sharded_step(bench: Bench) -> Section:
   tx = train.recipe_sgd(steps_per_epoch=500)
   state = train.create_train_state(model, jax.random.key(0), bench.train_x[:1], tx)
   rng = jax.random.key(1)
-  calls, memory, notes = {}, {}, {}
+  calls, memory, notes, flops = {}, {}, {}, {}
   for n in counts:
     mesh = sharding.data_mesh(n)
     replicated = sharding.replicated(mesh)
@@ -576,8 +611,11 @@ def sharded_step(bench: Bench) -> Section:
     memory[name] = harness.xla_bytes(step, *args)
     notes[name] = (f"make_train_step(model, Adversarial(0.25)) jitted over data_mesh({n}): "
                    f"{cfg.batch // n} examples per device; memory summed over devices")
+    if n == 1:  # Every row does the one-device step's work, split over its devices.
+      work = harness.xla_flops(step, *args)
+    flops[name] = work
   timings = harness.time_interleaved(calls, cfg.step_repeats)
-  rows = _rows(timings, next(iter(calls)), memory=memory, notes=notes)
+  rows = _rows(timings, next(iter(calls)), memory=memory, notes=notes, flops=flops)
   platform = jax.devices()[0].platform
   section = Section(
       f"7. Adversarial train step, data-parallel over {', '.join(map(str, counts))} "
@@ -660,6 +698,9 @@ def run(config: Config = FULL, out: str | pathlib.Path | None = None,
   machine = harness.describe_machine()
   log(f"benchmarks ({config.name}) on {machine['device']}, load {machine['load_average']}")
   bench, data_text, model_text = prepare(config, data_dir)
+  peak = harness.matmul_peak(config.peak_sizes, config.peak_repeats)
+  log("  float32 matmul peak: " + ", ".join(
+      f"{name} {best['gflops']:.0f} GFLOP/s" for name, best in peak.items()))
   sections: list[Section] = []
   for item in ITEMS:
     produced = item(bench)
@@ -674,8 +715,9 @@ def run(config: Config = FULL, out: str | pathlib.Path | None = None,
       "data": data_text,
       "model": model_text,
       "peers": {name: peer.describe() for name, peer in bench.peers.items()},
+      "matmul_peak": peak,
       "benchmarks": {key: dataclasses.asdict(section)
-                     for key, section in zip(KEYS, sections)},
+                     for key, section in zip(KEYS, sections, strict=True)},
   }
   if out is not None:
     for path in report.write(entry, pathlib.Path(out)):

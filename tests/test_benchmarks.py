@@ -27,7 +27,7 @@ pytestmark = pytest.mark.filterwarnings(
 TINY = dataclasses.replace(
     benchmarks.QUICK, units=8, pieces=2, batch=10, test_examples=40, attack_batch=20,
     sweep_eps=3, sweep_batch=20, members=2, train_steps=2, step_repeats=1,
-    attack_repeats=1, sweep_repeats=1, ensemble_repeats=1)
+    attack_repeats=1, sweep_repeats=1, ensemble_repeats=1, peak_sizes=(64,), peak_repeats=1)
 HIDDEN = "torchattacks"
 
 
@@ -58,14 +58,16 @@ def test_results_json_holds_every_item(run):
   assert list(saved) == [platform]
   saved = saved[platform]
   assert {"machine", "config", "data", "model", "peers", "benchmarks", "seconds",
-          "load_average_end"} <= set(saved)
+          "load_average_end", "matmul_peak"} <= set(saved)
   assert list(saved["benchmarks"]) == list(suite.KEYS)
   assert saved["config"]["units"] == TINY.units
+  assert saved["matmul_peak"]["jax"]["gflops"] > 0
   for section in saved["benchmarks"].values():
     assert {"title", "target", "measured", "met", "rows", "ratio_meaning"} <= set(section)
     for row in section["rows"]:
       if row["status"] == "ok":
         assert row["seconds"] > 0 and row["ratio"] > 0 and row["peak_bytes"] > 0
+        assert row["flops"] > 0 and row["gflops"] > 0
 
 
 def test_markdown_names_the_device_and_every_item(run):
