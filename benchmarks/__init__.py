@@ -13,7 +13,14 @@ measures, in one process on one device:
 6. the peak memory of each of the above (a column of every table), and the
    work each row does per second (GFLOP/s) beside the machine's own measured
    float32 matmul peak;
-7. the adversarial step data-parallel over 1, 2 and 4 devices (`advjax.sharding`).
+7. the adversarial step data-parallel over 1, 2 and 4 devices (`advjax.sharding`);
+8. one epoch of adversarial training (50,000 images, batch 100) as one
+   compiled program (`advjax.train.train_epoch`) against the per-step loop of
+   jitted steps fed from the host, with a check that both end with the same
+   parameters;
+9. one compiled epoch of 5 seeds vmapped against 5 sequential one-seed epochs;
+10. the same for the training-time eps study: 7 members, eps 0 to 0.3;
+11. one compiled epoch of the 1600-unit maxout, a GPU target (not run on a CPU).
 
 Results go to ``results.json`` and ``RESULTS.md`` beside this file, one entry
 per device kind (cpu, gpu), so that runs on different machines sit side by side.

@@ -2,7 +2,8 @@
 
 Both files hold one entry per device kind (``cpu``, ``gpu``): a run replaces
 its own device's entry and keeps the others, so a GPU run sits beside the CPU
-one and each table names the device it was measured on.
+one and each table names the device it was measured on. While no GPU run is
+recorded, ``RESULTS.md`` says so and lists the targets a GPU run would judge.
 """
 
 from __future__ import annotations
@@ -56,7 +57,22 @@ def markdown(results: dict[str, dict[str, Any]]) -> str:
   ]
   for platform in sorted(results, key=lambda p: (p != "cpu", p)):
     parts.append(device_section(results[platform]))
+  if "gpu" not in results and results:
+    parts.append(gpu_not_measured(results.get("cpu") or next(iter(results.values()))))
   return "\n".join(parts)
+
+
+def gpu_not_measured(entry: dict[str, Any]) -> str:
+  """The GPU section while no GPU run is recorded: the targets such a run would judge."""
+  return "\n".join([
+      "## GPU: not measured\n",
+      "No GPU run is recorded. `python -m benchmarks` on a machine with a GPU measures "
+      "every item there and writes this section under the GPU's name. The targets it "
+      "would judge:\n",
+      _table(["item", "GPU target"],
+             [[section["title"], section.get("gpu_target") or section["target"]]
+              for section in entry["benchmarks"].values()]),
+  ]) + "\n"
 
 
 def device_section(entry: dict[str, Any]) -> str:

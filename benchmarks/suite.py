@@ -25,6 +25,10 @@ from advjax import ensembles, evaluation, loop, models, sharding, sweeps, train
 from benchmarks import harness, peers as peers_lib, report
 
 
+# The training-time eps study of issue 13: one member per eps, alpha 0.5.
+STUDY_EPS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3)
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
   """Sizes and repeat counts of a run.
@@ -41,8 +45,15 @@ class Config:
     members: ensemble size (12).
     attack_batch: images per FGSM call when attacking the test set.
     train_steps: SGD steps that train the attacked model before the attacks.
-    step_repeats, attack_repeats, sweep_repeats, ensemble_repeats: timed
-      calls per row, chosen so that the full run fits in 10 minutes on 2 cores.
+    step_repeats, attack_repeats, sweep_repeats, ensemble_repeats,
+      epoch_repeats: timed calls per row, chosen so that the full run fits in
+      10 minutes on 2 cores. An epoch item's call is a whole epoch of every
+      member (seconds each on a CPU), hence its few repeats.
+    seeds: members of the vmapped-seeds epoch item (5).
+    study_eps: the eps of each member of the eps-study epoch item (7 values).
+    wide_units: width of the wide epoch item (1600, the paper's M5), a GPU target.
+    wide_on_cpu: whether a CPU run measures the wide epoch too (about 15x the
+      work of the 240-unit one: a minute or more an epoch on 2 cores).
     peak_sizes, peak_repeats: the square float32 matrix products that measure
       the machine's matmul peak, and the timed calls of each.
     eps, alpha: the paper's FGSM step and clean-term weight on MNIST.
@@ -62,6 +73,11 @@ class Config:
   attack_repeats: int
   sweep_repeats: int
   ensemble_repeats: int
+  epoch_repeats: int
+  seeds: int
+  study_eps: tuple[float, ...]
+  wide_units: int
+  wide_on_cpu: bool
   peak_sizes: tuple[int, ...]
   peak_repeats: int
   eps: float = 0.25
@@ -72,17 +88,27 @@ FULL = Config("full", units=240, pieces=5, batch=100, test_examples=10_000,
               sweep_eps=32, sweep_batch=50, members=12, attack_batch=1000,
               train_steps=500,
               step_repeats=60, attack_repeats=7, sweep_repeats=2,
-              ensemble_repeats=10, peak_sizes=(1024, 2048), peak_repeats=5)
+              ensemble_repeats=10, epoch_repeats=2, seeds=5,
+              study_eps=STUDY_EPS, wide_units=1600, wide_on_cpu=False,
+              peak_sizes=(1024, 2048), peak_repeats=5)
 QUICK = Config("quick", units=16, pieces=2, batch=20, test_examples=200,
                sweep_eps=4, sweep_batch=50, members=3, attack_batch=100,
                train_steps=5,
                step_repeats=2, attack_repeats=2, sweep_repeats=2,
-               ensemble_repeats=2, peak_sizes=(128, 256), peak_repeats=3)
+               ensemble_repeats=2, epoch_repeats=2, seeds=5,
+               study_eps=STUDY_EPS, wide_units=24, wide_on_cpu=False,
+               peak_sizes=(128, 256), peak_repeats=3)
 
 # An FGSM pixel may differ between two libraries only where the input gradient
 # is a near-tie: this small a fraction of the largest gradient of its example,
 # where summation order can flip its sign.
 NEAR_TIE = 1e-3
+
+# Issue 10's GPU targets, in seconds per epoch of adversarial training over
+# the 50,000 training images in batches of 100.
+GPU_EPOCH_SECONDS = 0.15  # maxout 240x5, one model
+GPU_SEEDS_SECONDS = 0.5   # five seeds of it, vmapped
+GPU_WIDE_SECONDS = 0.5    # maxout 1600x5 (the paper's M5), one model
 
 
 @dataclasses.dataclass
@@ -101,7 +127,8 @@ class Row:
     flops: floating-point operations of one call (see `benchmarks.harness`).
     gflops: ``flops`` over ``seconds``, in GFLOP/s.
     note: how it was run.
-    cross_check: for attacks, agreement with advjax's adversarial examples.
+    cross_check: agreement with the item's reference (the same adversarial
+      examples as advjax's, the same parameters as the per-step loop...).
   """
 
   name: str
@@ -120,7 +147,11 @@ class Row:
 
 @dataclasses.dataclass
 class Section:
-  """One comparison: its rows, its target and whether the measurement meets it."""
+  """One comparison: its rows, its target and whether the measurement meets it.
+
+  ``gpu_target`` is the target a GPU run of the item judges (``target`` unless
+  the item sets another); the report lists them while no GPU run is recorded.
+  """
 
   title: str
   ratio_meaning: str
@@ -130,15 +161,26 @@ class Section:
   measured_text: str = "-"
   met: bool | None = None
   notes: list[str] = dataclasses.field(default_factory=list)
+  gpu_target: str = ""
+
+  def __post_init__(self) -> None:
+    self.gpu_target = self.gpu_target or self.target
 
 
 @dataclasses.dataclass
 class Bench:
-  """What every item shares: sizes, peers, data, the model and its trained weights."""
+  """What every item shares: sizes, peers, data, the model and its trained weights.
+
+  ``objective`` is the paper's adversarial objective and ``adversarial_step``
+  its jitted train step, made once so that the items that time or count it
+  share one compilation.
+  """
 
   config: Config
   peers: dict[str, peers_lib.Peer]
   model: models.Classifier
+  objective: train.Objective
+  adversarial_step: Callable[..., Any]
   params: Any
   train_x: jax.Array
   train_y: jax.Array
@@ -197,8 +239,7 @@ def train_steps(bench: Bench) -> list[Section]:
   clean, adversarial = "advjax clean step", "advjax adversarial step"
   steps = {
       clean: jax.jit(train.make_train_step(model, train.Clean())),
-      adversarial: jax.jit(train.make_train_step(model,
-                                                 train.Adversarial(cfg.eps, cfg.alpha))),
+      adversarial: bench.adversarial_step,
   }
   calls = {name: functools.partial(_run_jax, step, state, batch, rng)
            for name, step in steps.items()}
@@ -574,15 +615,19 @@ def ensemble_step(bench: Bench) -> Section:
            names[1]: harness.xla_flops(vmapped, states, batch, rngs)}
   timings = harness.time_interleaved(calls, cfg.ensemble_repeats)
   rows = _rows(timings, names[0], memory=memory, notes=notes, flops=flops)
-  on_gpu = jax.devices()[0].platform == "gpu"
-  bound = 1 / 3 if on_gpu else 1.0
+  gpu_target = "vmapped / sequential <= 0.33 (GPU)"
   section = Section(
       f"5. Ensemble of {members} maxout {cfg.units}x{cfg.pieces}: one training step, "
       f"batch {cfg.batch}",
       "median time over the sequential steps'",
-      "vmapped / sequential <= 0.33 (GPU)" if on_gpu else "vmapped / sequential <= 1.0 (CPU)",
-      rows)
-  return _judge(section, rows[1].ratio, bound, at_most=True, text="{:.2f}x")
+      gpu_target if _on_gpu() else "vmapped / sequential <= 1.0 (CPU)",
+      rows, gpu_target=gpu_target)
+  return _judge(section, rows[1].ratio, 1 / 3 if _on_gpu() else 1.0, at_most=True,
+                text="{:.2f}x")
+
+
+def _on_gpu() -> bool:
+  return jax.devices()[0].platform == "gpu"
 
 
 def sharded_step(bench: Bench) -> Section:
@@ -629,6 +674,273 @@ def sharded_step(bench: Bench) -> Section:
 
 
 # ---------------------------------------------------------------------------
+# Items 8 to 11: training epochs, compiled (`advjax.train.train_epoch`).
+# ---------------------------------------------------------------------------
+
+# Two ways of running the same epoch agree when no parameter differs by more
+# than this fraction of the largest parameter: float32 rounding, which the
+# two programs order differently, accumulates over hundreds of steps.
+PARAM_TOLERANCE = 1e-4
+
+
+@dataclasses.dataclass(frozen=True)
+class _Population:
+  """What `advjax.train.train_epoch` takes for N members: states, objective, epoch keys."""
+
+  states: train.TrainState
+  static: Any
+  dynamic: Any
+  keys: jax.Array
+
+  @classmethod
+  def create(cls, model: models.Classifier, bench: Bench, objective: train.Objective,
+             seeds: list[int]) -> _Population:
+    """Member ``m`` starts from ``seeds[m]``: its initial parameters and its epoch key."""
+    keys = jax.vmap(jax.random.key)(jnp.asarray(seeds))
+    tx = train.recipe_sgd(steps_per_epoch=len(bench.train_y) // bench.config.batch)
+    states = jax.vmap(lambda key: train.create_train_state(
+        model, key, bench.train_x[:1], tx))(keys)
+    static, dynamic = train.split_objective(objective, len(seeds))
+    return cls(states, static, dynamic, jax.vmap(lambda key: jax.random.fold_in(key, 1))(keys))
+
+  def __len__(self) -> int:
+    return self.keys.shape[0]
+
+  def member(self, m: int) -> _Population:
+    """Member ``m`` alone, a population of one."""
+    take = lambda a: a[m:m + 1]
+    return _Population(jax.tree.map(take, self.states), self.static,
+                       [take(d) for d in self.dynamic], take(self.keys))
+
+  def epoch(self, model: models.Classifier, bench: Bench) -> tuple[train.TrainState, jax.Array]:
+    """One compiled epoch of every member over the training split, blocking."""
+    return jax.block_until_ready(train.train_epoch(
+        model, self.static, self.dynamic, self.states, bench.train_x, bench.train_y,
+        self.keys, batch_size=bench.config.batch))
+
+  def epoch_bytes(self, model: models.Classifier, bench: Bench) -> int:
+    """The compiled epoch's working set, the training split included; compiles it."""
+    return harness.xla_bytes(train.train_epoch, model, self.static, self.dynamic,
+                             self.states, bench.train_x, bench.train_y, self.keys,
+                             batch_size=bench.config.batch)
+
+
+def _per_step_epoch(step: Callable[..., Any], state: train.TrainState, x: np.ndarray,
+                    y: np.ndarray, key: jax.Array, batch_size: int
+                    ) -> tuple[train.TrainState, jax.Array]:
+  """One epoch as `advjax.loop.fit` ran it before the compiled epoch.
+
+  A jitted step per batch, each batch gathered on the host by NumPy indexing
+  and copied to the device, the loss summed on the device; the shuffle and
+  the step keys are `advjax.train.epoch_order`'s, as in the compiled epoch.
+  """
+  total = jnp.zeros(())
+  for i, index in enumerate(np.asarray(train.epoch_order(key, len(y), batch_size))):
+    state, loss = step(state, (x[index], y[index]), jax.random.fold_in(key, i + 1))
+    total = total + loss
+  return jax.block_until_ready((state, total))
+
+
+def _kept(outputs: dict[str, Any], name: str, fn: Callable[[], Any]) -> Callable[[], None]:
+  """A timed call of ``fn`` that keeps its result in ``outputs[name]`` for the cross-check."""
+
+  def call() -> None:
+    outputs[name] = fn()
+
+  return call
+
+
+def _params_agreement(params: Any, reference: Any) -> dict[str, Any]:
+  """How far two runs' parameters differ, against `PARAM_TOLERANCE`."""
+  pairs = list(zip(jax.tree.leaves(params), jax.tree.leaves(reference)))
+  worst = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b)))) for a, b in pairs)
+  scale = max(float(np.max(np.abs(np.asarray(b)))) for _, b in pairs)
+  return {"max_param_difference": worst, "largest_param": scale,
+          "passed": worst <= PARAM_TOLERANCE * scale}
+
+
+def _epoch_title(bench: Bench, what: str, units: int | None = None) -> str:
+  cfg = bench.config
+  return (f"{what}: one epoch of adversarial training, maxout {units or cfg.units}x{cfg.pieces}, "
+          f"{len(bench.train_y):,} images, batch {cfg.batch}")
+
+
+def compiled_epoch(bench: Bench) -> Section:
+  """Item 8: the compiled epoch against the per-step loop it replaced (issue 10)."""
+  cfg, model = bench.config, bench.model
+  steps = len(bench.train_y) // cfg.batch
+  one = _Population.create(model, bench, bench.objective, [0])
+  state, key = jax.tree.map(lambda a: a[0], one.states), one.keys[0]
+  host_x, host_y = np.asarray(bench.train_x), np.asarray(bench.train_y)
+  step = bench.adversarial_step
+  names = ("per-step loop: a jitted step per batch, batches from the host",
+           "compiled epoch (train.train_epoch)")
+  outputs: dict[str, Any] = {}
+  calls = {names[0]: _kept(outputs, names[0], lambda: _per_step_epoch(
+               step, state, host_x, host_y, key, cfg.batch)),
+           names[1]: _kept(outputs, names[1], lambda: one.epoch(model, bench))}
+  memory = {names[0]: harness.xla_bytes(step, state, bench.batch, key),
+            names[1]: one.epoch_bytes(model, bench)}
+  work = _total(steps, harness.xla_flops(step, state, bench.batch, key))
+  notes = {names[0]: (f"{steps} calls of jit(make_train_step(model, Adversarial(0.25))), "
+                      "as fit ran before; memory: one step's (the data stays on the host)"),
+           names[1]: ("lax.scan over the steps, shuffle and batches on the device; memory "
+                      "includes the training split")}
+  # One warm-up call: the per-step loop's eager operations (the shuffle, the
+  # step keys) compile at their first use.
+  timings = harness.time_interleaved(calls, cfg.epoch_repeats, warmup=1)
+  rows = _rows(timings, names[0], memory=memory, notes=notes,
+               flops={name: work for name in names})
+  (looped, looped_loss), (compiled, compiled_loss) = outputs[names[0]], outputs[names[1]]
+  rows[1].cross_check = _params_agreement(jax.tree.map(lambda a: a[0], compiled.params),
+                                          looped.params)
+  rows[1].cross_check["loss_difference"] = abs(float(compiled_loss[0]) - float(looped_loss))
+  section = _epoch_section(
+      _epoch_title(bench, "8. Compiled epoch vs per-step loop"),
+      "median time over the per-step loop's", rows, "compiled / per-step <= 1.0 (CPU)",
+      GPU_EPOCH_SECONDS, f"compiled epoch <= {GPU_EPOCH_SECONDS} s (GPU)")
+  section.notes += [
+      f"{_repeats_note(cfg, warmup=True)} Cross-check: from the same state and epoch key, "
+      f"{_agreement_text(rows[1].cross_check)}; the summed losses differ by "
+      f"{rows[1].cross_check['loss_difference']:.2g}.",
+      _work_note(steps)]
+  return section
+
+
+def _epoch_section(title: str, ratio_meaning: str, rows: list[Row], cpu_target: str,
+                   gpu_seconds: float | None, gpu_target: str) -> Section:
+  """Epochs compared: judged by the last row's ratio (<= 1) on a CPU, its seconds on a GPU."""
+  section = Section(title, ratio_meaning, gpu_target if _on_gpu() else cpu_target, rows,
+                    gpu_target=gpu_target)
+  if _on_gpu() and gpu_seconds is not None:
+    return _judge(section, rows[-1].seconds, gpu_seconds, at_most=True, text="{:.3f} s")
+  return _judge(section, rows[-1].ratio, 1.0, at_most=True, text="{:.2f}x")
+
+
+def _agreement_text(check: dict[str, Any]) -> str:
+  return (f"the parameters differ by at most {check['max_param_difference']:.2g} (largest "
+          f"parameter {check['largest_param']:.2g}), "
+          + ("within" if check["passed"] else "BEYOND")
+          + f" the tolerance of {PARAM_TOLERANCE:g} of it")
+
+
+def _repeats_note(cfg: Config, warmup: bool = False) -> str:
+  return (f"Each call is a whole epoch of every member: {cfg.epoch_repeats} timed calls a row, "
+          + ("after one warm-up call." if warmup else
+             "compiled ahead of time (the memory analysis) rather than by a warm-up call."))
+
+
+def _work_note(steps: int) -> str:
+  return (f"Work: XLA's count of one compiled step, times {steps} steps and the members "
+          "(XLA counts a loop's body once, so the epoch's own count would be one step's).")
+
+
+def member_epochs(bench: Bench) -> list[Section]:
+  """Items 9 and 10: N members in one compiled epoch against N sequential epochs.
+
+  Item 9 is N seeds of the paper's objective (issue 10); item 10 the
+  training-time eps study (issue 13): one member per eps of `STUDY_EPS`, all
+  from the same seed, so that only eps tells them apart.
+  """
+  cfg, model = bench.config, bench.model
+  seeds = _Population.create(model, bench, bench.objective, list(range(cfg.seeds)))
+  study = _Population.create(model, bench, train.Adversarial(list(cfg.study_eps), cfg.alpha),
+                             [0] * len(cfg.study_eps))
+  gpu_seeds = f"vmapped {cfg.seeds}-seed epoch <= {GPU_SEEDS_SECONDS} s (GPU)"
+  return [
+      _members_section(bench, seeds, _epoch_title(
+          bench, f"9. {cfg.seeds} seeds vmapped vs {cfg.seeds} sequential runs"),
+          gpu_seeds, GPU_SEEDS_SECONDS),
+      _members_section(bench, study, _epoch_title(
+          bench, f"10. Eps study, {len(cfg.study_eps)} members (eps "
+          f"{', '.join(f'{e:g}' for e in cfg.study_eps)}, alpha {cfg.alpha:g}) vmapped vs "
+          "sequential runs"), "vmapped / sequential <= 1.0 (GPU)", None)]
+
+
+def _members_section(bench: Bench, population: _Population, title: str, gpu_target: str,
+                     gpu_seconds: float | None) -> Section:
+  """N sequential one-member compiled epochs against one compiled epoch of all N."""
+  cfg, model = bench.config, bench.model
+  n, steps = len(population), len(bench.train_y) // cfg.batch
+  alone = [population.member(m) for m in range(n)]
+  names = (f"{n} sequential compiled epochs of one member",
+           f"one compiled epoch of {n} vmapped members")
+  outputs: dict[str, Any] = {}
+  calls = {names[0]: _kept(outputs, names[0],
+                           lambda: [member.epoch(model, bench) for member in alone]),
+           names[1]: _kept(outputs, names[1], lambda: population.epoch(model, bench))}
+  memory = {names[0]: alone[0].epoch_bytes(model, bench)
+                      + (n - 1) * harness.tree_bytes(alone[0].states),
+            names[1]: population.epoch_bytes(model, bench)}
+  state, key = jax.tree.map(lambda a: a[0], alone[0].states), alone[0].keys[0]
+  work = _total(n * steps, harness.xla_flops(bench.adversarial_step, state, bench.batch, key))
+  notes = {names[0]: ("train_epoch with one member, once per member; memory: one epoch's "
+                      f"working set + the other {n - 1} members' states"),
+           names[1]: "train_epoch with every member: vmap over members inside the scan"}
+  timings = harness.time_interleaved(calls, cfg.epoch_repeats, warmup=0)
+  rows = _rows(timings, names[0], memory=memory, notes=notes,
+               flops={name: work for name in names})
+  vmapped = outputs[names[1]][0].params
+  checks = [_params_agreement(jax.tree.map(lambda a, m=m: a[m], vmapped),
+                              jax.tree.map(lambda a: a[0], outputs[names[0]][m][0].params))
+            for m in range(n)]
+  rows[1].cross_check = max(checks, key=lambda check: check["max_param_difference"])
+  rows[1].cross_check["passed"] = all(check["passed"] for check in checks)
+  section = _epoch_section(title, "median time over the sequential runs'", rows,
+                           "vmapped / sequential <= 1.0 (CPU)", gpu_seconds, gpu_target)
+  section.notes += [
+      f"{_repeats_note(cfg)} Cross-check: between each vmapped member and the same "
+      f"member trained alone, {_agreement_text(rows[1].cross_check)}.",
+      _work_note(steps)]
+  return section
+
+
+def wide_epoch(bench: Bench) -> Section:
+  """Item 11: one compiled epoch of the paper's wide maxout (M5), a GPU target.
+
+  A CPU run skips it unless its config says otherwise: it is about 15x the
+  work of the 240-unit epoch.
+  """
+  cfg = bench.config
+  gpu_target = f"compiled epoch <= {GPU_WIDE_SECONDS} s (GPU)"
+  title = _epoch_title(bench, "11. Wide model, compiled epoch", cfg.wide_units)
+  name = "compiled epoch (train.train_epoch)"
+  cpu_target = "a GPU target; a record on a CPU"
+  model = models.maxout_mlp(cfg.wide_units, cfg.pieces)
+  if not _on_gpu() and not cfg.wide_on_cpu:
+    work = _weights(model, bench) / _weights(bench.model, bench)
+    return Section(title, "-", cpu_target, [Row(name, status=(
+        f"not run on a CPU: about {work:.0f}x the work of the {cfg.units}-unit epoch"))],
+        gpu_target=gpu_target)
+  one = _Population.create(model, bench, bench.objective, [0])
+  step = jax.jit(train.make_train_step(model, bench.objective))
+  state, key = jax.tree.map(lambda a: a[0], one.states), one.keys[0]
+  steps = len(bench.train_y) // cfg.batch
+  memory = {name: one.epoch_bytes(model, bench)}
+  flops = {name: _total(steps, harness.xla_flops(step, state, bench.batch, key))}
+  timings = harness.time_interleaved({name: lambda: one.epoch(model, bench)},
+                                     cfg.epoch_repeats, warmup=0)
+  rows = _rows(timings, name, memory=memory, flops=flops,
+               notes={name: "train_epoch with one member"})
+  section = Section(title, "-", gpu_target if _on_gpu() else cpu_target, rows,
+                    gpu_target=gpu_target)
+  if _on_gpu():
+    _judge(section, rows[0].seconds, GPU_WIDE_SECONDS, at_most=True, text="{:.3f} s")
+  else:
+    section.measured, section.measured_text = rows[0].seconds, f"{rows[0].seconds:.2f} s"
+  section.notes += [_repeats_note(cfg), _work_note(steps)]
+  return section
+
+
+def _weights(model: models.Classifier, bench: Bench) -> int:
+  """Entries of the model's weight matrices: its matrix-product work per example."""
+  shapes = jax.eval_shape(model.init, jax.random.key(0), bench.train_x[:1])
+  return sum(int(np.prod(leaf.shape)) for path, leaf in
+             jax.tree_util.tree_leaves_with_path(shapes)
+             if getattr(path[-1], "key", None) == "kernel")
+
+
+# ---------------------------------------------------------------------------
 # The run.
 # ---------------------------------------------------------------------------
 
@@ -664,20 +976,25 @@ def prepare(config: Config, data_dir: str | None) -> tuple[Bench, str, str]:
                 f"column-norm 1.9365), trained one epoch of {config.train_steps} clean "
                 f"SGD steps (batch {config.batch}) on {len(train_y):,} training images; "
                 f"test error {error:.2%}. Its weights serve items 3 and 4; "
-                "items 1, 2 and 5 time steps from freshly initialised states")
+                "the other items train from freshly initialised states")
   peers = peers_lib.load_peers()
   torch_device = None
   if peers["torch"].available:
     from benchmarks import torch_maxout
     torch_device = torch_maxout.device()
-  bench = Bench(config, peers, model, fit.params, jnp.asarray(train_x), jnp.asarray(train_y),
-                jnp.asarray(test_x), jnp.asarray(test_y), torch_device)
+  objective = train.Adversarial(config.eps, config.alpha)
+  bench = Bench(config, peers, model, objective,
+                jax.jit(train.make_train_step(model, objective)), fit.params,
+                jnp.asarray(train_x), jnp.asarray(train_y), jnp.asarray(test_x),
+                jnp.asarray(test_y), torch_device)
   return bench, data_text, model_text
 
 
 ITEMS: tuple[Callable[[Bench], Section | list[Section]], ...] = (
-    train_steps, fgsm_attacks, epsilon_sweeps, ensemble_step, sharded_step)
-KEYS = ("adversarial_step", "vs_pytorch", "fgsm", "sweep", "ensemble", "sharded_step")
+    train_steps, fgsm_attacks, epsilon_sweeps, ensemble_step, sharded_step,
+    compiled_epoch, member_epochs, wide_epoch)
+KEYS = ("adversarial_step", "vs_pytorch", "fgsm", "sweep", "ensemble", "sharded_step",
+        "epoch", "seeds_epoch", "eps_study_epoch", "wide_epoch")
 
 
 def run(config: Config = FULL, out: str | pathlib.Path | None = None,

@@ -1,9 +1,10 @@
 """Smoke test of ``python -m benchmarks``: a tiny run writes complete, consistent results.
 
 It checks structure and correctness (the peers' adversarial examples equal
-advjax's, the sweep equals the loop), never timings, and runs on random images
-so that it needs no data set. Peers that are not installed show as rows that
-say so, which is checked by hiding one.
+advjax's, the sweep equals the loop, the compiled epoch ends where the
+per-step loop does), never timings, and runs on random images so that it
+needs no data set. Peers that are not installed show as rows that say so,
+which is checked by hiding one.
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ pytestmark = pytest.mark.filterwarnings(
 TINY = dataclasses.replace(
     benchmarks.QUICK, units=8, pieces=2, batch=10, test_examples=40, attack_batch=20,
     sweep_eps=3, sweep_batch=20, members=2, train_steps=2, step_repeats=1,
-    attack_repeats=1, sweep_repeats=1, ensemble_repeats=1, peak_sizes=(64,), peak_repeats=1)
+    attack_repeats=1, sweep_repeats=1, ensemble_repeats=1, epoch_repeats=1, seeds=2,
+    study_eps=(0.0, 0.25), wide_units=12, wide_on_cpu=True, peak_sizes=(64,), peak_repeats=1)
+# Two seeds and two eps: the seeds item and the eps study share one compiled program.
 HIDDEN = "torchattacks"
 
 
@@ -63,7 +66,8 @@ def test_results_json_holds_every_item(run):
   assert saved["config"]["units"] == TINY.units
   assert saved["matmul_peak"]["jax"]["gflops"] > 0
   for section in saved["benchmarks"].values():
-    assert {"title", "target", "measured", "met", "rows", "ratio_meaning"} <= set(section)
+    assert {"title", "target", "gpu_target", "measured", "met", "rows",
+            "ratio_meaning"} <= set(section)
     for row in section["rows"]:
       if row["status"] == "ok":
         assert row["seconds"] > 0 and row["ratio"] > 0 and row["peak_bytes"] > 0
@@ -102,6 +106,42 @@ def test_sweeps_equal_the_loop(run):
   for row in _rows(entry, "sweep")[1:]:
     # One example flipping at a rounding-level tie is the most allowed.
     assert row["cross_check"]["max_error_difference_vs_loop"] <= 1 / TINY.test_examples
+
+
+@pytest.mark.parametrize("key", ["epoch", "seeds_epoch", "eps_study_epoch"])
+def test_compiled_epochs_end_where_the_reference_runs_do(run, key):
+  entry, _ = run
+  reference, compiled = _rows(entry, key)
+  assert compiled["cross_check"]["passed"], compiled
+  assert compiled["cross_check"]["max_param_difference"] <= (
+      suite.PARAM_TOLERANCE * compiled["cross_check"]["largest_param"])
+  assert reference["flops"] == compiled["flops"]  # The same work, timed two ways.
+  if key == "epoch":
+    assert compiled["cross_check"]["loss_difference"] < 1e-4
+
+
+def test_the_eps_study_gives_each_member_its_eps(run):
+  entry, _ = run
+  assert f"eps {', '.join(f'{e:g}' for e in TINY.study_eps)}" in (
+      entry["benchmarks"]["eps_study_epoch"]["title"])
+  assert _rows(entry, "eps_study_epoch")[1]["name"].startswith(
+      f"one compiled epoch of {len(TINY.study_eps)} ")
+  assert suite.FULL.study_eps == suite.QUICK.study_eps == (0, .05, .1, .15, .2, .25, .3)
+
+
+def test_the_wide_epoch_runs_where_the_config_asks(run):
+  entry, _ = run
+  (row,) = _rows(entry, "wide_epoch")
+  assert row["status"] == "ok" and f"maxout {TINY.wide_units}x" in (
+      entry["benchmarks"]["wide_epoch"]["title"])
+
+
+def test_without_a_gpu_run_the_report_lists_the_gpu_targets(run):
+  _, out = run
+  text = (out / "RESULTS.md").read_text()
+  gpu = text[text.index("## GPU: not measured"):]
+  for seconds in (suite.GPU_EPOCH_SECONDS, suite.GPU_SEEDS_SECONDS, suite.GPU_WIDE_SECONDS):
+    assert f"<= {seconds} s (GPU)" in gpu
 
 
 def test_rerun_keeps_other_devices(run, tmp_path):
