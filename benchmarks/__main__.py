@@ -1,9 +1,13 @@
 """``python -m benchmarks [--quick] [--out DIR] [--data-dir DIR]``: run every benchmark.
 
-The full run (about 5 minutes on 2 CPU cores) writes ``benchmarks/results.json``
+The full run (about 10 minutes on 2 CPU cores) writes ``benchmarks/results.json``
 and ``benchmarks/RESULTS.md``; ``--quick`` runs tiny sizes in seconds, as a
 smoke test, and writes into a temporary folder unless ``--out`` says otherwise,
 so that it never overwrites the committed results.
+
+The data folder is ``--data-dir``, else ``$ADVJAX_DATA_DIR``; with neither, the
+items run on random images of MNIST's shape. An empty folder name, or a folder
+that cannot be read, is an error (one line, exit status 1), as in `advjax.data`.
 """
 
 from __future__ import annotations
@@ -27,16 +31,26 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--out", type=pathlib.Path, default=None,
                       help="output folder (default: benchmarks/, or a temporary "
                            "folder with --quick)")
-  parser.add_argument("--data-dir", default=os.environ.get(advjax_data.DATA_DIR_ENV) or None,
+  parser.add_argument("--data-dir", default=None,
                       help="folder of the four MNIST IDX files (default: "
                            f"${advjax_data.DATA_DIR_ENV}; without either, random images "
                            "of MNIST's shape)")
   args = parser.parse_args(argv)
+  data_dir, origin = args.data_dir, "--data-dir"
+  if data_dir is None:
+    data_dir, origin = os.environ.get(advjax_data.DATA_DIR_ENV), advjax_data.DATA_DIR_ENV
+  if data_dir is not None and not data_dir.strip():
+    parser.exit(1, f"{parser.prog}: error: {origin} is empty text {data_dir!r}: give a "
+                   "folder of the four MNIST IDX files ('.' is the current folder), or "
+                   "neither it nor --data-dir for random images\n")
   out = args.out
   if out is None:
     out = (pathlib.Path(tempfile.mkdtemp(prefix="advjax-benchmarks-")) if args.quick
            else pathlib.Path(__file__).resolve().parent)
-  suite.run(suite.QUICK if args.quick else suite.FULL, out, args.data_dir)
+  try:
+    suite.run(suite.QUICK if args.quick else suite.FULL, out, data_dir)
+  except advjax_data.DataError as error:
+    parser.exit(1, f"{parser.prog}: error: {error}\n")
   return 0
 
 

@@ -17,6 +17,8 @@ from typing import Any
 import pytest
 
 import benchmarks
+from advjax import data as advjax_data
+from benchmarks import __main__ as cli
 from benchmarks import peers as peers_lib
 from benchmarks import report
 from benchmarks import suite
@@ -142,6 +144,31 @@ def test_without_a_gpu_run_the_report_lists_the_gpu_targets(run):
   gpu = text[text.index("## GPU: not measured"):]
   for seconds in (suite.GPU_EPOCH_SECONDS, suite.GPU_SEEDS_SECONDS, suite.GPU_WIDE_SECONDS):
     assert f"<= {seconds} s (GPU)" in gpu
+
+
+@pytest.mark.parametrize("how", ["env", "flag"])
+def test_an_empty_data_folder_is_an_error(how, tmp_path, monkeypatch, capsys):
+  monkeypatch.delenv(advjax_data.DATA_DIR_ENV, raising=False)
+  argv = ["--quick", "--out", str(tmp_path)]
+  if how == "env":
+    monkeypatch.setenv(advjax_data.DATA_DIR_ENV, " ")
+  else:
+    argv += ["--data-dir", ""]
+  with pytest.raises(SystemExit) as exit_info:
+    cli.main(argv)
+  assert exit_info.value.code == 1
+  message = capsys.readouterr().err
+  assert message.count("\n") == 1 and "is empty text" in message
+  assert (advjax_data.DATA_DIR_ENV if how == "env" else "--data-dir") in message
+  assert not any(tmp_path.iterdir())
+
+
+def test_a_missing_data_folder_is_an_error(tmp_path, monkeypatch, capsys):
+  monkeypatch.delenv(advjax_data.DATA_DIR_ENV, raising=False)
+  with pytest.raises(SystemExit) as exit_info:
+    cli.main(["--quick", "--out", str(tmp_path), "--data-dir", str(tmp_path / "nowhere")])
+  assert exit_info.value.code == 1
+  assert "does not exist" in capsys.readouterr().err.splitlines()[-1]
 
 
 def test_rerun_keeps_other_devices(run, tmp_path):
