@@ -262,7 +262,7 @@ def fit_members(model: Classifier, train: Any, config: TrainConfig, *,
   if valid is not None:
     # Every host scores the whole split on one of its devices: cheap next to
     # training, and all hosts reach the same early-stopping decisions.
-    valid = evaluation_split(valid)
+    valid = evaluation.device_split(valid)
   stopping = [EarlyStopping(config.patience, m["best_epoch"], m["best_value"])
               for m in record["members"]]
 
@@ -416,18 +416,6 @@ def fit_and_retrain(model: Classifier, data: Any, config: TrainConfig, *,
 # ---------------------------------------------------------------------------
 # Helpers.
 # ---------------------------------------------------------------------------
-
-
-def evaluation_split(split: Any) -> Any:
-  """``split``'s ``x`` and ``y`` on this host's first device, for repeated scoring."""
-  device = jax.local_devices()[0]
-  x, y = jax.device_put((np.asarray(split.x), np.asarray(split.y)), device)
-  return _Split(x, y)
-
-
-class _Split(NamedTuple):
-  x: Array
-  y: Array
 
 
 @jax.jit

@@ -26,7 +26,8 @@ from experiments import common
 from experiments import report
 
 EXPERIMENTS = ("mnist_maxout", "softmax_regression", "logistic_regression",
-               "rbf_network", "rubbish", "noise_controls", "ensemble", "epsilon_sweep")
+               "rbf_network", "rubbish", "noise_controls", "ensemble", "training_study",
+               "epsilon_sweep")
 
 
 def run_experiment(name: str, flags: Sequence[str]) -> tuple[int, float]:

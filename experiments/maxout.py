@@ -234,13 +234,20 @@ def sweep(model: models.Classifier, params: Any, split: Any,
   return common.sweep_entry(result)
 
 
+def pgd_error(model: models.Classifier, params: Any, test: Any, eps: float,
+              key: jax.Array) -> float:
+  """PGD test error as the audit runs it: random start, 40 steps of 2.5 eps / 40
+  (Madry et al.'s rule), best of 3 restarts, clipped to [0, 1]."""
+  return float(evaluation.pgd_error(
+      model, params, test.x, test.y, eps, step_size=2.5 * eps / 40, num_steps=40,
+      restarts=3, key=key, clip=(0.0, 1.0)))
+
+
 def audit(model: models.Classifier, params: Any, test: Any, eps: float,
           key: jax.Array) -> dict[str, Any]:
   """The model under attacks stronger than the paper's FGSM, on the test set.
 
-  - ``pgd``: `advjax.evaluation.pgd_error` at eps 0.1 and at ``eps``:
-    random start, 40 steps of 2.5 eps / 40 (Madry et al.'s rule), best of 3
-    restarts, clipped to [0, 1];
+  - ``pgd``: `pgd_error` at eps 0.1 and at ``eps``;
   - ``fgsm_predicted_labels``: FGSM at ``eps`` with the model's predicted
     labels instead of the true ones, which removes label leaking;
   - ``worst_fgsm``: the largest FGSM error over a grid of 20 eps in
@@ -250,11 +257,9 @@ def audit(model: models.Classifier, params: Any, test: Any, eps: float,
     ``{"pgd": {"0.1": error, "0.25": error}, "fgsm_predicted_labels": error,
     "worst_fgsm": {"error", "eps"}}``.
   """
-  pgd = {}
-  for index, radius in enumerate(sorted({0.1, eps})):
-    pgd[f"{radius:g}"] = float(evaluation.pgd_error(
-        model, params, test.x, test.y, radius, step_size=2.5 * radius / 40,
-        num_steps=40, restarts=3, key=jax.random.fold_in(key, index), clip=(0.0, 1.0)))
+  pgd = {f"{radius:g}": pgd_error(model, params, test, radius,
+                                  jax.random.fold_in(key, index))
+         for index, radius in enumerate(sorted({0.1, eps}))}
   predicted = jnp.argmax(evaluation.probabilities(model, params, test.x), axis=-1)
   x_adv = evaluation.fgsm_examples(model, params, test.x, predicted, eps)
   grid = np.linspace(eps / 20, eps, 20)

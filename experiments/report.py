@@ -152,6 +152,37 @@ def audit_lines(results: dict[str, dict[str, Any]]) -> list[str]:
   return lines
 
 
+def study_lines(content: dict[str, Any]) -> list[str]:
+  """The training study's section: a table per group, and where each score is lowest."""
+  config = content.get("config", {})
+  eps = config.get("eps", 0.25)
+  lines = [f"From training_study.json ({_run_label(content)}; "
+           f"{config.get('training', {}).get('units', '?')}-unit maxouts, one seed per "
+           "group): test errors of each member. FGSM and PGD at the attack eps "
+           f"{eps:g}; PGD as above (40 steps, 3 restarts, [0, 1]).", ""]
+  names = {"eps": ("training eps", f"alpha {config.get('alpha', 0.5):g}"),
+           "alpha": ("alpha", f"training eps {eps:g}")}
+  for name, group in content["groups"].items():
+    setting, fixed = names[name]
+    rows = group["members"]
+    lines += [f"**{setting} ({fixed})**", "",
+              *_table((setting, "clean", "FGSM at its training eps", f"FGSM at {eps:g}",
+                       f"PGD at {eps:g}"),
+                      [[f"{value:g}", *(common.percent(row[key], 2) for key in
+                                        ("test_error", "fgsm_error_own_eps",
+                                         "fgsm_error", "pgd_error"))]
+                       for value, row in zip(group["values"], rows)]), ""]
+    lowest = lambda key: min(zip(group["values"], rows), key=lambda pair: pair[1][key])
+    sentences = [f"the {label} is lowest at {setting} {value:g} "
+                 f"({common.percent(row[key], 2)})"
+                 for key, label in (("test_error", "clean error"),
+                                    ("fgsm_error", f"FGSM error at {eps:g}"),
+                                    ("pgd_error", f"PGD error at {eps:g}"))
+                 for value, row in [lowest(key)]]
+    lines += [f"Across {setting}: " + "; ".join(sentences) + ".", ""]
+  return lines
+
+
 def figures(out: pathlib.Path, results: dict[str, dict[str, Any]],
             report: pathlib.Path) -> list[str]:
   """Markdown embedding every PNG under ``out``, captioned from the results' ``figures``.
@@ -207,6 +238,9 @@ def render(out: pathlib.Path, report: pathlib.Path) -> str:
               "restarts, clipped to [0, 1]; FGSM with the model's predicted labels "
               "instead of the true ones (no label leaking); and the worst FGSM "
               "error over 20 eps in (0, eps].", "", *audits]
+  if "training_study" in results:
+    lines += ["## Beyond the paper: training eps and alpha", "",
+              *study_lines(results["training_study"])]
   lines += [
       "## Every measured number",
       "",

@@ -20,6 +20,7 @@ from flax import traverse_util
 import advjax
 from advjax import loop
 from advjax import models
+from advjax import train
 from experiments import all as experiments_all
 from experiments import common
 from experiments import ensemble
@@ -29,6 +30,7 @@ from experiments import mnist_maxout
 from experiments import noise_controls
 from experiments import paper
 from experiments import report
+from experiments import training_study
 from tests.test_mnist_maxout import write_idx
 
 # The ids of ../shared/PAPER.md's table, written out here independently of
@@ -335,3 +337,41 @@ def test_gather_sweeps_reads_both_layouts_and_notes_the_rest(tmp_path):
   assert set(curves) == {"softmax_regression", "noise_controls: sign"}
   assert notes == ["noise_controls.json: sweep 'bad' lacks eps and error lists",
                    "rubbish.json: no sweep"]
+
+
+def test_a_study_member_equals_the_model_trained_alone_with_its_settings(tiny_mnist,
+                                                                        tmp_path):
+  preset = training_study.PRESETS["tiny"]
+  data = advjax.data.load_mnist(tiny_mnist)
+  objective = preset.groups()["eps"]
+  members = training_study.train_group("eps", objective, len(preset.eps_values), preset,
+                                       data, tmp_path)
+  model = models.maxout_mlp(units=preset.training.units)
+  config = loop.TrainConfig(epochs=preset.training.epochs, eval_eps=preset.eps,
+                            seed=preset.seed)
+  for member, eps in zip(members, preset.eps_values):
+    alone = loop.fit(model, data.train_full, config,
+                     objective=train.Adversarial(eps, preset.alpha))
+    chex.assert_trees_all_close(member.params, alone.params, rtol=1e-5, atol=1e-7)
+  # eps 0 and 0.3 trained differently.
+  assert not np.allclose(members[0].params["output"]["kernel"],
+                         members[1].params["output"]["kernel"])
+
+
+def test_the_training_study_writes_both_groups_and_the_report_shows_them(tiny_mnist,
+                                                                         tmp_path):
+  out = tmp_path / "out"
+  results = training_study.main(["--preset", "tiny", "--data-dir", str(tiny_mnist),
+                                 "--out", str(out), "--eps", "0.2"])
+  written = json.loads((out / "training_study.json").read_text())
+  assert written["groups"]["eps"]["values"] == [0.0, 0.3]
+  assert written["groups"]["alpha"]["values"] == [0.5, 1.0]
+  assert written["config"]["eps"] == 0.2 and results["rows"] == []
+  for group in written["groups"].values():
+    for row in group["members"]:
+      assert set(training_study.SCORES) <= set(row)
+      assert all(0 <= row[key] <= 1 for key in training_study.SCORES)
+  assert (out / written["figures"]["scores against the training eps and alpha"]).exists()
+  text = report.render(out, out / "REPORT.md")
+  section = text.split("## Beyond the paper: training eps and alpha")[1]
+  assert "| 0.3 |" in section and "| 1 |" in section
