@@ -15,6 +15,7 @@ the committed reference results in ``results/`` change only when asked.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -24,10 +25,11 @@ import pathlib
 import sys
 import tempfile
 import time
-from typing import Any, Callable, Iterable, Literal, Sequence
+from typing import Any, Callable, Iterable, Iterator, Literal, NamedTuple, Sequence
 
 from advjax import data as data_lib
 from advjax import loop
+from advjax.checkpoint import CheckpointError
 from experiments import paper
 
 Verdict = Literal["reproduced", "same direction", "not reproduced", "out of scope"]
@@ -98,6 +100,81 @@ def settings(prog: str, args: argparse.Namespace, presets: dict[str, Any]) -> An
       fail(prog, f"--alpha must lie in [0, 1], got {args.alpha}")
     changes["alpha"] = args.alpha
   return dataclasses.replace(preset, **changes)
+
+
+class Run(NamedTuple):
+  """One invocation of an experiment: its flags, its settings and its data.
+
+  Attributes:
+    prog: the module, e.g. ``"experiments.noise_controls"``.
+    args: the parsed flags.
+    preset: the preset with the flags applied (`settings`).
+    data: the data the flags name.
+    start: ``time.perf_counter()`` when the invocation began.
+  """
+
+  prog: str
+  args: argparse.Namespace
+  preset: Any
+  data: data_lib.MNIST
+  start: float
+
+
+def setup(prog: str, flags: argparse.ArgumentParser, presets: dict[str, Any],
+          argv: Sequence[str] | None) -> Run:
+  """Parses the flags, applies them to the preset, checks ``--out``, then loads the data.
+
+  Every refusal is one line and exit status 1, and bad flags or a bad
+  ``--out`` are found before any data loads.
+
+  Args:
+    prog: the module, for errors.
+    flags: the experiment's `parser`.
+    presets: its presets.
+    argv: the command line (``sys.argv[1:]`` when None).
+
+  Returns:
+    The `Run`.
+
+  Example:
+    >>> run = setup(PROG, parser(PROG, "...", PRESETS), PRESETS, argv)
+  """
+  start = time.perf_counter()
+  args = flags.parse_args(argv)
+  preset = settings(prog, args, presets)
+  check_out(prog, args.out)
+  return Run(prog, args, preset, load_data(prog, args.data_dir, args.dataset), start)
+
+
+@contextlib.contextmanager
+def one_line_errors(prog: str, *errors: type[Exception]) -> Iterator[None]:
+  """Turns a checkpoint error (or one of ``errors``) into one line and exit status 1."""
+  try:
+    yield
+  except (CheckpointError, *errors) as error:
+    fail(prog, error)
+
+
+def finish(run: Run, name: str, results: dict[str, Any], **config: Any) -> dict[str, Any]:
+  """Records the run's settings in ``results``, prints its rows and writes ``OUT/<name>.json``.
+
+  Args:
+    run: the invocation.
+    name: the results' name.
+    results: what the experiment measured, with its ``rows``.
+    **config: settings beyond the preset's to record (the sweep's epsilons...).
+
+  Returns:
+    The results as written.
+  """
+  args, preset = run.args, run.preset
+  results["config"] = {"preset": args.preset, **dataclasses.asdict(preset),
+                       "dataset": args.dataset, "clip": None, "data_dir": args.data_dir,
+                       **config}
+  print(format_rows(results["rows"], title(args.dataset, args.preset,
+                                           getattr(preset, "seeds", 1), preset.eps)))
+  write_results(args.out, name, results, run.start)
+  return results
 
 
 def fail(prog: str, message: Any) -> None:
@@ -287,7 +364,7 @@ def format_rows(rows: list[dict[str, Any]], title: str) -> str:
     title: the first line: data, preset, seeds and attack settings.
   """
   if not rows:
-    return f"{title}\n(no comparison with the paper: its numbers are MNIST's)"
+    return f"{title}\n(no number of the paper's table: beyond the paper, or not MNIST)"
   width = max(len(r["metric"]) for r in rows) + 2
   lines = [title, f"{'row':5}{'metric':{width}}{'paper':>11}{'ours':>9}  verdict"]
   lines += [f"{r['id']:5}{r['metric']:{width}}{r['paper']:>11}"

@@ -25,7 +25,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import pathlib
-import time
 from typing import Any, Sequence
 
 import jax
@@ -37,7 +36,6 @@ from advjax import data as data_lib
 from advjax import loop
 from advjax import models
 from advjax import train
-from advjax.checkpoint import CheckpointError
 from experiments import common
 from experiments import maxout
 
@@ -243,29 +241,19 @@ def run(preset: Preset, data: data_lib.MNIST, work: pathlib.Path,
   return results
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   """Runs the experiment; a one-line error and exit status 1 on bad data or settings."""
-  start = time.perf_counter()
-  args = common.parser(PROG, "An ensemble of 12 maxout networks, trained as one "
-                       "vmapped population, under FGSM (row E1).",
-                       PRESETS).parse_args(argv)
-  preset = common.settings(PROG, args, PRESETS)
-  common.check_out(PROG, args.out)
-  data = common.load_data(PROG, args.data_dir, args.dataset)
-  batch = loop.TrainConfig.batch_size
-  if len(data.train_full.y) < batch:
-    common.fail(PROG, f"the training split has {len(data.train_full.y)} examples, fewer "
-                f"than one batch of {batch}")
-  try:
-    results = run(preset, data, args.out / f"{NAME}_runs", args.dataset)
-  except CheckpointError as error:
-    common.fail(PROG, error)
-  results["config"] = {"preset": args.preset, **dataclasses.asdict(preset),
-                       "dataset": args.dataset, "clip": None,
-                       "combination": "mean probabilities", "data_dir": args.data_dir}
-  print(common.format_rows(
-      results["rows"], common.title(args.dataset, args.preset, preset.seeds, preset.eps)))
-  common.write_results(args.out, NAME, results, start)
+  run_ = common.setup(PROG, common.parser(
+      PROG, "An ensemble of 12 maxout networks, trained as one vmapped population, "
+      "under FGSM (row E1).", PRESETS), PRESETS, argv)
+  examples, batch = len(run_.data.train_full.y), loop.TrainConfig.batch_size
+  if examples < batch:
+    common.fail(PROG, f"the training split has {examples} examples, fewer than one "
+                f"batch of {batch}")
+  with common.one_line_errors(PROG):
+    results = run(run_.preset, run_.data, run_.args.out / f"{NAME}_runs",
+                  run_.args.dataset)
+  return common.finish(run_, NAME, results, combination="mean probabilities")
 
 
 if __name__ == "__main__":

@@ -34,7 +34,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import pathlib
-import time
 from typing import Any, Sequence
 
 import jax.numpy as jnp
@@ -45,7 +44,6 @@ import advjax
 from advjax import data as data_lib
 from advjax import models
 from advjax import train
-from advjax.checkpoint import CheckpointError
 from experiments import common
 from experiments import maxout
 from experiments import paper
@@ -362,28 +360,17 @@ def rows(sweep: dict[str, dict[str, list[Any]]], r2: float, wrong_fraction: floa
   return result
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   """Runs the experiment; a one-line error and exit status 1 on bad data or settings."""
-  start = time.perf_counter()
-  args = common.parser(PROG, "Fig. 4 (logits along an FGSM direction), error "
-                       "against eps for every model, and Fig. 3 (maxout weights).",
-                       PRESETS, alpha=True).parse_args(argv)
-  preset = common.settings(PROG, args, PRESETS)
-  if preset.seeds != 1:
+  run_ = common.setup(PROG, common.parser(
+      PROG, "Fig. 4 (logits along an FGSM direction), error against eps for every "
+      "model, and Fig. 3 (maxout weights).", PRESETS, alpha=True), PRESETS, argv)
+  if run_.preset.seeds != 1:
     common.fail(PROG, "--seeds must be 1: the figures use one pair of maxouts")
-  common.check_out(PROG, args.out)
-  data = common.load_data(PROG, args.data_dir, args.dataset)
-  try:
-    results = run(preset, data, args.out, args.dataset)
-  except (maxout.ParamsFileError, CheckpointError) as error:
-    common.fail(PROG, error)
-  results["config"] = {"preset": args.preset, **dataclasses.asdict(preset),
-                       "dataset": args.dataset, "clip": None,
-                       "sweep_eps": list(common.sweep_grid(preset.eps)),
-                       "data_dir": args.data_dir}
-  print(common.format_rows(
-      results["rows"], common.title(args.dataset, args.preset, 1, preset.eps)))
-  common.write_results(args.out, NAME, results, start)
+  with common.one_line_errors(PROG, maxout.ParamsFileError):
+    results = run(run_.preset, run_.data, run_.args.out, run_.args.dataset)
+  return common.finish(run_, NAME, results,
+                       sweep_eps=list(common.sweep_grid(run_.preset.eps)))
 
 
 if __name__ == "__main__":

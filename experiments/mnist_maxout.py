@@ -38,6 +38,7 @@ the last finished epoch, and after completion only re-evaluates.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import math
 import pathlib
@@ -53,7 +54,6 @@ from advjax import loop
 from advjax import models
 from advjax import sharding
 from advjax import train
-from advjax.checkpoint import CheckpointError
 from experiments import common
 from experiments import maxout
 from experiments import paper
@@ -280,9 +280,19 @@ def _mean_audit(runs: list[dict[str, Any]]) -> dict[str, Any]:
           "per_seed": runs}
 
 
+def size_flags(args: argparse.Namespace, preset: maxout.Preset) -> maxout.Preset:
+  """``--units`` and ``--epochs`` applied to the preset (``--epochs`` sets both models')."""
+  for flag in ("units", "epochs"):
+    value = common.positive(PROG, flag, getattr(args, flag))
+    if value is not None:
+      preset = dataclasses.replace(preset, **{flag: value})
+  if args.epochs is not None:
+    preset = dataclasses.replace(preset, adversarial_epochs=None)
+  return preset
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   """Runs the experiment and returns its results; bad data or flags exit with one line."""
-  start = time.perf_counter()
   parser = common.parser(
       PROG, "Clean and adversarially trained maxout networks on MNIST "
       "(Goodfellow et al. 2015, sections 4 and 6).", maxout.PRESETS, alpha=True)
@@ -301,14 +311,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   parser.add_argument("--coordinator", help="multi-host: host 0's address, host:port")
   parser.add_argument("--num-processes", type=int, help="multi-host: number of hosts")
   parser.add_argument("--process-id", type=int, help="multi-host: this host's index")
+  start = time.perf_counter()
   args = parser.parse_args(argv)
-  preset = common.settings(PROG, args, maxout.PRESETS)
-  for flag in ("units", "epochs"):
-    value = common.positive(PROG, flag, getattr(args, flag))
-    if value is not None:
-      preset = dataclasses.replace(preset, **{flag: value})
-  if args.epochs is not None:
-    preset = dataclasses.replace(preset, adversarial_epochs=None)
+  preset = size_flags(args, common.settings(PROG, args, maxout.PRESETS))
   common.check_out(PROG, args.out)
   if args.distributed or args.coordinator:
     sharding.initialize_distributed(
@@ -317,10 +322,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   mesh = device_mesh(args.devices)
   work = args.work or args.out / f"{NAME}_runs"
   data = common.load_data(PROG, args.data_dir, args.dataset)
-  try:
+  with common.one_line_errors(PROG):
     results, params = run(preset, data, work, mesh)
-  except CheckpointError as error:
-    common.fail(PROG, error)
 
   name = results_name(args.preset)
   results["config"] = {"preset": args.preset, **dataclasses.asdict(preset),

@@ -22,14 +22,12 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
-import time
 from typing import Any, Sequence
 
 import advjax
 from advjax import data as data_lib
 from advjax import models
 from advjax import train
-from advjax.checkpoint import CheckpointError
 from experiments import common
 from experiments import maxout
 
@@ -107,24 +105,14 @@ def run(preset: maxout.Preset, data: data_lib.MNIST, out: pathlib.Path,
   return results
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   """Runs the experiment; a one-line error and exit status 1 on bad data or settings."""
-  start = time.perf_counter()
-  args = common.parser(PROG, "Maxout networks trained with sign or uniform noise "
-                       "instead of adversarial examples (row M7).", PRESETS,
-                       alpha=True).parse_args(argv)
-  preset = common.settings(PROG, args, PRESETS)
-  common.check_out(PROG, args.out)
-  data = common.load_data(PROG, args.data_dir, args.dataset)
-  try:
-    results = run(preset, data, args.out, args.dataset)
-  except CheckpointError as error:
-    common.fail(PROG, error)
-  results["config"] = {"preset": args.preset, **dataclasses.asdict(preset),
-                       "dataset": args.dataset, "clip": None, "data_dir": args.data_dir}
-  print(common.format_rows(
-      results["rows"], common.title(args.dataset, args.preset, preset.seeds, preset.eps)))
-  common.write_results(args.out, NAME, results, start)
+  run_ = common.setup(PROG, common.parser(
+      PROG, "Maxout networks trained with sign or uniform noise instead of adversarial "
+      "examples (row M7).", PRESETS, alpha=True), PRESETS, argv)
+  with common.one_line_errors(PROG):
+    results = run(run_.preset, run_.data, run_.args.out, run_.args.dataset)
+  return common.finish(run_, NAME, results)
 
 
 if __name__ == "__main__":

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
-import time
 from typing import Any, Callable, Literal, NamedTuple, Sequence
 
 import jax
@@ -48,7 +47,6 @@ from advjax import loop
 from advjax import models
 from advjax import train
 from advjax.attacks import LossFn
-from advjax.checkpoint import CheckpointError
 from experiments import common
 
 SWEEP_BATCH = 1000
@@ -470,36 +468,27 @@ def main(experiment: Experiment, argv: Sequence[str] | None = None) -> dict[str,
   Example:
     >>> main(EXPERIMENT, ["--preset", "tiny", "--out", "/tmp/results"])
   """
-  start = time.perf_counter()
   prog = f"experiments.{experiment.name}"
-  args = common.parser(prog, experiment.description, PRESETS).parse_args(argv)
-  preset = common.settings(prog, args, PRESETS)
-  common.check_out(prog, args.out)
-  data = common.load_data(prog, args.data_dir, args.dataset)
-  work = args.out / "shallow_runs"
-  try:
-    per_seed = [experiment.measure(preset, data, seed, work)
+  run = common.setup(prog, common.parser(prog, experiment.description, PRESETS), PRESETS,
+                     argv)
+  preset, out = run.preset, run.args.out
+  work = out / "shallow_runs"
+  with common.one_line_errors(prog):
+    per_seed = [experiment.measure(preset, run.data, seed, work)
                 for seed in range(preset.seeds)]
-  except CheckpointError as error:
-    common.fail(prog, error)
   measured = mean_over_seeds([m.numbers for m in per_seed])
   figures = []
   if experiment.draw is not None:
     figures.append(common.save_figure(
-        experiment.draw(per_seed[0].figure_inputs, measured, preset), args.out,
+        experiment.draw(per_seed[0].figure_inputs, measured, preset), out,
         experiment.name))
   results = {
-      "config": {"preset": args.preset, **dataclasses.asdict(preset),
-                 "dataset": args.dataset, "clip": None,
-                 "sweep_eps": list(common.sweep_grid(preset.eps)),
-                 "data_dir": args.data_dir, "work": str(work)},
       "measured": measured,
       "per_seed": [{"seed": seed, **m.numbers} for seed, m in enumerate(per_seed)],
       "sweep": mean_over_seeds([m.sweep for m in per_seed]),
-      "rows": experiment.rows(measured) if common.comparable(args.dataset) else [],
+      "rows": (experiment.rows(measured) if common.comparable(run.args.dataset)
+               else []),
       "figures": figures,
   }
-  print(common.format_rows(
-      results["rows"], common.title(args.dataset, args.preset, preset.seeds, preset.eps)))
-  common.write_results(args.out, experiment.name, results, start)
-  return results
+  return common.finish(run, experiment.name, results,
+                       sweep_eps=list(common.sweep_grid(preset.eps)), work=str(work))

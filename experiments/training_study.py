@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
-import time
 from typing import Any, Sequence
 
 import jax
@@ -36,7 +35,6 @@ from advjax import data as data_lib
 from advjax import evaluation
 from advjax import models
 from advjax import train
-from advjax.checkpoint import CheckpointError
 from experiments import common
 from experiments import maxout
 
@@ -165,25 +163,15 @@ def run(preset: Preset, data: data_lib.MNIST, out: pathlib.Path) -> dict[str, An
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   """Runs both studies; a one-line error and exit status 1 on bad data or settings."""
-  start = time.perf_counter()
-  args = common.parser(PROG, "Maxouts adversarially trained across eps and alpha, "
-                       "each study one vmapped program (beyond the paper).", PRESETS,
-                       alpha=True).parse_args(argv)
-  preset = common.settings(PROG, args, PRESETS)
-  if preset.seeds != 1:
+  run_ = common.setup(PROG, common.parser(
+      PROG, "Maxouts adversarially trained across eps and alpha, each study one "
+      "vmapped program (beyond the paper).", PRESETS, alpha=True), PRESETS, argv)
+  if run_.preset.seeds != 1:
     common.fail(PROG, "--seeds must be 1: the members of a group share one seed")
-  common.check_out(PROG, args.out)
-  data = common.load_data(PROG, args.data_dir, args.dataset)
-  try:
-    results = run(preset, data, args.out)
-  except CheckpointError as error:
-    common.fail(PROG, error)
-  results["config"] = {"preset": args.preset, **dataclasses.asdict(preset),
-                       "dataset": args.dataset, "clip": None,
-                       "data_dir": args.data_dir}
+  with common.one_line_errors(PROG):
+    results = run(run_.preset, run_.data, run_.args.out)
   results["rows"] = []  # beyond the paper: nothing of its table to judge
-  common.write_results(args.out, NAME, results, start)
-  return results
+  return common.finish(run_, NAME, results)
 
 
 if __name__ == "__main__":

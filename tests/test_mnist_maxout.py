@@ -137,6 +137,26 @@ def test_an_unusable_out_is_one_line_before_the_data_loads(tmp_path, out, monkey
   assert not loaded
 
 
+@pytest.mark.parametrize("preset", ["long", "paper240"])
+def test_the_protocol_presets_run_at_tiny_scale(tmp_path, preset):
+  """Early stopping, retraining and (paper240) five seeds as one population."""
+  data_dir, out = tmp_path / "mnist", tmp_path / "out"
+  write_idx(data_dir, n_train=300)
+  results = mnist_maxout.main(["--preset", preset, *TINY, "--data-dir", str(data_dir),
+                               "--out", str(out)])
+  seeds = mnist_maxout.maxout.PRESETS[preset].seeds
+  written = json.loads((out / f"mnist_maxout_{preset}.json").read_text())
+  for name in ("clean", "adversarial"):
+    rows = written["models"][name]["per_seed"]
+    assert [row["seed"] for row in rows] == list(range(seeds))
+    # One selection epoch, then as many retraining epochs as it chose.
+    assert all(row["best_epoch"] == 1 and row["epochs_trained"] == 2 for row in rows)
+    assert len(written["models"][name]["curves"]) == seeds
+    assert set(written["audit"][name]["pgd"]) == {"0.1", "0.25"}
+  assert {row["id"] for row in results["rows"]} == {"M3", "M4", "M6"}
+  assert (out / "figures" / f"mnist_maxout_{preset}_validation.png").exists()
+
+
 def test_the_command_line_gives_a_corrupt_idx_file_as_one_line(tmp_path):
   data_dir = tmp_path / "mnist"
   write_idx(data_dir)
