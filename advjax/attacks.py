@@ -40,7 +40,9 @@ def input_grad(loss_fn: LossFn, params: Any, x: Array, y: Array) -> Array:
 
   Example:
     >>> loss = lambda w, x, y: jnp.mean(jax.nn.softplus(-y * (x @ w)))
-    >>> g = input_grad(loss, jnp.ones(3), jnp.zeros((2, 3)), jnp.ones(2))
+    >>> input_grad(loss, jnp.ones(3), jnp.zeros((2, 3)), jnp.ones(2))
+    Array([[-0.25, -0.25, -0.25],
+           [-0.25, -0.25, -0.25]], dtype=float32)
   """
   _validation.check_batch(x, y)
   return jax.grad(loss_fn, argnums=1)(params, x, y)
@@ -162,6 +164,8 @@ def fgsm(loss_fn: LossFn, params: Any, x: Array, y: Array, eps: Any, *,
 
   Example:
     >>> x_adv = advjax.fgsm(loss_fn, params, x, y, eps=0.25)
+    >>> float(jnp.abs(x_adv - x).max())
+    0.25
   """
   return sign_step(x, input_grad(loss_fn, params, x, y), eps, clip=clip)
 
@@ -188,7 +192,10 @@ def targeted_fgsm(loss_fn: LossFn, params: Any, x: Array, target: Array,
       ``jax.experimental.checkify.checkify``.
 
   Example:
-    >>> x_adv = advjax.targeted_fgsm(loss_fn, params, x, jnp.full_like(y, 7), 0.25)
+    >>> target = jnp.full_like(y, 7)
+    >>> x_adv = advjax.targeted_fgsm(loss_fn, params, x, target, 0.25)
+    >>> bool(loss_fn(params, x_adv, target) < loss_fn(params, x, target))
+    True
   """
   return sign_step(x, -input_grad(loss_fn, params, x, target), eps, clip=clip)
 
@@ -232,6 +239,8 @@ def pgd(loss_fn: LossFn, params: Any, x: Array, y: Array, eps: Any, *,
   Example:
     >>> x_adv = advjax.pgd(loss_fn, params, x, y, 0.25, step_size=0.01,
     ...                    num_steps=40, clip=(0., 1.))
+    >>> bool(jnp.all(jnp.abs(x_adv - x) <= 0.25)), float(x_adv.min()) >= 0.
+    (True, True)
   """
   _validation.check_eps(eps)
   _validation.check_eps(step_size, "step_size")

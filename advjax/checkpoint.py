@@ -117,6 +117,9 @@ class RunCheckpointer:
     >>> ckpt = RunCheckpointer("runs/clean/checkpoints", {"seed": 0})
     >>> ckpt.save(1, {"params": params}, {"epoch": 1})
     >>> tree, record = ckpt.restore_latest({"params": params})
+    >>> record["epoch"], record["fingerprint"]
+    (1, {'seed': 0})
+    >>> ckpt.close()
   """
 
   def __init__(self, folder: str | os.PathLike, fingerprint: dict[str, Any]):
@@ -200,7 +203,8 @@ class RunCheckpointer:
       CheckpointError: the folder holds checkpoints but none restores.
 
     Example:
-      >>> restored = RunCheckpointer(folder, fingerprint).restore_latest(arrays)
+      >>> print(RunCheckpointer("runs/new", {"seed": 0}).restore_latest({"params": params}))
+      None
     """
     skipped: list[str] = []
     for epoch in sorted(self._manager.all_steps(), reverse=True):

@@ -46,8 +46,12 @@ def stack(params_list: Sequence[Any]) -> Any:
     ``len(params_list)``.
 
   Example:
+    >>> params_a, params_b = {"w": jnp.zeros(2)}, {"w": jnp.ones(2)}
     >>> stacked = stack([params_a, params_b])
+    >>> stacked["w"].shape
+    (2, 2)
     >>> unstack(stacked)[1]  # params_b
+    {'w': Array([1., 1.], dtype=float32)}
   """
   if len(params_list) == 0:
     raise ValueError("params_list must hold at least one member, got none.")
@@ -88,7 +92,9 @@ def ensemble_size(stacked: Any, name: str = "stacked_params") -> int:
     The size of the member axis.
 
   Example:
-    >>> ensemble_size(stack([params_a, params_b]))  # 2
+    >>> params_a, params_b = {"w": jnp.zeros(2)}, {"w": jnp.ones(2)}
+    >>> ensemble_size(stack([params_a, params_b]))
+    2
   """
   leaves = [leaf for leaf in _trees.partition(stacked)[0] if leaf is not None]
   if not leaves:
@@ -113,7 +119,7 @@ def member(stacked: Any, index: Any) -> Any:
     The member's pytree, without the member axis.
 
   Example:
-    >>> x_adv = advjax.fgsm(loss_fn, member(stacked, 0), x, y, 0.25)
+    >>> x_adv = advjax.fgsm(loss_fn, member(stacked, 0), x, y, 0.25)  # member 0 alone
   """
   size = ensemble_size(stacked)
   known = _validation.concrete_value(index)
@@ -135,7 +141,9 @@ def unstack(stacked: Any) -> list[Any]:
     A list of N pytrees, without the member axis.
 
   Example:
-    >>> params_list = unstack(stack(params_list))
+    >>> params_list = unstack(stacked)
+    >>> len(params_list), ensemble_size(stack(params_list))
+    (3, 3)
   """
   return [member(stacked, index) for index in range(ensemble_size(stacked))]
 
@@ -154,7 +162,9 @@ def init_ensemble(init_fn: Callable[[Array], Any], key: Array, n: int) -> Any:
     ``stack([init_fn(k) for k in jax.random.split(key, n)])``.
 
   Example:
-    >>> stacked = init_ensemble(lambda k: model.init(k, x[:1]), key, 12)
+    >>> stacked = init_ensemble(lambda k: {"w": jax.random.normal(k, (3,))}, key, 12)
+    >>> stacked["w"].shape, bool(jnp.all(stacked["w"][0] != stacked["w"][1]))
+    ((12, 3), True)
   """
   if isinstance(n, bool) or not isinstance(n, int) or n < 1:
     raise ValueError(f"n must be an int >= 1, got {n!r}.")
@@ -173,8 +183,10 @@ def ensemble_probs(probs_fn: ProbsFn, stacked_params: Any, x: Array) -> Array:
     An array of the shape of ``probs_fn(member_params, x)``.
 
   Example:
-    >>> error, confidence = advjax.error_and_confidence(
-    ...     ensemble_probs(probs_fn, stacked, x), y)
+    >>> probs = ensemble_probs(model.probabilities, stacked, x)
+    >>> probs.shape  # the members' mean
+    (8, 10)
+    >>> error, confidence = advjax.error_and_confidence(probs, y)
   """
   ensemble_size(stacked_params)
   probs = _trees.vmap(probs_fn, in_axes=(0, None))(stacked_params, x)
@@ -198,7 +210,7 @@ def ensemble_loss(probs_fn: ProbsFn) -> LossFn:
     ``y`` of shape ``(n,)``.
 
   Example:
-    >>> x_adv = advjax.fgsm(ensemble_loss(probs_fn), stacked, x, y, 0.25)
+    >>> x_adv = advjax.fgsm(ensemble_loss(model.probabilities), stacked, x, y, 0.25)
   """
 
   def loss(stacked_params: Any, x: Array, y: Array) -> Array:
@@ -233,8 +245,13 @@ def ensemble_step(train_step: TrainStep, *, shared_batch: bool = True) -> TrainS
     ``step(states, batch, rngs) -> (states, metrics)``.
 
   Example:
+    >>> train_step = train.make_train_step(model, train.Clean())
+    >>> states = stack([train.create_train_state(model, k, x[:1], train.recipe_sgd(2))
+    ...                 for k in jax.random.split(key, 3)])
     >>> step = jax.jit(ensemble_step(train_step))
-    >>> states, metrics = step(states, batch, jax.random.split(key, 12))
+    >>> states, losses = step(states, (x, y), jax.random.split(key, 3))
+    >>> losses.shape  # one per member
+    (3,)
   """
   stepped = _trees.vmap(train_step, in_axes=(0, None if shared_batch else 0, 0))
 

@@ -9,9 +9,12 @@ split of a size. The attack is FGSM against the model's evaluation loss
 `advjax.error_and_confidence`'s, where a NaN prediction counts as a mistake.
 
 Example:
-  >>> evaluate(model, params, data.test, eps=0.25)["fgsm_error"]   # 0.894 in the paper
+  >>> sorted(evaluate(model, params, data.test, eps=0.25))  # fgsm_error: 0.894 in the paper
+  ['confidence', 'error', 'fgsm_confidence', 'fgsm_error']
   >>> x_adv = fgsm_examples(model, params, data.test.x, data.test.y, eps=0.25)
-  >>> score(other_model, other_params, x_adv, data.test.y)          # transfer
+  >>> other_model = models.softmax_regression()
+  >>> other_params = other_model.init(jax.random.key(1), x[:1])
+  >>> error, confidence = score(other_model, other_params, x_adv, data.test.y)  # transfer
 """
 
 from __future__ import annotations
@@ -50,7 +53,9 @@ def map_batches(fn: Callable[..., Any], arrays: tuple[Array, ...],
     ``fn``'s outputs for all ``n`` examples.
 
   Example:
-    >>> probs = map_batches(lambda xb: model.probabilities(params, xb), (x,), 1000)
+    >>> probs = map_batches(lambda xb: model.probabilities(params, xb), (x,), 3)
+    >>> probs.shape  # batches of 3, 3 and 2 (padded to 3)
+    (8, 10)
   """
   n = arrays[0].shape[0]
   if n == 0:
@@ -82,7 +87,7 @@ def device_split(split: Any) -> DeviceSplit:
 
   Example:
     >>> valid = device_split(data.valid)
-    >>> evaluate(model, params, valid, eps=0.25)
+    >>> result = evaluate(model, params, valid, eps=0.25)
   """
   device = jax.local_devices()[0]
   return DeviceSplit(*jax.device_put((np.asarray(split.x), np.asarray(split.y)), device))
@@ -110,6 +115,8 @@ def probabilities(model: Classifier, params: Params, x: Array, *,
 
   Example:
     >>> probs = probabilities(model, params, data.test.x)
+    >>> probs.shape
+    (100, 10)
   """
   return map_batches(functools.partial(model.probabilities, params), (x,), batch_size)
 
@@ -134,6 +141,8 @@ def fgsm_examples(model: Classifier, params: Params, x: Array, y: Array, eps: An
 
   Example:
     >>> x_adv = fgsm_examples(model, params, data.test.x, data.test.y, eps=0.25)
+    >>> float(jnp.abs(x_adv - data.test.x).max())
+    0.25
   """
   attack = lambda xb, yb: fgsm(model.loss_fn(), params, xb, yb, eps, clip=clip)
   return map_batches(attack, (x, y), batch_size)
@@ -192,7 +201,8 @@ def evaluate_members(model: Classifier, stacked_params: Params, split: Any, *,
     The keys of `evaluate`, each a float64 NumPy array with one entry per member.
 
   Example:
-    >>> evaluate_members(model, stacked, data.valid, eps=0.25)["error"]
+    >>> evaluate_members(model, stacked, data.valid, eps=0.25)["error"].shape
+    (3,)
   """
   members = jax.tree.leaves(stacked_params)[0].shape[0]
   eps = jnp.broadcast_to(jnp.asarray(eps, jnp.float32), (members,))
@@ -218,7 +228,9 @@ def evaluate(model: Classifier, params: Params, split: Any, *, eps: Any,
     and mean confidence on the mistakes, as floats (NaN without mistakes).
 
   Example:
-    >>> evaluate(model, params, data.test, eps=0.25)["fgsm_error"]
+    >>> result = evaluate(model, params, data.test, eps=0.25)
+    >>> result["fgsm_error"] > result["error"]
+    True
   """
   stacked = jax.tree.map(lambda leaf: jnp.asarray(leaf)[None], params)
   result = evaluate_members(model, stacked, split, eps=eps, clip=clip,
@@ -248,7 +260,10 @@ def score(model: Classifier, params: Params, x: Any, y: Any, *,
     ``(error, confidence)`` as floats; confidence is NaN without mistakes.
 
   Example:
-    >>> error, _ = score(robust, robust_params, x_adv_from_other_model, y)
+    >>> x_adv = fgsm_examples(model, params, x, y, eps=0.25)
+    >>> error, _ = score(model, params, x_adv, y)
+    >>> error >= score(model, params, x, y)[0]
+    True
   """
   error, confidence = _score(model, params, x, y, batch_size)
   return float(error), float(confidence)
@@ -284,8 +299,10 @@ def pgd_error(model: Classifier, params: Params, x: Array, y: Array, eps: Any, *
     The error rate, a scalar.
 
   Example:
-    >>> pgd_error(model, params, data.test.x, data.test.y, 0.25, step_size=0.0156,
-    ...           num_steps=40, restarts=3, key=jax.random.key(0), clip=(0., 1.))
+    >>> error = pgd_error(model, params, data.test.x, data.test.y, 0.25, step_size=0.0156,
+    ...                   num_steps=40, restarts=3, key=jax.random.key(0), clip=(0., 1.))
+    >>> 0 <= float(error) <= 1
+    True
   """
   loss_fn = model.loss_fn()
 

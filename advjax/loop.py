@@ -10,11 +10,15 @@ population of one; `fit_and_retrain` is the paper's protocol: early stopping
 on the last 10,000 training images, then retraining on all 60,000.
 
 Example:
-  >>> config = TrainConfig(epochs=50, eval_eps=0.25, patience=10)
-  >>> result = fit(models.maxout_mlp(), data.train, config,
+  >>> config = TrainConfig(epochs=2, eval_eps=0.25, patience=10)
+  >>> result = fit(model, data.train, config,
   ...              objective=train.Adversarial(eps=0.25), valid=data.valid,
   ...              workdir="runs/adversarial")
-  >>> evaluation.evaluate(model, result.params, data.test, eps=0.25)
+  train: epoch 1/2 loss ... valid error ... s
+  train: epoch 2/2 loss ... valid error ... s
+  >>> len(result.history), result.best_epoch in (1, 2)
+  (2, True)
+  >>> test_scores = evaluation.evaluate(model, result.params, data.test, eps=0.25)
 """
 
 from __future__ import annotations
@@ -202,9 +206,12 @@ def fit_members(model: Classifier, train: Any, config: TrainConfig, *,
     advjax.checkpoint.RunMismatchError: ``workdir`` holds another run.
 
   Example:
-    >>> results = fit_members(model, data.train, config, seeds=range(5),
+    >>> results = fit_members(model, data.train, config, seeds=range(3),
     ...                       objective=train.Adversarial(eps=0.25), valid=data.valid)
+    train: epoch 1/1 (3 members) loss ... valid error ... s
     >>> stacked = advjax.stack([r.params for r in results])
+    >>> advjax.ensemble_size(stacked)
+    3
   """
   seeds = tuple(seeds)
   if not seeds or not all(isinstance(s, (int, np.integer)) for s in seeds):
@@ -346,9 +353,16 @@ def fit(model: Classifier, train: Any, config: TrainConfig, *,
     A `FitResult`.
 
   Example:
-    >>> result = fit(models.maxout_mlp(), data.train,
-    ...              TrainConfig(epochs=5, eval_eps=0.25), valid=data.valid,
+    >>> config = TrainConfig(epochs=1, eval_eps=0.25)
+    >>> objective = train.Adversarial(eps=0.25)
+    >>> result = fit(model, data.train, config, objective=objective, valid=data.valid,
     ...              workdir="runs/maxout")
+    train: epoch 1/1 loss ... valid error ... s
+    >>> again = fit(model, data.train, config, objective=objective, valid=data.valid,
+    ...             workdir="runs/maxout")  # finished: nothing to do
+    train: resuming after epoch 1 from runs/maxout
+    >>> again.history == result.history
+    True
   """
   return fit_members(model, train, config, seeds=(config.seed,), objective=objective,
                      valid=valid, tx=tx, workdir=workdir, progress=progress,
@@ -392,8 +406,12 @@ def fit_and_retrain(model: Classifier, data: Any, config: TrainConfig, *,
 
   Example:
     >>> selection, final = fit_and_retrain(
-    ...     model, data, TrainConfig(1000, eval_eps=0.25, patience=100),
-    ...     seeds=range(5), objective=train.Adversarial(0.25), workdir="runs/m5")
+    ...     model, data, TrainConfig(2, eval_eps=0.25, patience=1),
+    ...     seeds=range(3), objective=train.Adversarial(0.25))
+    train (select): epoch 1/2 (3 members) loss ... s
+    ...
+    >>> [len(r.history) for r in final] == [r.best_epoch for r in selection]
+    True
   """
   if config.patience is None:
     raise ValueError("fit_and_retrain selects the epoch by early stopping: set patience.")
@@ -487,7 +505,9 @@ def fingerprint(model: Classifier, objective: train_lib.Objective,
   after its digest, so that other settings never meet these checkpoints.
 
   Example:
-    >>> fingerprint(model, train.Adversarial(0.25), config, seeds=[0], train=data.train)
+    >>> run = fingerprint(model, train.Adversarial(0.25), config, seeds=[0], train=data.train)
+    >>> run["objective"], run["train"]["examples"]
+    ({'type': 'Adversarial', 'eps': 0.25, 'alpha': 0.5, 'clip': None}, 200)
   """
 
   def data(split):

@@ -15,11 +15,13 @@ alike:
   ``exp(q_k(x))`` (row M8).
 
 Example:
-  >>> model = maxout_mlp()
+  >>> model = maxout_mlp(units=8, pieces=2)     # the paper's M3: maxout_mlp()
   >>> params = model.init(jax.random.key(0), x[:1])
   >>> loss_fn = model.loss_fn()                # (params, x, y) -> scalar
   >>> x_adv = advjax.fgsm(loss_fn, params, x, y, eps=0.25)
   >>> probs = model.probabilities(params, x_adv)
+  >>> probs.shape
+  (8, 10)
 """
 
 from __future__ import annotations
@@ -240,6 +242,8 @@ class Classifier:
     >>> model = softmax_regression()
     >>> params = model.init(jax.random.key(0), x[:1])
     >>> error, conf = advjax.error_and_confidence(model.probabilities(params, x), y)
+    >>> float(error), float(conf)  # zero weights: always class 0, with p = 0.1
+    (0.875, 0.1)
   """
 
   module: nn.Module
@@ -354,7 +358,10 @@ def clip_column_norms(params: Params, max_norm: float) -> Params:
 
   Example:
     >>> clip_column_norms({"kernel": 3 * jnp.ones((4, 2))}, 1.0)["kernel"]
-    Array([[0.5, 0.5], ... ], dtype=float32)
+    Array([[0.5, 0.5],
+           [0.5, 0.5],
+           [0.5, 0.5],
+           [0.5, 0.5]], dtype=float32)
   """
   if not max_norm > 0:
     raise ValueError(f"max_norm must be > 0, got {max_norm!r}.")
@@ -384,6 +391,8 @@ def softmax_regression(classes: int = 10) -> Classifier:
 
   Example:
     >>> model = softmax_regression()
+    >>> model.head.name
+    'softmax'
   """
   return Classifier(Linear(classes), SOFTMAX)
 
@@ -397,7 +406,9 @@ def logistic_regression() -> Classifier:
 
   Example:
     >>> model = logistic_regression()
-    >>> loss = model.loss(params, x, y)   # y in {-1, +1}
+    >>> params = model.init(jax.random.key(0), x[:1])
+    >>> model.loss(params, x, jnp.where(y < 5, 1., -1.))  # y in {-1, +1}; zero weights
+    Array(0.6931472, dtype=float32)
   """
   return Classifier(Linear(1, squeeze=True), LOGISTIC)
 
@@ -429,6 +440,8 @@ def maxout_mlp(units: int = 240, pieces: int = 5, layers: int = 2,
 
   Example:
     >>> model = maxout_mlp(units=1600)
+    >>> model.module.units, model.module.pieces
+    (1600, 5)
   """
   for name, value in (("units", units), ("pieces", pieces), ("layers", layers),
                       ("classes", classes)):
@@ -461,6 +474,8 @@ def rbf_network(classes: int = 10) -> Classifier:
 
   Example:
     >>> model = rbf_network()
+    >>> model.head.name
+    'exp'
   """
   return Classifier(RBF(classes), EXP)
 
@@ -482,7 +497,10 @@ def maxout_linear_first(model: Classifier) -> LinearFirst:
     An `advjax.LinearFirst` equal to ``model.probabilities``.
 
   Example:
-    >>> advjax.epsilon_sweep(loss_fn, maxout_linear_first(model), params, x, y, eps)
+    >>> probs_fn = maxout_linear_first(model)
+    >>> bool(jnp.allclose(probs_fn(params, x), model.probabilities(params, x)))
+    True
+    >>> sweep = advjax.epsilon_sweep(loss_fn, probs_fn, params, x, y, jnp.linspace(0., 0.3, 4))
   """
   if not isinstance(model.module, Maxout):
     raise ValueError(f"maxout_linear_first needs a maxout_mlp classifier, got {model!r}.")

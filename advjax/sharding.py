@@ -14,6 +14,8 @@ Example:
   >>> mesh = data_mesh(4)
   >>> state = replicate(state, mesh)
   >>> x, y = shard_batch((x, y), mesh)
+  >>> x.addressable_shards[0].data.shape  # 2 of the 8 rows on each device
+  (2, 784)
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ def data_mesh(num_devices: int | None = None) -> Mesh:
 
   Example:
     >>> mesh = data_mesh()     # every device, on every host
+    >>> mesh.axis_names
+    ('data',)
   """
   devices = jax.devices()
   if num_devices is None:
@@ -63,6 +67,8 @@ def replicate(tree: Any, mesh: Mesh) -> Any:
 
   Example:
     >>> state = replicate(state, data_mesh())
+    >>> state.params["output"]["kernel"].is_fully_replicated
+    True
   """
   return jax.device_put(tree, replicated(mesh))
 
@@ -85,7 +91,9 @@ def shard_batch(tree: Any, mesh: Mesh) -> Any:
     ValueError: a leading size that the number of devices does not divide.
 
   Example:
-    >>> x, y = shard_batch((x, y), data_mesh(4))   # 25 rows of 100 per device
+    >>> x, y = shard_batch((x, y), data_mesh(4))   # 2 rows of 8 per device
+    >>> [shard.data.shape[0] for shard in y.addressable_shards]
+    [2, 2, 2, 2]
   """
   sharding = split_leading(mesh)
   for leaf in jax.tree.leaves(tree):
@@ -107,7 +115,10 @@ def local_copy(tree: Any) -> Any:
   devices (or hosts) taking part. Leaves that are not ``jax.Array`` pass through.
 
   Example:
+    >>> state = replicate(state, data_mesh())
     >>> params = local_copy(state.params)
+    >>> params["output"]["kernel"].devices() == {jax.local_devices()[0]}
+    True
   """
   def copy(leaf: Any) -> Any:
     if isinstance(leaf, jax.Array) and not leaf.is_fully_replicated:
@@ -130,6 +141,6 @@ def initialize_distributed(**kwargs: Any) -> None:
 
   Example:
     >>> initialize_distributed(coordinator_address="10.0.0.1:1234",
-    ...                        num_processes=2, process_id=0)
+    ...                        num_processes=2, process_id=0)  # doctest: +SKIP
   """
   jax.distributed.initialize(**kwargs)

@@ -49,7 +49,10 @@ class LinearFirst:
       logits or probabilities for `direction_sweep`).
 
   Example:
-    >>> probs_fn = LinearFirst(lambda p, x: x @ p["w"] + p["b"], jax.nn.softmax)
+    >>> probs_fn = LinearFirst(lambda p, x: x @ p["w"] + p["b"],
+    ...                        lambda p, h: jax.nn.softmax(h))
+    >>> probs_fn({"w": jnp.zeros((3, 2)), "b": jnp.zeros(2)}, jnp.ones((1, 3)))
+    Array([[0.5, 0.5]], dtype=float32)
   """
   first: ModelFn
   rest: ModelFn
@@ -117,9 +120,13 @@ def epsilon_sweep(loss_fn: LossFn, probs_fn: ModelFn, params: Any, x: Array,
     A `SweepResult` of arrays of shape ``(K,)``.
 
   Example:
+    >>> probs_fn = model.probabilities
+    >>> x_test, y_test = data.test.x, data.test.y
     >>> sweep = advjax.epsilon_sweep(loss_fn, probs_fn, params, x_test, y_test,
-    ...                              jnp.linspace(0., 0.3, 32), batch_size=1000)
-    >>> sweep.error[0]  # the clean error, at eps = 0
+    ...                              jnp.linspace(0., 0.3, 32), batch_size=50)
+    >>> error, _ = advjax.error_and_confidence(probs_fn(params, x_test), y_test)
+    >>> bool(sweep.error[0] == error)  # at eps = 0, the clean error
+    True
   """
   _check_inputs(x)
   if np.ndim(x) < 2:
@@ -208,8 +215,10 @@ def direction_sweep(apply_fn: ModelFn, params: Any, x: Array, direction: Array,
 
   Example:
     >>> direction = jnp.sign(advjax.input_grad(loss_fn, params, x[:1], y[:1]))
-    >>> logits = advjax.direction_sweep(apply_fn, params, x[:1], direction,
+    >>> logits = advjax.direction_sweep(model.scores, params, x[:1], direction,
     ...                                 jnp.linspace(-1., 1., 101))
+    >>> logits.shape  # (eps, examples, classes)
+    (101, 1, 10)
   """
   _check_inputs(x)
   if np.shape(direction) != np.shape(x):

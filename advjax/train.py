@@ -18,10 +18,12 @@ clean term and for the adversarial term of eq. (6). The attack thus sees the
 same thinned network that the update trains.
 
 Example:
-  >>> model = models.maxout_mlp(units=8)
+  >>> model = models.maxout_mlp(units=8, pieces=2)
   >>> state = create_train_state(model, jax.random.key(0), x[:1], recipe_sgd(500))
   >>> step = jax.jit(make_train_step(model, Adversarial(eps=0.25)))
   >>> state, loss = step(state, (x, y), jax.random.key(1))
+  >>> int(state.step)
+  1
 """
 
 from __future__ import annotations
@@ -58,8 +60,11 @@ Objective = Callable[[LossFn, Array], LossFn]
 class Clean:
   """Plain training on the model's loss.
 
+  Passed to `advjax.loop.fit` as ``objective=`` (its default), like `Adversarial`.
+
   Example:
-    >>> loop.fit(model, data.train, config, objective=Clean())
+    >>> Clean()(loss_fn, key) is loss_fn  # the model's loss, as it is
+    True
   """
 
   def __call__(self, loss_fn: LossFn, key: Array) -> LossFn:
@@ -78,7 +83,8 @@ class Adversarial:
     clip: optional ``(lo, hi)`` box for the adversarial inputs (None in the paper).
 
   Example:
-    >>> loop.fit(model, data.train, config, objective=Adversarial(eps=0.25))
+    >>> result = loop.fit(model, data.train, config, objective=Adversarial(eps=0.25))
+    train: epoch 1/1 loss ... s
   """
 
   eps: Any
@@ -102,9 +108,12 @@ class Noise:
     eps: noise size.
     alpha: weight of the clean term.
 
+  Passed to `advjax.loop.fit` as ``objective=`` like `Clean` and `Adversarial`.
+
   Example:
-    >>> loop.fit(model, data.train, config,
-    ...          objective=Noise(advjax.sign_noise, eps=0.25))
+    >>> objective = Noise(advjax.sign_noise, eps=0.25)
+    >>> loss = objective(model.loss_fn(), key)  # 0.5 J(x) + 0.5 J(x + eps * s)
+    >>> grads = jax.grad(loss)(params, x, y)
   """
 
   noise_fn: Callable[[Array, Array, Any], Array] = dataclasses.field(
@@ -184,6 +193,8 @@ def create_train_state(model: Classifier, key: Array, sample_x: Array,
 
   Example:
     >>> state = create_train_state(model, jax.random.key(0), x[:1], recipe_sgd(500))
+    >>> int(state.step)
+    0
   """
   params = model.constrain(model.init(key, sample_x))
   state = TrainState.create(apply_fn=model.scores, params=params, tx=tx)
@@ -253,6 +264,8 @@ def make_train_step(model: Classifier, objective: Objective
   Example:
     >>> step = jax.jit(make_train_step(model, Adversarial(eps=0.25)))
     >>> state, loss = step(state, (x, y), jax.random.key(1))
+    >>> int(state.step)
+    1
   """
   return functools.partial(train_step, model, objective)
 
@@ -363,6 +376,8 @@ def split_objective(objective: Objective, members: int) -> tuple[Any, Any]:
 
   Example:
     >>> static, dynamic = split_objective(Adversarial(eps=[0.1, 0.25]), 2)
+    >>> dynamic  # eps and alpha, one per member
+    [Array([0.1 , 0.25], dtype=float32), Array([0.5, 0.5], dtype=float32)]
   """
   leaves, treedef = jax.tree.flatten(objective, is_leaf=_is_numbers)
   numeric = [_is_number(leaf) or _is_numbers(leaf) for leaf in leaves]

@@ -175,7 +175,7 @@ def test_on_real_mnist_with_a_small_network(tmp_path):
 
 def test_data_parallel_run_matches_the_single_device_run(tmp_path):
   if jax.device_count() < 4:
-    pytest.skip("needs 4 devices (tests/conftest.py forces 4 CPU devices)")
+    pytest.skip("needs 4 devices (conftest.py forces 4 CPU devices)")
   data_dir = tmp_path / "mnist"
   write_idx(data_dir)
   single = mnist_maxout.main([*TINY, "--data-dir", str(data_dir),

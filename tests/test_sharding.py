@@ -20,7 +20,7 @@ def mlp_probs(params, x):
 @pytest.fixture(autouse=True)
 def four_devices():
   if jax.device_count() < 4:
-    pytest.skip("needs 4 devices (tests/conftest.py forces 4 CPU devices)")
+    pytest.skip("needs 4 devices (conftest.py forces 4 CPU devices)")
 
 
 def test_shard_batch_splits_the_leading_axis():
