@@ -21,6 +21,17 @@ import jax.numpy as jnp
 
 from advjax import _validation
 
+__all__ = [
+    "Clip",
+    "LossFn",
+    "broadcast_eps",
+    "fgsm",
+    "input_grad",
+    "pgd",
+    "sign_step",
+    "targeted_fgsm",
+]
+
 Array = jax.Array
 LossFn = Callable[[Any, Array, Array], Array]
 Clip = tuple[Any, Any] | None

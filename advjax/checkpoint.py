@@ -32,6 +32,13 @@ import numpy as np
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
+__all__ = [
+    "CheckpointError",
+    "RunCheckpointer",
+    "RunMismatchError",
+    "arrays_sha256",
+]
+
 # The record's key for the SHA-256 of the arrays saved beside it.
 _CHECKSUM_KEY = "arrays_sha256"
 # How much of an orbax or tensorstore error a one-line message quotes.

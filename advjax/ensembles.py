@@ -27,6 +27,19 @@ from advjax import _trees
 from advjax import _validation
 from advjax.attacks import Array, LossFn
 
+__all__ = [
+    "ProbsFn",
+    "TrainStep",
+    "ensemble_loss",
+    "ensemble_probs",
+    "ensemble_size",
+    "ensemble_step",
+    "init_ensemble",
+    "member",
+    "stack",
+    "unstack",
+]
+
 ProbsFn = Callable[[Any, Array], Array]
 TrainStep = Callable[[Any, Any, Array], tuple[Any, Any]]
 

@@ -30,6 +30,21 @@ from advjax import metrics
 from advjax.attacks import Clip, fgsm, pgd
 from advjax.models import Classifier, Params
 
+__all__ = [
+    "DeviceSplit",
+    "SCORES",
+    "as_classes",
+    "device_split",
+    "evaluate",
+    "evaluate_members",
+    "fgsm_examples",
+    "map_batches",
+    "pgd_error",
+    "probabilities",
+    "score",
+    "scores",
+]
+
 Array = jax.Array
 SCORES = ("error", "confidence", "fgsm_error", "fgsm_confidence")
 """The keys of `evaluate`'s scores."""

@@ -46,6 +46,17 @@ from advjax import train as train_lib
 from advjax.checkpoint import RunCheckpointer
 from advjax.models import Classifier, Params
 
+__all__ = [
+    "EarlyStopping",
+    "FitResult",
+    "TrainConfig",
+    "describe",
+    "fingerprint",
+    "fit",
+    "fit_and_retrain",
+    "fit_members",
+]
+
 Array = jax.Array
 
 

@@ -12,6 +12,12 @@ import jax.numpy as jnp
 
 from advjax import _validation
 
+__all__ = [
+    "error_and_confidence",
+    "mistakes",
+    "rubbish_error_and_confidence",
+]
+
 Array = jax.Array
 
 

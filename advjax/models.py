@@ -37,6 +37,28 @@ import optax
 
 from advjax.sweeps import LinearFirst
 
+__all__ = [
+    "Classifier",
+    "EXP",
+    "Head",
+    "INIT_RANGE",
+    "LOGISTIC",
+    "Linear",
+    "LossFn",
+    "MAX_COL_NORM",
+    "Maxout",
+    "Params",
+    "RBF",
+    "SIGMOID",
+    "SOFTMAX",
+    "clip_column_norms",
+    "logistic_regression",
+    "maxout_linear_first",
+    "maxout_mlp",
+    "rbf_network",
+    "softmax_regression",
+]
+
 Array = jax.Array
 Params = Any
 LossFn = Callable[[Params, Array, Array], Array]

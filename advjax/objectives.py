@@ -18,6 +18,16 @@ import jax.numpy as jnp
 from advjax import _validation
 from advjax.attacks import Array, Clip, LossFn, broadcast_eps, fgsm
 
+__all__ = [
+    "adversarial_loss",
+    "logistic_loss",
+    "logistic_worst_case_loss",
+    "noise_loss",
+    "rubbish_inputs",
+    "sign_noise",
+    "uniform_noise",
+]
+
 
 def adversarial_loss(loss_fn: Callable[..., Any], eps: Any, alpha: Any = 0.5, *,
                      clip: Clip = None, has_aux: bool = False) -> Callable[..., Any]:

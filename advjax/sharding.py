@@ -26,6 +26,17 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+__all__ = [
+    "DATA_AXIS",
+    "data_mesh",
+    "initialize_distributed",
+    "local_copy",
+    "replicate",
+    "replicated",
+    "shard_batch",
+    "split_leading",
+]
+
 DATA_AXIS = "data"
 
 

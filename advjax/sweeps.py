@@ -26,6 +26,14 @@ from advjax import _validation
 from advjax.attacks import Array, Clip, LossFn, input_grad, sign_step
 from advjax.metrics import mistakes
 
+__all__ = [
+    "LinearFirst",
+    "ModelFn",
+    "SweepResult",
+    "direction_sweep",
+    "epsilon_sweep",
+]
+
 ModelFn = Callable[[Any, Array], Array]
 
 

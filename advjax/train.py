@@ -43,6 +43,24 @@ from advjax import sharding
 from advjax.attacks import Clip, LossFn
 from advjax.models import Classifier, Params
 
+__all__ = [
+    "Adversarial",
+    "Batch",
+    "Clean",
+    "Noise",
+    "Objective",
+    "TrainState",
+    "create_train_state",
+    "epoch_order",
+    "join_objective",
+    "loss_and_grads",
+    "make_train_step",
+    "recipe_sgd",
+    "split_objective",
+    "train_epoch",
+    "train_step",
+]
+
 Array = jax.Array
 Batch = tuple[Array, Array]
 TrainState = train_state.TrainState

@@ -6,6 +6,8 @@ an auxiliary output, forward mode, the submodules on first use.
 """
 
 import functools
+import importlib
+import inspect
 import re
 import subprocess
 import sys
@@ -245,3 +247,20 @@ class SubmodulesTest(parameterized.TestCase):
 
   def test_unknown_names_still_raise_attribute_error(self):
     self.assertFalse(hasattr(advjax, "no_such_module"))
+
+  @parameterized.parameters("attacks", "checkpoint", "data", "ensembles", "evaluation",
+                            "loop", "metrics", "models", "objectives", "sharding",
+                            "sweeps", "train")
+  def test_each_module_lists_its_public_api_in_all(self, name):
+    module = importlib.import_module(f"advjax.{name}")
+    self.assertEqual(module.__all__, sorted(set(module.__all__)))
+    self.assertEqual([n for n in module.__all__ if not hasattr(module, n)], [])
+    # Every public function and class defined here is listed.
+    defined = [n for n, value in vars(module).items()
+               if not n.startswith("_") and (inspect.isfunction(value) or
+                                             inspect.isclass(value))
+               and getattr(value, "__module__", None) == module.__name__]
+    self.assertEqual(sorted(set(defined) - set(module.__all__)), [])
+
+  def test_top_level_all_resolves(self):
+    self.assertEqual([n for n in advjax.__all__ if not hasattr(advjax, n)], [])
