@@ -22,9 +22,9 @@ maxout model with everything an example takes (``model``, ``params``,
 working directory, so those that write ``runs/...`` leave nothing behind.
 """
 
+from _pytest.doctest import DoctestItem
 import jax
 import pytest
-from _pytest.doctest import DoctestItem
 
 jax.config.update("jax_num_cpu_devices", 4)
 jax.config.update("jax_default_matmul_precision", "highest")

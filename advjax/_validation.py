@@ -15,9 +15,9 @@ from __future__ import annotations
 from typing import Any
 
 import jax
+from jax.experimental import checkify
 import jax.numpy as jnp
 import numpy as np
-from jax.experimental import checkify
 
 
 def concrete_value(value: Any) -> np.ndarray | None:

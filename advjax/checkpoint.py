@@ -28,9 +28,9 @@ import sys
 from typing import Any
 
 import jax
+from jax.experimental import multihost_utils
 import numpy as np
 import orbax.checkpoint as ocp
-from jax.experimental import multihost_utils
 
 __all__ = [
     "CheckpointError",

@@ -25,7 +25,8 @@ import numpy as np
 
 from advjax import _trees
 from advjax import _validation
-from advjax.attacks import Array, LossFn
+from advjax.attacks import Array
+from advjax.attacks import LossFn
 
 __all__ = [
     "ProbsFn",

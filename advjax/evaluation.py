@@ -27,8 +27,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from advjax import metrics
-from advjax.attacks import Clip, fgsm, pgd
-from advjax.models import Classifier, Params
+from advjax.attacks import Clip
+from advjax.attacks import fgsm
+from advjax.attacks import pgd
+from advjax.models import Classifier
+from advjax.models import Params
 
 __all__ = [
     "DeviceSplit",

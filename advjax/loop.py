@@ -30,21 +30,22 @@ import os
 import pathlib
 import sys
 import time
+from typing import Any, Literal, NamedTuple, Sequence
 import zlib
-from typing import Any, Callable, Literal, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import Mesh
 import numpy as np
 import optax
 import tqdm
-from jax.sharding import Mesh
 
 from advjax import evaluation
 from advjax import sharding
 from advjax import train as train_lib
 from advjax.checkpoint import RunCheckpointer
-from advjax.models import Classifier, Params
+from advjax.models import Classifier
+from advjax.models import Params
 
 __all__ = [
     "EarlyStopping",

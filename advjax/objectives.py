@@ -16,7 +16,11 @@ import jax
 import jax.numpy as jnp
 
 from advjax import _validation
-from advjax.attacks import Array, Clip, LossFn, broadcast_eps, fgsm
+from advjax.attacks import Array
+from advjax.attacks import Clip
+from advjax.attacks import LossFn
+from advjax.attacks import broadcast_eps
+from advjax.attacks import fgsm
 
 __all__ = [
     "adversarial_loss",

@@ -23,7 +23,11 @@ import numpy as np
 
 from advjax import _trees
 from advjax import _validation
-from advjax.attacks import Array, Clip, LossFn, input_grad, sign_step
+from advjax.attacks import Array
+from advjax.attacks import Clip
+from advjax.attacks import LossFn
+from advjax.attacks import input_grad
+from advjax.attacks import sign_step
 from advjax.metrics import mistakes
 
 __all__ = [

@@ -32,16 +32,19 @@ import dataclasses
 import functools
 from typing import Any, Callable
 
+from flax.training import train_state
 import jax
 import jax.numpy as jnp
+from jax.sharding import Mesh
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec
 import optax
-from flax.training import train_state
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from advjax import objectives
 from advjax import sharding
-from advjax.attacks import Clip, LossFn
-from advjax.models import Classifier, Params
+from advjax.attacks import LossFn
+from advjax.models import Classifier
+from advjax.models import Params
 
 __all__ = [
     "Adversarial",

@@ -38,8 +38,8 @@ import time
 from typing import Any, Sequence
 
 import jax.numpy as jnp
-import numpy as np
 from matplotlib.figure import Figure
+import numpy as np
 
 import advjax
 from advjax import data as data_lib

@@ -36,14 +36,14 @@ import pathlib
 from typing import Any, NamedTuple, Sequence
 
 import jax.numpy as jnp
-import numpy as np
 from matplotlib.figure import Figure
+import numpy as np
 
 import advjax
 from advjax import data as data_lib
-from advjax import models
 from advjax import evaluation
 from advjax import loop
+from advjax import models
 from experiments import common
 from experiments import paper
 from experiments import shallow

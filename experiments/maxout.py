@@ -19,14 +19,14 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
-import zipfile
 from typing import Any, NamedTuple, Sequence
+import zipfile
 
+from flax import traverse_util
 import jax
 import jax.numpy as jnp
-import numpy as np
-from flax import traverse_util
 from jax.sharding import Mesh
+import numpy as np
 
 import advjax
 from advjax import data as data_lib

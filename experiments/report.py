@@ -118,7 +118,7 @@ def _table(header: Sequence[str], lines: list[list[str]]) -> list[str]:
 
 
 def audit_lines(results: dict[str, dict[str, Any]]) -> list[str]:
-  """The section on stronger attacks: a table per maxout run, and what remains of FGSM's robustness."""
+  """The stronger-attack section: a table per maxout run, and what remains of FGSM's robustness."""
   lines = []
   for name, content in results.items():
     audit = content.get("audit")
@@ -172,7 +172,8 @@ def study_lines(content: dict[str, Any]) -> list[str]:
                                         ("test_error", "fgsm_error_own_eps",
                                          "fgsm_error", "pgd_error"))]
                        for value, row in zip(group["values"], rows)]), ""]
-    lowest = lambda key: min(zip(group["values"], rows), key=lambda pair: pair[1][key])
+    pairs = list(zip(group["values"], rows))
+    lowest = lambda key, pairs=pairs: min(pairs, key=lambda pair: pair[1][key])
     sentences = [f"the {label} is lowest at {setting} {value:g} "
                  f"({common.percent(row[key], 2)})"
                  for key, label in (("test_error", "clean error"),

@@ -28,8 +28,8 @@ import pathlib
 from typing import Any, Callable, Sequence
 
 import jax
-import numpy as np
 from matplotlib.figure import Figure
+import numpy as np
 
 import advjax
 from advjax import data as data_lib

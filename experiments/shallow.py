@@ -37,9 +37,9 @@ from typing import Any, Callable, Literal, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
+from matplotlib.figure import Figure
 import numpy as np
 import optax
-from matplotlib.figure import Figure
 
 import advjax
 from advjax import data as data_lib

@@ -5,8 +5,8 @@ import functools
 from absl.testing import parameterized
 import chex
 import jax
-import jax.numpy as jnp
 from jax.experimental import checkify
+import jax.numpy as jnp
 import numpy as np
 import pytest
 

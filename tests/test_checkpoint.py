@@ -15,7 +15,9 @@ import numpy as np
 import pytest
 
 from advjax import checkpoint
-from advjax.checkpoint import CheckpointError, RunCheckpointer, RunMismatchError
+from advjax.checkpoint import CheckpointError
+from advjax.checkpoint import RunCheckpointer
+from advjax.checkpoint import RunMismatchError
 
 FINGERPRINT = {"model": "tiny", "seed": 0, "sizes": (3, 4)}
 

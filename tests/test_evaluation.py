@@ -7,7 +7,10 @@ import pytest
 
 import advjax
 from advjax import evaluation
-from tests.test_train import INIT, MODEL, TRAIN, VALID
+from tests.test_train import INIT
+from tests.test_train import MODEL
+from tests.test_train import TRAIN
+from tests.test_train import VALID
 
 
 def trained_params(seed=0):

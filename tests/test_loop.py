@@ -17,7 +17,10 @@ import pytest
 from advjax import checkpoint
 from advjax import loop
 from advjax import train
-from tests.test_train import MODEL, TRAIN, VALID, Split
+from tests.test_train import MODEL
+from tests.test_train import TRAIN
+from tests.test_train import VALID
+from tests.test_train import Split
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CONFIG = loop.TrainConfig(epochs=3, eval_eps=0.25, batch_size=20, eval_batch_size=64)

@@ -1,13 +1,14 @@
 """Tests of the paper's scores: error, confidence on the mistakes, and the NaN rule."""
 
-import chex
 from absl.testing import parameterized
-import jax
+import chex
 import jax.numpy as jnp
 import numpy as np
 
 import advjax
-from tests.test_sweeps import loss_fn, probs_fn, problem
+from tests.test_sweeps import loss_fn
+from tests.test_sweeps import problem
+from tests.test_sweeps import probs_fn
 
 NAN = float("nan")
 

@@ -2,16 +2,19 @@
 
 import re
 
-import chex
 from absl.testing import parameterized
+import chex
 import jax
-import jax.numpy as jnp
 from jax.experimental import checkify
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import advjax
-from tests.test_attacks import logistic, logistic_problem, mlp_loss, mlp_problem
+from tests.test_attacks import logistic
+from tests.test_attacks import logistic_problem
+from tests.test_attacks import mlp_loss
+from tests.test_attacks import mlp_problem
 
 
 def separate_gradient(loss_fn, params, x, y, eps, alpha):
@@ -98,7 +101,7 @@ class AdversarialLossTest(chex.TestCase):
     grads = jax.vmap(jax.grad(advjax.adversarial_loss(mlp_loss, 0.1)),
                      in_axes=(0, None, None))(stacked, x, y)
     for k, member in enumerate(members):
-      chex.assert_trees_all_close(jax.tree.map(lambda g: g[k], grads),
+      chex.assert_trees_all_close(jax.tree.map(lambda g, k=k: g[k], grads),
                                   separate_gradient(mlp_loss, member, x, y, 0.1, 0.5),
                                   rtol=1e-5, atol=1e-6)
 

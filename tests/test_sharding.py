@@ -10,7 +10,8 @@ import pytest
 
 import advjax
 from advjax import sharding
-from tests.test_attacks import mlp_loss, mlp_problem
+from tests.test_attacks import mlp_loss
+from tests.test_attacks import mlp_problem
 
 
 def mlp_probs(params, x):
@@ -68,7 +69,8 @@ def test_sharded_ensemble_matches_unsharded():
 
 def test_sharded_epochs_match_single_device():
   from advjax import train
-  from tests.test_train import MODEL, TRAIN
+  from tests.test_train import MODEL
+  from tests.test_train import TRAIN
   tx = train.recipe_sgd(steps_per_epoch=5)
   keys = jax.vmap(jax.random.split)(jax.vmap(jax.random.key)(jnp.arange(2)))
   static, dynamic = train.split_objective(train.Adversarial(0.25), 2)
@@ -93,8 +95,12 @@ def test_sharded_epochs_match_single_device():
 def test_sharded_fit_matches_and_resumes_on_another_device_count(tmp_path, monkeypatch):
   from advjax import loop
   from advjax import train
-  from tests.test_loop import CONFIG, Crash, crash_on_epoch
-  from tests.test_train import MODEL, TRAIN, VALID
+  from tests.test_loop import CONFIG
+  from tests.test_loop import Crash
+  from tests.test_loop import crash_on_epoch
+  from tests.test_train import MODEL
+  from tests.test_train import TRAIN
+  from tests.test_train import VALID
   config = dataclasses.replace(CONFIG, epochs=2)
   objective = train.Adversarial(0.25)
   single = loop.fit(MODEL, TRAIN, config, objective=objective, valid=VALID)
@@ -115,7 +121,8 @@ def test_sharded_fit_matches_and_resumes_on_another_device_count(tmp_path, monke
 def test_fit_rejects_a_batch_that_does_not_split():
   from advjax import loop
   from tests.test_loop import CONFIG
-  from tests.test_train import MODEL, TRAIN
+  from tests.test_train import MODEL
+  from tests.test_train import TRAIN
   with pytest.raises(ValueError, match="split evenly"):
     loop.fit(MODEL, TRAIN, dataclasses.replace(CONFIG, batch_size=21),
              mesh=sharding.data_mesh(4))
