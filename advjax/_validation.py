@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 import jax
+from jax import core
 from jax.experimental import checkify
 import jax.numpy as jnp
 import numpy as np
@@ -22,7 +23,7 @@ import numpy as np
 
 def concrete_value(value: Any) -> np.ndarray | None:
   """Returns ``value`` as a NumPy array, or None when it is only known at run time."""
-  if isinstance(value, jax.core.Tracer):
+  if isinstance(value, core.Tracer):
     return None
   try:
     return np.asarray(value)

@@ -259,8 +259,6 @@ def pgd(loss_fn: LossFn, params: Any, x: Array, y: Array, eps: Any, *,
   _validation.check_batch(x, y)
   if not isinstance(num_steps, int) or num_steps < 1:
     raise ValueError(f"num_steps must be an int >= 1, got {num_steps!r}.")
-  if random_start and key is None:
-    raise ValueError("random_start=True needs a PRNG key: pass key=.")
   wide = _widen(x)
   radius = broadcast_eps(eps, wide)
   sign = -1 if targeted else 1
@@ -271,6 +269,8 @@ def pgd(loss_fn: LossFn, params: Any, x: Array, y: Array, eps: Any, *,
 
   start = x
   if random_start:
+    if key is None:
+      raise ValueError("random_start=True needs a PRNG key: pass key=.")
     start = project(wide + jax.random.uniform(
         key, x.shape, wide.dtype, minval=-1, maxval=1) * radius)
 

@@ -526,6 +526,8 @@ def _network_available(host: str, port: int, timeout: float = 3.0) -> bool:
 def _host_port(url: str) -> tuple[str, int]:
   """The host and port a download from ``url`` connects to."""
   parts = urllib.parse.urlsplit(url)
+  if not parts.hostname:  # `_base_url` lets none through
+    raise DataError(f"{url!r} names no host to download from")
   return parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
 
 
@@ -661,18 +663,24 @@ def download_mnist(name: str = "mnist", *, base_url: str | None = None) -> MNIST
   _check_name(name)
   url = _base_url(name, base_url)
   tfds = _import_tfds()
+  from tensorflow_datasets.core import constants  # pylint: disable=import-outside-toplevel
+
   # Where tfds.load keeps the downloads of `name`, so both share them.
-  downloads = pathlib.Path(tfds.core.constants.DATA_DIR).expanduser() / "downloads"
+  downloads = pathlib.Path(constants.DATA_DIR).expanduser() / "downloads"
   urls = {base: f"{url}{base}.gz" for base in IDX_FILES.values()}
-  paths = {base: _cached_download(downloads / name, u) for base, u in urls.items()}
-  if not all(paths.values()):
+  cached = {base: _cached_download(downloads / name, u) for base, u in urls.items()}
+  paths = {base: path for base, path in cached.items() if path is not None}
+  if len(paths) < len(urls):
     if not _network_available(*_host_port(url)):
       raise _offline_error(
           name, f"tensorflow-datasets download cache ({downloads / name})", url
       )
     try:
       manager = tfds.download.DownloadManager(download_dir=downloads, dataset_name=name)
-      paths = {base: pathlib.Path(path) for base, path in manager.download(urls).items()}
+      # dict(urls) is typed dict[str, Url] there, which picks the overload of
+      # `download` that returns a dict (a dict[str, str] is no dict[str, Url]).
+      downloaded = manager.download(dict(urls))
+      paths = {base: pathlib.Path(path) for base, path in downloaded.items()}
     except Exception as exc:  # noqa: BLE001 - requests and tfds raise many types.
       raise DataError(
           f"could not download {name} from {url} ({_one_line(exc)}): {_HOW_TO_POINT}"

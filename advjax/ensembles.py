@@ -115,11 +115,12 @@ def ensemble_size(stacked: Any, name: str = "stacked_params") -> int:
     raise ValueError(f"{name} must have array leaves with a member axis, got "
                      "a pytree without array leaves.")
   sizes = {np.shape(leaf)[0] if np.ndim(leaf) else None for leaf in leaves}
-  if None in sizes or len(sizes) > 1:
+  size = sizes.pop() if len(sizes) == 1 else None
+  if size is None:
     shapes = [np.shape(leaf) for leaf in leaves]
     raise ValueError(f"{name} must have one leading member axis on every leaf, "
                      f"got leaves of shapes {shapes}.")
-  return sizes.pop()
+  return size
 
 
 def member(stacked: Any, index: Any) -> Any:

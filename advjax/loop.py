@@ -489,9 +489,10 @@ def describe(value: Any) -> Any:
     return {"type": type(value).__qualname__,
             **{f.name: describe(getattr(value, f.name))
                for f in dataclasses.fields(value)}}
-  if isinstance(value, tuple) and hasattr(value, "_fields"):
+  fields = getattr(value, "_fields", None)  # a named tuple's
+  if isinstance(value, tuple) and fields is not None:
     return {"type": type(value).__qualname__,
-            **{name: describe(getattr(value, name)) for name in value._fields}}
+            **{name: describe(getattr(value, name)) for name in fields}}
   if isinstance(value, (list, tuple)):
     return [describe(v) for v in value]
   if isinstance(value, dict):

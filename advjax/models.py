@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Callable, Literal, NamedTuple
+from typing import Any, Callable, Literal, NamedTuple, cast
 
 import flax.linen as nn
 import jax
@@ -298,7 +298,10 @@ class Classifier:
     """
     train = dropout_key is not None
     rngs = {"dropout": dropout_key} if train else None
-    return self.module.apply({"params": params}, x, train=train, rngs=rngs)
+    # Flax types `apply` as the output or, with `mutable`, (output, state);
+    # without `mutable` it is the output, the module's scores.
+    return cast(
+        Array, self.module.apply({"params": params}, x, train=train, rngs=rngs))
 
   def probabilities(self, params: Params, x: Array) -> Array:
     """Class probabilities at evaluation time (no dropout), shape ``(n, classes)``.
