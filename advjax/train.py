@@ -163,6 +163,11 @@ def recipe_sgd(steps_per_epoch: int, learning_rate: float = 0.1,
   ``momentum_epochs`` epochs, then stays. Both are functions of optax's
   update count, so they resume with the optimizer state.
 
+  Equal settings give the same transformation object. A ``TrainState`` holds
+  its optimizer as static data, so a jitted step or `train_epoch` compiled for
+  one run is reused by the next run with the same settings (each `fit` would
+  otherwise compile its epoch again).
+
   Args:
     steps_per_epoch: updates per epoch, to turn epochs into updates.
     learning_rate: initial learning rate.
@@ -176,6 +181,8 @@ def recipe_sgd(steps_per_epoch: int, learning_rate: float = 0.1,
 
   Example:
     >>> tx = recipe_sgd(steps_per_epoch=500)
+    >>> tx is recipe_sgd(steps_per_epoch=500)
+    True
   """
   if steps_per_epoch < 1 or momentum_epochs < 1:
     raise ValueError("steps_per_epoch and momentum_epochs must be >= 1, got "
@@ -185,6 +192,21 @@ def recipe_sgd(steps_per_epoch: int, learning_rate: float = 0.1,
         f"need decay >= 1 and 0 < min_learning_rate <= learning_rate, got "
         f"decay={decay}, min_learning_rate={min_learning_rate}, "
         f"learning_rate={learning_rate}.")
+  settings = (steps_per_epoch, learning_rate, decay, min_learning_rate,
+              tuple(momentum), momentum_epochs)
+  try:
+    hash(settings)
+  except TypeError:  # an array among them: nothing to share
+    return _recipe_sgd.__wrapped__(*settings)
+  return _recipe_sgd(*settings)
+
+
+# typed: an int and a float setting build different schedules (a constant int
+# learning rate would be an int hyperparameter), so they are not shared.
+@functools.lru_cache(maxsize=None, typed=True)
+def _recipe_sgd(steps_per_epoch: int, learning_rate: float, decay: float,
+                min_learning_rate: float, momentum: tuple[float, float],
+                momentum_epochs: int) -> optax.GradientTransformation:
   if decay == 1:
     # optax's exponential_decay reads end_value as an upper bound for a rate
     # >= 1, so a rate of exactly 1 would sit at min_learning_rate throughout.

@@ -10,6 +10,7 @@ import optax
 import pytest
 
 import advjax
+from advjax import loop
 from advjax import models
 from advjax import train
 
@@ -32,6 +33,22 @@ def synthetic(n: int, seed: int = 0) -> Split:
 
 TRAIN, VALID = synthetic(100), synthetic(50, seed=1)
 INIT = jax.jit(MODEL.init)
+
+
+def test_equal_recipe_settings_share_one_optimizer_and_its_compilation():
+  assert train.recipe_sgd(3) is train.recipe_sgd(3)
+  assert train.recipe_sgd(3) is not train.recipe_sgd(4)
+  assert train.recipe_sgd(3, learning_rate=1) is not train.recipe_sgd(3, learning_rate=1.0)
+  # Unhashable settings still build an optimizer, just not a shared one.
+  assert train.recipe_sgd(3, momentum=[0.5, 0.7]) is train.recipe_sgd(3)
+  assert train.recipe_sgd(3, learning_rate=jnp.array(0.1)) is not train.recipe_sgd(3)
+  # So a TrainState's static optimizer matches across runs, and a second run
+  # with the same settings reuses the first one's compiled epoch.
+  config = loop.TrainConfig(epochs=1, batch_size=50)
+  loop.fit(MODEL, TRAIN, config, progress=False)
+  compiled = train.train_epoch._cache_size()
+  loop.fit(MODEL, TRAIN, config, progress=False)
+  assert train.train_epoch._cache_size() == compiled
 
 
 def test_train_step_lowers_the_loss():
