@@ -55,8 +55,7 @@ def _doctest_objects():
   rng = np.random.default_rng(0)
   images = rng.integers(0, 256, (400, 28, 28), dtype=np.uint8)
   labels = rng.integers(0, 10, 400)
-  data = data_lib.split_mnist(images[:300], labels[:300], images[300:],
-                              labels[300:], n_train=200)
+  data = data_lib.split_mnist(images[:300], labels[:300], images[300:], labels[300:], n_train=200)
   return {
       "advjax": advjax,
       "jax": jax,

@@ -73,8 +73,7 @@ __all__ = [
 ]
 
 # Submodules beside the core, imported by `__getattr__` when first used.
-_SUBMODULES = ("checkpoint", "data", "evaluation", "loop", "models", "sharding",
-               "train")
+_SUBMODULES = ("checkpoint", "data", "evaluation", "loop", "models", "sharding", "train")
 
 
 def __getattr__(name: str):

@@ -71,10 +71,10 @@ def broadcast_eps(eps: Any, x: Array) -> Array:
     ``eps`` in the dtype of ``x`` with trailing unit axes, ready to broadcast.
   """
   eps = jnp.asarray(eps, dtype=x.dtype)
-  if eps.ndim > x.ndim or eps.shape != x.shape[:eps.ndim]:
+  if eps.ndim > x.ndim or eps.shape != x.shape[: eps.ndim]:
     raise ValueError(
-        f"eps must be a scalar or match the leading axes of x {x.shape}, "
-        f"got shape {eps.shape}.")
+        f"eps must be a scalar or match the leading axes of x {x.shape}, " f"got shape {eps.shape}."
+    )
   return eps.reshape(eps.shape + (1,) * (x.ndim - eps.ndim))
 
 
@@ -132,7 +132,8 @@ def _round_into_ball(x: Array, target: Array, radius: Array) -> Array:
   # The check and the nudge have no derivative: the result's is that of target.
   fixed_result, fixed_x, radius = jax.lax.stop_gradient((result, x, radius))
   a, b = jax.lax.optimization_barrier(
-      (fixed_result.astype(target.dtype), -fixed_x.astype(target.dtype)))
+      (fixed_result.astype(target.dtype), -fixed_x.astype(target.dtype))
+  )
   gap = a + b
   b_part = gap - a
   error = (a - (gap - b_part)) + (b - b_part)  # gap + error == a + b exactly
@@ -148,8 +149,7 @@ def _clip(x: Array, clip: Clip) -> Array:
   return jnp.clip(x, lo, hi).astype(x.dtype)
 
 
-def fgsm(loss_fn: LossFn, params: Any, x: Array, y: Array, eps: Any, *,
-         clip: Clip = None) -> Array:
+def fgsm(loss_fn: LossFn, params: Any, x: Array, y: Array, eps: Any, *, clip: Clip = None) -> Array:
   """The fast gradient sign method: ``x + eps * sign(grad_x loss_fn(params, x, y))``.
 
   Goodfellow, Shlens & Szegedy (2015), eq. (3). The paper's numbers use no
@@ -181,8 +181,9 @@ def fgsm(loss_fn: LossFn, params: Any, x: Array, y: Array, eps: Any, *,
   return sign_step(x, input_grad(loss_fn, params, x, y), eps, clip=clip)
 
 
-def targeted_fgsm(loss_fn: LossFn, params: Any, x: Array, target: Array,
-                  eps: Any, *, clip: Clip = None) -> Array:
+def targeted_fgsm(
+    loss_fn: LossFn, params: Any, x: Array, target: Array, eps: Any, *, clip: Clip = None
+) -> Array:
   """One gradient-sign step that lowers the loss of a chosen ``target`` class.
 
   Args:
@@ -211,10 +212,20 @@ def targeted_fgsm(loss_fn: LossFn, params: Any, x: Array, target: Array,
   return sign_step(x, -input_grad(loss_fn, params, x, target), eps, clip=clip)
 
 
-def pgd(loss_fn: LossFn, params: Any, x: Array, y: Array, eps: Any, *,
-        step_size: Any, num_steps: int, clip: Clip = None,
-        random_start: bool = False, key: Array | None = None,
-        targeted: bool = False) -> Array:
+def pgd(
+    loss_fn: LossFn,
+    params: Any,
+    x: Array,
+    y: Array,
+    eps: Any,
+    *,
+    step_size: Any,
+    num_steps: int,
+    clip: Clip = None,
+    random_start: bool = False,
+    key: Array | None = None,
+    targeted: bool = False,
+) -> Array:
   """The iterated gradient-sign method under the L-infinity norm (BIM / PGD).
 
   Each step moves by ``step_size * sign(grad)`` and projects back onto the
@@ -271,8 +282,9 @@ def pgd(loss_fn: LossFn, params: Any, x: Array, y: Array, eps: Any, *,
   if random_start:
     if key is None:
       raise ValueError("random_start=True needs a PRNG key: pass key=.")
-    start = project(wide + jax.random.uniform(
-        key, x.shape, wide.dtype, minval=-1, maxval=1) * radius)
+    start = project(
+        wide + jax.random.uniform(key, x.shape, wide.dtype, minval=-1, maxval=1) * radius
+    )
 
   def step(_, x_adv):
     grad = input_grad(loss_fn, params, x_adv, y)

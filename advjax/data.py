@@ -77,8 +77,7 @@ _NUM_CLASSES = 10
 # The paper keeps 50,000 of MNIST's 60,000 training images for training.
 _TRAIN_FRACTION = (5, 6)
 _HOW_TO_POINT = (
-    f"pass --data-dir DIR or set {DATA_DIR_ENV}=DIR to a folder holding the four "
-    "MNIST IDX files"
+    f"pass --data-dir DIR or set {DATA_DIR_ENV}=DIR to a folder holding the four " "MNIST IDX files"
 )
 
 
@@ -134,6 +133,7 @@ _REMOTES = {
     ),
 }
 KNOWN_DATASETS = tuple(_REMOTES)
+
 
 class DataError(ValueError):
   """A dataset file or folder is missing, unreadable or malformed, or no source works.
@@ -224,8 +224,7 @@ def _parse_idx(data: bytes, path: pathlib.Path, magic: int) -> np.ndarray:
   header_len = 4 + 4 * ndim
   if len(data) < header_len:
     raise DataError(
-        f"{path}: truncated: {len(data)} bytes, shorter than the {header_len}-byte IDX "
-        "header"
+        f"{path}: truncated: {len(data)} bytes, shorter than the {header_len}-byte IDX " "header"
     )
   found = int.from_bytes(data[:4], "big")
   if found != magic:
@@ -269,8 +268,7 @@ def read_idx_images(path: str | os.PathLike) -> np.ndarray:
   images = _parse_idx(_read_bytes(path), path, _IMAGES_MAGIC)
   if images.shape[1:] != (_SIDE, _SIDE):
     raise DataError(
-        f"{path}: images are {images.shape[1]}x{images.shape[2]}, expected "
-        f"{_SIDE}x{_SIDE}"
+        f"{path}: images are {images.shape[1]}x{images.shape[2]}, expected " f"{_SIDE}x{_SIDE}"
     )
   return images
 
@@ -322,8 +320,7 @@ def _read_pair(
   labels = read_idx_labels(labels_path)
   if len(images) != len(labels):
     raise DataError(
-        f"{images_path} holds {len(images)} images but {labels_path} holds "
-        f"{len(labels)} labels"
+        f"{images_path} holds {len(images)} images but {labels_path} holds " f"{len(labels)} labels"
     )
   return images, labels
 
@@ -366,9 +363,7 @@ def load_idx_dir(data_dir: str | os.PathLike, *, source: str = "") -> MNIST:
   if not folder.is_dir():
     what = "is not a folder" if folder.exists() else "does not exist"
     raise DataError(f"data folder {folder}{origin} {what}: {_HOW_TO_POINT}")
-  return _load_files(
-      {role: _find_idx_file(folder, base) for role, base in IDX_FILES.items()}
-  )
+  return _load_files({role: _find_idx_file(folder, base) for role, base in IDX_FILES.items()})
 
 
 # ---------------------------------------------------------------------------
@@ -664,9 +659,7 @@ def download_mnist(name: str = "mnist", *, base_url: str | None = None) -> MNIST
   paths = {base: path for base, path in cached.items() if path is not None}
   if len(paths) < len(urls):
     if not _network_available(*_host_port(url)):
-      raise _offline_error(
-          name, f"tensorflow-datasets download cache ({downloads / name})", url
-      )
+      raise _offline_error(name, f"tensorflow-datasets download cache ({downloads / name})", url)
     try:
       manager = tfds.download.DownloadManager(download_dir=downloads, dataset_name=name)
       # dict(urls) is typed dict[str, Url] there, which picks the overload of

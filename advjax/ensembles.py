@@ -74,24 +74,28 @@ def stack(params_list: Sequence[Any]) -> Any:
     if jax.tree.structure(params) != structure:
       raise ValueError(
           f"params_list members must share one tree structure; member {index} "
-          f"is {jax.tree.structure(params)}, member 0 is {structure}.")
+          f"is {jax.tree.structure(params)}, member 0 is {structure}."
+      )
   member_arrays, statics = zip(*(_trees.partition(params) for params in params_list))
-  paths = [jax.tree_util.keystr(path) for path, _ in
-           jax.tree_util.tree_flatten_with_path(params_list[0])[0]]
+  paths = [
+      jax.tree_util.keystr(path)
+      for path, _ in jax.tree_util.tree_flatten_with_path(params_list[0])[0]
+  ]
   for index, static in enumerate(statics):
     for path, first, other in zip(paths, statics[0].leaves, static.leaves):
       if first is not other and first != other:
         raise ValueError(
             "params_list members must share their non-array leaves; leaf "
-            f"{path} is {other!r} in member {index}, {first!r} in member 0.")
+            f"{path} is {other!r} in member {index}, {first!r} in member 0."
+        )
   for path, *leaves in zip(paths, *member_arrays):
     shapes = [np.shape(leaf) for leaf in leaves]
     if leaves[0] is not None and len(set(shapes)) > 1:
       raise ValueError(
           f"params_list members must have leaves of equal shapes; leaf {path} "
-          f"has shapes {shapes}.")
-  stacked = [None if leaves[0] is None else jnp.stack(leaves)
-             for leaves in zip(*member_arrays)]
+          f"has shapes {shapes}."
+      )
+  stacked = [None if leaves[0] is None else jnp.stack(leaves) for leaves in zip(*member_arrays)]
   return _trees.combine(stacked, statics[0])
 
 
@@ -112,14 +116,17 @@ def ensemble_size(stacked: Any, name: str = "stacked_params") -> int:
   """
   leaves = [leaf for leaf in _trees.partition(stacked)[0] if leaf is not None]
   if not leaves:
-    raise ValueError(f"{name} must have array leaves with a member axis, got "
-                     "a pytree without array leaves.")
+    raise ValueError(
+        f"{name} must have array leaves with a member axis, got " "a pytree without array leaves."
+    )
   sizes = {np.shape(leaf)[0] if np.ndim(leaf) else None for leaf in leaves}
   size = sizes.pop() if len(sizes) == 1 else None
   if size is None:
     shapes = [np.shape(leaf) for leaf in leaves]
-    raise ValueError(f"{name} must have one leading member axis on every leaf, "
-                     f"got leaves of shapes {shapes}.")
+    raise ValueError(
+        f"{name} must have one leading member axis on every leaf, "
+        f"got leaves of shapes {shapes}."
+    )
   return size
 
 
@@ -139,11 +146,11 @@ def member(stacked: Any, index: Any) -> Any:
   size = ensemble_size(stacked)
   known = _validation.concrete_value(index)
   if known is not None and not -size <= known < size:
-    raise ValueError(f"index must lie in [-{size}, {size}) for an ensemble of "
-                     f"{size} members, got {index!r}.")
+    raise ValueError(
+        f"index must lie in [-{size}, {size}) for an ensemble of " f"{size} members, got {index!r}."
+    )
   arrays, static = _trees.partition(stacked)
-  return _trees.combine(
-      [None if leaf is None else leaf[index] for leaf in arrays], static)
+  return _trees.combine([None if leaf is None else leaf[index] for leaf in arrays], static)
 
 
 def unstack(stacked: Any) -> list[Any]:
@@ -231,8 +238,7 @@ def ensemble_loss(probs_fn: ProbsFn) -> LossFn:
   def loss(stacked_params: Any, x: Array, y: Array) -> Array:
     _validation.check_batch(x, y)
     if np.ndim(y) != 1:
-      raise ValueError(f"y must hold integer labels of shape (n,), got shape "
-                       f"{np.shape(y)}.")
+      raise ValueError(f"y must hold integer labels of shape (n,), got shape " f"{np.shape(y)}.")
     probs = ensemble_probs(probs_fn, stacked_params, x)
     true_class = jnp.take_along_axis(probs, y[:, None], axis=-1)[:, 0]
     floor = jnp.finfo(true_class.dtype).tiny
@@ -284,5 +290,6 @@ def _check_members(tree: Any, size: int, name: str) -> None:
   """Raises ValueError unless ``tree`` has a member axis of ``size``."""
   found = ensemble_size(tree, name)
   if found != size:
-    raise ValueError(f"{name} must have one entry per member ({size}), got "
-                     f"a member axis of {found}.")
+    raise ValueError(
+        f"{name} must have one entry per member ({size}), got " f"a member axis of {found}."
+    )

@@ -53,8 +53,7 @@ SCORES = ("error", "confidence", "fgsm_error", "fgsm_confidence")
 """The keys of `evaluate`'s scores."""
 
 
-def map_batches(fn: Callable[..., Any], arrays: tuple[Array, ...],
-                batch_size: int) -> Any:
+def map_batches(fn: Callable[..., Any], arrays: tuple[Array, ...], batch_size: int) -> Any:
   """``fn`` applied to fixed-size batches of ``arrays``, its outputs concatenated.
 
   Traceable: the batches are cut on the device and walked by `jax.lax.map`.
@@ -118,8 +117,7 @@ def as_classes(y: Array) -> Array:
 
 
 @functools.partial(jax.jit, static_argnames=("model", "batch_size"))
-def probabilities(model: Classifier, params: Params, x: Array, *,
-                  batch_size: int = 1000) -> Array:
+def probabilities(model: Classifier, params: Params, x: Array, *, batch_size: int = 1000) -> Array:
   """The model's class probabilities on many inputs, no dropout.
 
   Args:
@@ -140,8 +138,16 @@ def probabilities(model: Classifier, params: Params, x: Array, *,
 
 
 @functools.partial(jax.jit, static_argnames=("model", "clip", "batch_size"))
-def fgsm_examples(model: Classifier, params: Params, x: Array, y: Array, eps: Any,
-                  *, clip: Clip = None, batch_size: int = 1000) -> Array:
+def fgsm_examples(
+    model: Classifier,
+    params: Params,
+    x: Array,
+    y: Array,
+    eps: Any,
+    *,
+    clip: Clip = None,
+    batch_size: int = 1000,
+) -> Array:
   """FGSM examples against the model's evaluation loss (no dropout).
 
   Args:
@@ -166,8 +172,16 @@ def fgsm_examples(model: Classifier, params: Params, x: Array, y: Array, eps: An
   return map_batches(attack, (x, y), batch_size)
 
 
-def scores(model: Classifier, params: Params, x: Array, y: Array, eps: Any, *,
-           clip: Clip = None, batch_size: int = 1000) -> dict[str, Array]:
+def scores(
+    model: Classifier,
+    params: Params,
+    x: Array,
+    y: Array,
+    eps: Any,
+    *,
+    clip: Clip = None,
+    batch_size: int = 1000,
+) -> dict[str, Array]:
   """The paper's scores as a pure, jittable and vmappable function.
 
   Args:
@@ -191,20 +205,41 @@ def scores(model: Classifier, params: Params, x: Array, y: Array, eps: Any, *,
 
   clean, adversarial = map_batches(both, (x, y), batch_size)
   classes = as_classes(y)
-  return dict(zip(SCORES, (*metrics.error_and_confidence(clean, classes),
-                           *metrics.error_and_confidence(adversarial, classes))))
+  return dict(
+      zip(
+          SCORES,
+          (
+              *metrics.error_and_confidence(clean, classes),
+              *metrics.error_and_confidence(adversarial, classes),
+          ),
+      )
+  )
 
 
 @functools.partial(jax.jit, static_argnames=("model", "clip", "batch_size"))
-def _member_scores(model: Classifier, stacked_params: Params, x: Array, y: Array,
-                   eps: Array, clip: Clip, batch_size: int) -> dict[str, Array]:
-  return jax.vmap(lambda params, e: scores(model, params, x, y, e, clip=clip,
-                                           batch_size=batch_size))(stacked_params, eps)
+def _member_scores(
+    model: Classifier,
+    stacked_params: Params,
+    x: Array,
+    y: Array,
+    eps: Array,
+    clip: Clip,
+    batch_size: int,
+) -> dict[str, Array]:
+  return jax.vmap(
+      lambda params, e: scores(model, params, x, y, e, clip=clip, batch_size=batch_size)
+  )(stacked_params, eps)
 
 
-def evaluate_members(model: Classifier, stacked_params: Params, split: Any, *,
-                     eps: Any, clip: Clip = None,
-                     batch_size: int = 1000) -> dict[str, np.ndarray]:
+def evaluate_members(
+    model: Classifier,
+    stacked_params: Params,
+    split: Any,
+    *,
+    eps: Any,
+    clip: Clip = None,
+    batch_size: int = 1000,
+) -> dict[str, np.ndarray]:
   """`evaluate` of every member of a stacked population, in one compiled call.
 
   Args:
@@ -224,13 +259,27 @@ def evaluate_members(model: Classifier, stacked_params: Params, split: Any, *,
   """
   members = jax.tree.leaves(stacked_params)[0].shape[0]
   eps = jnp.broadcast_to(jnp.asarray(eps, jnp.float32), (members,))
-  result = _member_scores(model, stacked_params, split.x, split.y, eps,
-                          None if clip is None else tuple(clip), batch_size)
+  result = _member_scores(
+      model,
+      stacked_params,
+      split.x,
+      split.y,
+      eps,
+      None if clip is None else tuple(clip),
+      batch_size,
+  )
   return {name: np.asarray(value, np.float64) for name, value in result.items()}
 
 
-def evaluate(model: Classifier, params: Params, split: Any, *, eps: Any,
-             clip: Clip = None, batch_size: int = 1000) -> dict[str, float]:
+def evaluate(
+    model: Classifier,
+    params: Params,
+    split: Any,
+    *,
+    eps: Any,
+    clip: Clip = None,
+    batch_size: int = 1000,
+) -> dict[str, float]:
   """The paper's scores of a model on a split: clean, and under FGSM.
 
   Args:
@@ -251,20 +300,21 @@ def evaluate(model: Classifier, params: Params, split: Any, *, eps: Any,
     True
   """
   stacked = jax.tree.map(lambda leaf: jnp.asarray(leaf)[None], params)
-  result = evaluate_members(model, stacked, split, eps=eps, clip=clip,
-                            batch_size=batch_size)
+  result = evaluate_members(model, stacked, split, eps=eps, clip=clip, batch_size=batch_size)
   return {name: float(value[0]) for name, value in result.items()}
 
 
 @functools.partial(jax.jit, static_argnames=("model", "batch_size"))
-def _score(model: Classifier, params: Params, x: Array, y: Array,
-           batch_size: int) -> tuple[Array, Array]:
+def _score(
+    model: Classifier, params: Params, x: Array, y: Array, batch_size: int
+) -> tuple[Array, Array]:
   probs = probabilities(model, params, x, batch_size=batch_size)
   return metrics.error_and_confidence(probs, as_classes(y))
 
 
-def score(model: Classifier, params: Params, x: Any, y: Any, *,
-          batch_size: int = 1000) -> tuple[float, float]:
+def score(
+    model: Classifier, params: Params, x: Any, y: Any, *, batch_size: int = 1000
+) -> tuple[float, float]:
   """Error and confidence on the mistakes (`advjax.error_and_confidence`) on ``(x, y)``.
 
   Args:
@@ -287,11 +337,23 @@ def score(model: Classifier, params: Params, x: Any, y: Any, *,
   return float(error), float(confidence)
 
 
-@functools.partial(jax.jit, static_argnames=("model", "num_steps", "restarts", "clip",
-                                             "batch_size"))
-def pgd_error(model: Classifier, params: Params, x: Array, y: Array, eps: Any, *,
-              step_size: Any, num_steps: int, restarts: int, key: Array,
-              clip: Clip = None, batch_size: int = 1000) -> Array:
+@functools.partial(
+    jax.jit, static_argnames=("model", "num_steps", "restarts", "clip", "batch_size")
+)
+def pgd_error(
+    model: Classifier,
+    params: Params,
+    x: Array,
+    y: Array,
+    eps: Any,
+    *,
+    step_size: Any,
+    num_steps: int,
+    restarts: int,
+    key: Array,
+    clip: Clip = None,
+    batch_size: int = 1000,
+) -> Array:
   """Error under PGD with random starts: an example counts once any restart fools it.
 
   The attack is `advjax.pgd` against the model's evaluation loss (dropout
@@ -328,8 +390,18 @@ def pgd_error(model: Classifier, params: Params, x: Array, y: Array, eps: Any, *
     batch_key = jax.random.fold_in(key, index[0])
 
     def restart(restart_key):
-      x_adv = pgd(loss_fn, params, xb, yb, eps, step_size=step_size,
-                  num_steps=num_steps, clip=clip, random_start=True, key=restart_key)
+      x_adv = pgd(
+          loss_fn,
+          params,
+          xb,
+          yb,
+          eps,
+          step_size=step_size,
+          num_steps=num_steps,
+          clip=clip,
+          random_start=True,
+          key=restart_key,
+      )
       return metrics.mistakes(model.probabilities(params, x_adv), as_classes(yb))
 
     return jnp.any(jax.vmap(restart)(jax.random.split(batch_key, restarts)), axis=0)

@@ -89,8 +89,7 @@ class Head(NamedTuple):
 
 
 def _softmax_cross_entropy(logits: Array, labels: Array) -> Array:
-  return jnp.mean(
-      optax.softmax_cross_entropy_with_integer_labels(logits, labels))
+  return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
 
 
 def _sigmoid_cross_entropy(logits: Array, labels: Array) -> Array:
@@ -101,8 +100,7 @@ def _sigmoid_cross_entropy(logits: Array, labels: Array) -> Array:
 
 def _log1mexp(q: Array) -> Array:
   """``log(1 - exp(q))`` for ``q < 0``, accurate near 0 and for large ``-q``."""
-  return jnp.where(q > -jnp.log(2.0), jnp.log(-jnp.expm1(q)),
-                   jnp.log1p(-jnp.exp(q)))
+  return jnp.where(q > -jnp.log(2.0), jnp.log(-jnp.expm1(q)), jnp.log1p(-jnp.exp(q)))
 
 
 def _exp_cross_entropy(log_probs: Array, labels: Array) -> Array:
@@ -147,6 +145,7 @@ Its probabilities are ``[P(y=-1), P(y=+1)]``: class index 1 stands for +1."""
 def _uniform_init(scale: float) -> nn.initializers.Initializer:
   def init(key: Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> Array:
     return jax.random.uniform(key, shape, dtype, -scale, scale)
+
   return init
 
 
@@ -199,8 +198,8 @@ class Maxout(nn.Module):
   @nn.compact
   def __call__(self, x: Array, *, train: bool = False) -> Array:
     dense = lambda n, name: nn.Dense(
-        n, kernel_init=_uniform_init(INIT_RANGE),
-        bias_init=nn.initializers.zeros, name=name)
+        n, kernel_init=_uniform_init(INIT_RANGE), bias_init=nn.initializers.zeros, name=name
+    )
     h = nn.Dropout(1 - self.input_keep, deterministic=not train)(x)
     for i in range(self.layers):
       # Unit j owns the output columns j*pieces .. j*pieces + pieces - 1.
@@ -235,8 +234,7 @@ class RBF(nn.Module):
     beta = jax.nn.softplus(rho)
     # Expand the square as three matmuls: one (n, d) x (d, k) product each
     # instead of an (n, k, d) difference tensor.
-    q = (2 * x @ (beta * mu).T - (x * x) @ beta.T
-         - jnp.sum(beta * mu * mu, axis=-1))
+    q = 2 * x @ (beta * mu).T - (x * x) @ beta.T - jnp.sum(beta * mu * mu, axis=-1)
     # Rounding can push q a hair above the true maximum of 0.
     return jnp.minimum(q, 0.0)
 
@@ -284,8 +282,7 @@ class Classifier:
     """
     return self.module.init(key, x)["params"]
 
-  def scores(self, params: Params, x: Array, *,
-             dropout_key: Array | None = None) -> Array:
+  def scores(self, params: Params, x: Array, *, dropout_key: Array | None = None) -> Array:
     """The model's raw outputs: logits, per-class ``q_k``, or one score per example.
 
     Args:
@@ -300,8 +297,7 @@ class Classifier:
     rngs = {"dropout": dropout_key} if train else None
     # Flax types `apply` as the output or, with `mutable`, (output, state);
     # without `mutable` it is the output, the module's scores.
-    return cast(
-        Array, self.module.apply({"params": params}, x, train=train, rngs=rngs))
+    return cast(Array, self.module.apply({"params": params}, x, train=train, rngs=rngs))
 
   def probabilities(self, params: Params, x: Array) -> Array:
     """Class probabilities at evaluation time (no dropout), shape ``(n, classes)``.
@@ -316,8 +312,7 @@ class Classifier:
     """
     return self.head.probabilities(self.scores(params, x))
 
-  def loss(self, params: Params, x: Array, y: Array, *,
-           dropout_key: Array | None = None) -> Array:
+  def loss(self, params: Params, x: Array, y: Array, *, dropout_key: Array | None = None) -> Array:
     """The mean training loss of the head on a batch.
 
     Args:
@@ -438,11 +433,17 @@ def logistic_regression() -> Classifier:
   return Classifier(Linear(1, squeeze=True), LOGISTIC)
 
 
-def maxout_mlp(units: int = 240, pieces: int = 5, layers: int = 2,
-               classes: int = 10, *, input_keep: float = 0.8,
-               hidden_keep: float = 0.5,
-               max_col_norm: float | None = MAX_COL_NORM,
-               output: Literal["softmax", "sigmoid"] = "softmax") -> Classifier:
+def maxout_mlp(
+    units: int = 240,
+    pieces: int = 5,
+    layers: int = 2,
+    classes: int = 10,
+    *,
+    input_keep: float = 0.8,
+    hidden_keep: float = 0.5,
+    max_col_norm: float | None = MAX_COL_NORM,
+    output: Literal["softmax", "sigmoid"] = "softmax",
+) -> Classifier:
   """The maxout network of the paper (rows M3 to M7, and R with sigmoid outputs).
 
   Weights start uniform in +-0.005 and biases at zero; after every update the
@@ -468,8 +469,12 @@ def maxout_mlp(units: int = 240, pieces: int = 5, layers: int = 2,
     >>> model.module.units, model.module.pieces
     (1600, 5)
   """
-  for name, value in (("units", units), ("pieces", pieces), ("layers", layers),
-                      ("classes", classes)):
+  for name, value in (
+      ("units", units),
+      ("pieces", pieces),
+      ("layers", layers),
+      ("classes", classes),
+  ):
     if not isinstance(value, int) or value < 1:
       raise ValueError(f"{name} must be an int >= 1, got {value!r}.")
   for name, value in (("input_keep", input_keep), ("hidden_keep", hidden_keep)):
@@ -541,8 +546,7 @@ def maxout_linear_first(model: Classifier) -> LinearFirst:
       return next_fun(*args, **kwargs)
 
     # Only the shape of this input matters: the layer that reads it returns h.
-    placeholder = jnp.zeros(h.shape[:-1] + params["maxout_0"]["kernel"].shape[:1],
-                            h.dtype)
+    placeholder = jnp.zeros(h.shape[:-1] + params["maxout_0"]["kernel"].shape[:1], h.dtype)
     with nn.intercept_methods(replace_first):
       return model.probabilities(params, placeholder)
 

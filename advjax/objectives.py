@@ -33,8 +33,14 @@ __all__ = [
 ]
 
 
-def adversarial_loss(loss_fn: Callable[..., Any], eps: Any, alpha: Any = 0.5, *,
-                     clip: Clip = None, has_aux: bool = False) -> Callable[..., Any]:
+def adversarial_loss(
+    loss_fn: Callable[..., Any],
+    eps: Any,
+    alpha: Any = 0.5,
+    *,
+    clip: Clip = None,
+    has_aux: bool = False,
+) -> Callable[..., Any]:
   """Wraps ``loss_fn`` into the adversarial objective of eq. (6).
 
   The returned function computes
@@ -121,8 +127,7 @@ def logistic_loss(w: Array, b: Array, x: Array, y: Array) -> Array:
   return jnp.mean(jax.nn.softplus(-y * (x @ w + b)))
 
 
-def logistic_worst_case_loss(w: Array, b: Array, x: Array, y: Array,
-                             eps: Any) -> Array:
+def logistic_worst_case_loss(w: Array, b: Array, x: Array, y: Array, eps: Any) -> Array:
   """Closed-form logistic loss at the FGSM point: ``softplus(-y (w.x + b) + eps |w|_1)``.
 
   Section 5 of the paper: against a max-norm perturbation of size ``eps`` the
@@ -192,8 +197,9 @@ def uniform_noise(key: Array, x: Array, eps: Any) -> Array:
   return x + broadcast_eps(eps, x) * noise
 
 
-def rubbish_inputs(key: Array, num: int, shape: tuple[int, ...] = (784,),
-                   dtype: Any = jnp.float32) -> Array:
+def rubbish_inputs(
+    key: Array, num: int, shape: tuple[int, ...] = (784,), dtype: Any = jnp.float32
+) -> Array:
   """Samples of ``N(0, I)``: inputs that belong to no class (section 9).
 
   Args:
@@ -214,8 +220,13 @@ def rubbish_inputs(key: Array, num: int, shape: tuple[int, ...] = (784,),
   return jax.random.normal(key, (num, *shape), dtype)
 
 
-def noise_loss(loss_fn: LossFn, noise_fn: Callable[[Array, Array, Any], Array],
-               key: Array, eps: Any, alpha: Any = 0.5) -> LossFn:
+def noise_loss(
+    loss_fn: LossFn,
+    noise_fn: Callable[[Array, Array, Any], Array],
+    key: Array,
+    eps: Any,
+    alpha: Any = 0.5,
+) -> LossFn:
   """The noise control of eq. (6): ``alpha*J(x) + (1-alpha)*J(noise_fn(key, x, eps))``.
 
   Args:

@@ -60,8 +60,10 @@ def data_mesh(num_devices: int | None = None) -> Mesh:
   if num_devices is None:
     num_devices = len(devices)
   if not isinstance(num_devices, int) or not 1 <= num_devices <= len(devices):
-    raise ValueError(f"num_devices must be an int from 1 to the {len(devices)} "
-                     f"available devices ({devices[0].platform}), got {num_devices!r}.")
+    raise ValueError(
+        f"num_devices must be an int from 1 to the {len(devices)} "
+        f"available devices ({devices[0].platform}), got {num_devices!r}."
+    )
   return Mesh(np.asarray(devices[:num_devices]), (DATA_AXIS,))
 
 
@@ -114,11 +116,16 @@ def shard_batch(tree: Any, mesh: Mesh) -> Any:
     if size is None or size % mesh.size:
       raise ValueError(
           f"the leading axis ({size}) must split evenly over the {mesh.size} "
-          f"devices of the mesh; choose a batch size divisible by {mesh.size}.")
+          f"devices of the mesh; choose a batch size divisible by {mesh.size}."
+      )
   if jax.process_count() == 1:
     return jax.device_put(tree, sharding)
-  return jax.tree.map(lambda leaf: jax.make_array_from_callback(
-      np.shape(leaf), sharding, lambda index: np.asarray(leaf[index])), tree)
+  return jax.tree.map(
+      lambda leaf: jax.make_array_from_callback(
+          np.shape(leaf), sharding, lambda index: np.asarray(leaf[index])
+      ),
+      tree,
+  )
 
 
 def local_copy(tree: Any) -> Any:
@@ -133,11 +140,14 @@ def local_copy(tree: Any) -> Any:
     >>> params["output"]["kernel"].devices() == {jax.local_devices()[0]}
     True
   """
+
   def copy(leaf: Any) -> Any:
     if isinstance(leaf, jax.Array) and not leaf.is_fully_replicated:
-      raise ValueError("local_copy needs replicated arrays, got one sharded as "
-                       f"{leaf.sharding}.")
+      raise ValueError(
+          "local_copy needs replicated arrays, got one sharded as " f"{leaf.sharding}."
+      )
     return leaf.addressable_data(0) if isinstance(leaf, jax.Array) else leaf
+
   return jax.tree.map(copy, tree)
 
 

@@ -110,8 +110,7 @@ class Adversarial:
 
   eps: Any
   alpha: Any = 0.5
-  clip: tuple[float, float] | None = dataclasses.field(
-      default=None, metadata={"static": True})
+  clip: tuple[float, float] | None = dataclasses.field(default=None, metadata={"static": True})
 
   def __call__(self, loss_fn: LossFn, key: Array) -> LossFn:
     del key
@@ -137,8 +136,7 @@ class Noise:
     >>> grads = jax.grad(loss)(params, x, y)
   """
 
-  noise_fn: Callable[[Array, Array, Any], Array] = dataclasses.field(
-      metadata={"static": True})
+  noise_fn: Callable[[Array, Array, Any], Array] = dataclasses.field(metadata={"static": True})
   eps: Any
   alpha: Any = 0.5
 
@@ -151,10 +149,14 @@ class Noise:
 # ---------------------------------------------------------------------------
 
 
-def recipe_sgd(steps_per_epoch: int, learning_rate: float = 0.1,
-               decay: float = 1.000004, min_learning_rate: float = 1e-6,
-               momentum: tuple[float, float] = (0.5, 0.7),
-               momentum_epochs: int = 250) -> optax.GradientTransformation:
+def recipe_sgd(
+    steps_per_epoch: int,
+    learning_rate: float = 0.1,
+    decay: float = 1.000004,
+    min_learning_rate: float = 1e-6,
+    momentum: tuple[float, float] = (0.5, 0.7),
+    momentum_epochs: int = 250,
+) -> optax.GradientTransformation:
   """SGD with the maxout recipe's schedules (Goodfellow et al., 2013).
 
   The learning rate is divided by ``decay`` after every update, down to
@@ -185,15 +187,24 @@ def recipe_sgd(steps_per_epoch: int, learning_rate: float = 0.1,
     True
   """
   if steps_per_epoch < 1 or momentum_epochs < 1:
-    raise ValueError("steps_per_epoch and momentum_epochs must be >= 1, got "
-                     f"{steps_per_epoch} and {momentum_epochs}.")
+    raise ValueError(
+        "steps_per_epoch and momentum_epochs must be >= 1, got "
+        f"{steps_per_epoch} and {momentum_epochs}."
+    )
   if not decay >= 1 or not 0 < min_learning_rate <= learning_rate:
     raise ValueError(
         f"need decay >= 1 and 0 < min_learning_rate <= learning_rate, got "
         f"decay={decay}, min_learning_rate={min_learning_rate}, "
-        f"learning_rate={learning_rate}.")
-  settings = (steps_per_epoch, learning_rate, decay, min_learning_rate,
-              tuple(momentum), momentum_epochs)
+        f"learning_rate={learning_rate}."
+    )
+  settings = (
+      steps_per_epoch,
+      learning_rate,
+      decay,
+      min_learning_rate,
+      tuple(momentum),
+      momentum_epochs,
+  )
   try:
     hash(settings)
   except TypeError:  # an array among them: nothing to share
@@ -204,25 +215,31 @@ def recipe_sgd(steps_per_epoch: int, learning_rate: float = 0.1,
 # typed: an int and a float setting build different schedules (a constant int
 # learning rate would be an int hyperparameter), so they are not shared.
 @functools.lru_cache(maxsize=None, typed=True)
-def _recipe_sgd(steps_per_epoch: int, learning_rate: float, decay: float,
-                min_learning_rate: float, momentum: tuple[float, float],
-                momentum_epochs: int) -> optax.GradientTransformation:
+def _recipe_sgd(
+    steps_per_epoch: int,
+    learning_rate: float,
+    decay: float,
+    min_learning_rate: float,
+    momentum: tuple[float, float],
+    momentum_epochs: int,
+) -> optax.GradientTransformation:
   if decay == 1:
     # optax's exponential_decay reads end_value as an upper bound for a rate
     # >= 1, so a rate of exactly 1 would sit at min_learning_rate throughout.
     schedule = optax.constant_schedule(learning_rate)
   else:
     schedule = optax.exponential_decay(
-        learning_rate, transition_steps=1, decay_rate=1 / decay,
-        end_value=min_learning_rate)
+        learning_rate, transition_steps=1, decay_rate=1 / decay, end_value=min_learning_rate
+    )
   momentum_schedule = optax.linear_schedule(
-      momentum[0], momentum[1], transition_steps=momentum_epochs * steps_per_epoch)
-  return optax.inject_hyperparams(optax.sgd)(
-      learning_rate=schedule, momentum=momentum_schedule)
+      momentum[0], momentum[1], transition_steps=momentum_epochs * steps_per_epoch
+  )
+  return optax.inject_hyperparams(optax.sgd)(learning_rate=schedule, momentum=momentum_schedule)
 
 
-def create_train_state(model: Classifier, key: Array, sample_x: Array,
-                       tx: optax.GradientTransformation) -> TrainState:
+def create_train_state(
+    model: Classifier, key: Array, sample_x: Array, tx: optax.GradientTransformation
+) -> TrainState:
   """Initialises parameters (within the model's constraint) and optimizer state.
 
   Args:
@@ -251,8 +268,9 @@ def create_train_state(model: Classifier, key: Array, sample_x: Array,
 # ---------------------------------------------------------------------------
 
 
-def loss_and_grads(model: Classifier, objective: Objective, params: Params,
-                   batch: Batch, rng: Array) -> tuple[Array, Params]:
+def loss_and_grads(
+    model: Classifier, objective: Objective, params: Params, batch: Batch, rng: Array
+) -> tuple[Array, Params]:
   """The objective's value and parameter gradient on one batch, dropout on.
 
   Args:
@@ -271,8 +289,9 @@ def loss_and_grads(model: Classifier, objective: Objective, params: Params,
   return jax.value_and_grad(loss_fn)(params, x, y)
 
 
-def train_step(model: Classifier, objective: Objective, state: TrainState,
-               batch: Batch, rng: Array) -> tuple[TrainState, Array]:
+def train_step(
+    model: Classifier, objective: Objective, state: TrainState, batch: Batch, rng: Array
+) -> tuple[TrainState, Array]:
   """One optimizer update on ``batch``, then the projection onto the model's constraint.
 
   Args:
@@ -290,8 +309,9 @@ def train_step(model: Classifier, objective: Objective, state: TrainState,
   return state.replace(params=model.constrain(state.params)), loss
 
 
-def make_train_step(model: Classifier, objective: Objective
-                    ) -> Callable[[TrainState, Batch, Array], tuple[TrainState, Array]]:
+def make_train_step(
+    model: Classifier, objective: Objective
+) -> Callable[[TrainState, Batch, Array], tuple[TrainState, Array]]:
   """`train_step` for one model and objective, as ``step(state, batch, rng)``.
 
   A pure function for the caller to ``jax.jit``, ``jax.vmap`` over ensemble
@@ -335,13 +355,22 @@ def epoch_order(key: Array, num_examples: int, batch_size: int) -> Array:
   """
   steps = num_examples // batch_size
   order = jax.random.permutation(jax.random.fold_in(key, 0), num_examples)
-  return order[:steps * batch_size].reshape(steps, batch_size)
+  return order[: steps * batch_size].reshape(steps, batch_size)
 
 
 @functools.partial(jax.jit, static_argnames=("model", "static", "batch_size", "mesh"))
-def train_epoch(model: Classifier, static: Any, dynamic: Any, states: TrainState,
-                x: Array, y: Array, keys: Array, *, batch_size: int,
-                mesh: Mesh | None = None) -> tuple[TrainState, Array]:
+def train_epoch(
+    model: Classifier,
+    static: Any,
+    dynamic: Any,
+    states: TrainState,
+    x: Array,
+    y: Array,
+    keys: Array,
+    *,
+    batch_size: int,
+    mesh: Mesh | None = None,
+) -> tuple[TrainState, Array]:
   """One epoch of every member of a population, as one compiled program.
 
   Member ``m`` walks its own shuffle `epoch_order` ``(keys[m], ...)`` of the
@@ -376,11 +405,12 @@ def train_epoch(model: Classifier, static: Any, dynamic: Any, states: TrainState
     step = _as_single(member_step)
 
   def body(states, inputs):
-    index, i = inputs                       # index: (members, batch_size)
+    index, i = inputs  # index: (members, batch_size)
     batch = (x[index], y[index])
     if mesh is not None:
       batch = jax.lax.with_sharding_constraint(
-          batch, NamedSharding(mesh, PartitionSpec(None, sharding.DATA_AXIS)))
+          batch, NamedSharding(mesh, PartitionSpec(None, sharding.DATA_AXIS))
+      )
     rngs = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, i + 1)
     return step(states, dynamic, batch, rngs)
 
@@ -432,11 +462,12 @@ def split_objective(objective: Objective, members: int) -> tuple[Any, Any]:
     if value.ndim == 0:
       value = jnp.broadcast_to(value, (members,))
     elif value.shape != (members,):
-      raise ValueError(f"an objective's setting must be one number or one per member "
-                       f"({members}), got shape {value.shape} in {objective!r}.")
+      raise ValueError(
+          f"an objective's setting must be one number or one per member "
+          f"({members}), got shape {value.shape} in {objective!r}."
+      )
     dynamic.append(value)
-  static = (treedef, tuple(None if is_number else leaf
-                           for leaf, is_number in zip(leaves, numeric)))
+  static = (treedef, tuple(None if is_number else leaf for leaf, is_number in zip(leaves, numeric)))
   return static, dynamic
 
 
@@ -444,8 +475,7 @@ def join_objective(static: Any, dynamic: Any) -> Objective:
   """The objective that `split_objective` split, with ``dynamic``'s numbers."""
   treedef, static_leaves = static
   numbers = iter(dynamic)
-  return treedef.unflatten([next(numbers) if leaf is None else leaf
-                            for leaf in static_leaves])
+  return treedef.unflatten([next(numbers) if leaf is None else leaf for leaf in static_leaves])
 
 
 def _is_number(leaf: Any) -> bool:
@@ -454,5 +484,4 @@ def _is_number(leaf: Any) -> bool:
 
 def _is_numbers(value: Any) -> bool:
   """A list or tuple of numbers, such as one eps per member: one setting, not many."""
-  return (isinstance(value, (list, tuple)) and len(value) > 0
-          and all(_is_number(v) for v in value))
+  return isinstance(value, (list, tuple)) and len(value) > 0 and all(_is_number(v) for v in value)
