@@ -22,20 +22,32 @@ from benchmarks import suite
 
 def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n")[0])
-  parser.add_argument("--quick", action="store_true",
-                      help="tiny sizes and few repeats: a smoke run of a few seconds")
-  parser.add_argument("--out", type=pathlib.Path, default=None,
-                      help="output folder (default: benchmarks/, or a temporary "
-                           "folder with --quick)")
-  parser.add_argument("--data-dir", default=os.environ.get(advjax_data.DATA_DIR_ENV) or None,
-                      help="folder of the four MNIST IDX files (default: "
-                           f"${advjax_data.DATA_DIR_ENV}; without either, random images "
-                           "of MNIST's shape)")
+  parser.add_argument(
+      "--quick",
+      action="store_true",
+      help="tiny sizes and few repeats: a smoke run of a few seconds",
+  )
+  parser.add_argument(
+      "--out",
+      type=pathlib.Path,
+      default=None,
+      help="output folder (default: benchmarks/, or a temporary " "folder with --quick)",
+  )
+  parser.add_argument(
+      "--data-dir",
+      default=os.environ.get(advjax_data.DATA_DIR_ENV) or None,
+      help="folder of the four MNIST IDX files (default: "
+      f"${advjax_data.DATA_DIR_ENV}; without either, random images "
+      "of MNIST's shape)",
+  )
   args = parser.parse_args(argv)
   out = args.out
   if out is None:
-    out = (pathlib.Path(tempfile.mkdtemp(prefix="advjax-benchmarks-")) if args.quick
-           else pathlib.Path(__file__).resolve().parent)
+    out = (
+        pathlib.Path(tempfile.mkdtemp(prefix="advjax-benchmarks-"))
+        if args.quick
+        else pathlib.Path(__file__).resolve().parent
+    )
   suite.run(suite.QUICK if args.quick else suite.FULL, out, args.data_dir)
   return 0
 

@@ -49,8 +49,9 @@ class Timing:
   repeats: int
 
 
-def time_interleaved(calls: Mapping[str, Callable[[], Any]], repeats: int,
-                     warmup: int = 1) -> dict[str, Timing]:
+def time_interleaved(
+    calls: Mapping[str, Callable[[], Any]], repeats: int, warmup: int = 1
+) -> dict[str, Timing]:
   """Times several zero-argument calls, round-robin, and returns their medians.
 
   Each call must finish its work before returning (``jax.block_until_ready``,
@@ -77,8 +78,7 @@ def time_interleaved(calls: Mapping[str, Callable[[], Any]], repeats: int,
       start = time.perf_counter()
       call()
       seconds[name].append(time.perf_counter() - start)
-  return {name: Timing(statistics.median(s), min(s), repeats)
-          for name, s in seconds.items()}
+  return {name: Timing(statistics.median(s), min(s), repeats) for name, s in seconds.items()}
 
 
 def tree_bytes(tree: Any) -> int:
@@ -99,8 +99,12 @@ def xla_bytes(jitted: Any, *args: Any) -> int:
   compiled executable's memory analysis; compiling again hits the cache.
   """
   stats = jitted.lower(*args).compile().memory_analysis()
-  return int(stats.argument_size_in_bytes + stats.output_size_in_bytes
-             + stats.temp_size_in_bytes - stats.alias_size_in_bytes)
+  return int(
+      stats.argument_size_in_bytes
+      + stats.output_size_in_bytes
+      + stats.temp_size_in_bytes
+      - stats.alias_size_in_bytes
+  )
 
 
 def torch_bytes(call: Callable[[], Any], inputs: Any, device: str) -> int:
@@ -122,12 +126,19 @@ def torch_bytes(call: Callable[[], Any], inputs: Any, device: str) -> int:
     torch.cuda.synchronize()
     extra = torch.cuda.max_memory_allocated() - before
   else:
-    from torch.profiler import ProfilerActivity, profile
-    with _output_silenced(), profile(activities=[ProfilerActivity.CPU],
-                                    profile_memory=True) as prof:
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile
+
+    with (
+        _output_silenced(),
+        profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof,
+    ):
       call()
-    changes = sorted((event.time_range.end, event.self_cpu_memory_usage)
-                     for event in prof.events() if event.self_cpu_memory_usage)
+    changes = sorted(
+        (event.time_range.end, event.self_cpu_memory_usage)
+        for event in prof.events()
+        if event.self_cpu_memory_usage
+    )
     extra = max(np.cumsum([change for _, change in changes]), default=0)
   return tree_bytes(inputs) + max(int(extra), 0)
 
@@ -160,8 +171,11 @@ def describe_machine() -> dict[str, Any]:
   device = jax.devices()[0]
   cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
   cpu = _cpu_model()
-  name = (f"{cpu}, {cores} cores" if device.platform == "cpu"
-          else f"{device.device_kind} (host: {cpu}, {cores} cores)")
+  name = (
+      f"{cpu}, {cores} cores"
+      if device.platform == "cpu"
+      else f"{device.device_kind} (host: {cpu}, {cores} cores)"
+  )
   return {
       "platform": device.platform,
       "device": name,
@@ -170,8 +184,10 @@ def describe_machine() -> dict[str, Any]:
       "load_average": list(os.getloadavg()),
       "python": platform.python_version(),
       "jax": jax.__version__,
-      "environment": {name: os.environ.get(name) for name in (
-          "OMP_WAIT_POLICY", "XLA_PYTHON_CLIENT_PREALLOCATE", "XLA_FLAGS")},
+      "environment": {
+          name: os.environ.get(name)
+          for name in ("OMP_WAIT_POLICY", "XLA_PYTHON_CLIENT_PREALLOCATE", "XLA_FLAGS")
+      },
   }
 
 

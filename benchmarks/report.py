@@ -69,19 +69,39 @@ def device_section(entry: dict[str, Any]) -> str:
       f"- data: {entry['data']}",
       f"- model: {entry['model']}\n",
       "### Targets\n",
-      _table(["item", "target", "measured", "met"],
-             [[section["title"], section["target"], section["measured_text"],
-               {True: "yes", False: "**no**", None: "n/a"}[section["met"]]]
-              for section in entry["benchmarks"].values()]),
+      _table(
+          ["item", "target", "measured", "met"],
+          [
+              [
+                  section["title"],
+                  section["target"],
+                  section["measured_text"],
+                  {True: "yes", False: "**no**", None: "n/a"}[section["met"]],
+              ]
+              for section in entry["benchmarks"].values()
+          ],
+      ),
   ]
   for section in entry["benchmarks"].values():
     lines.append(f"\n### {section['title']}\n")
-    lines.append(_table(
-        ["implementation", "median", "ratio", "throughput", "peak memory", "note"],
-        [[row["name"], _seconds(row["seconds"]), _ratio(row["ratio"]),
-          _throughput(row["throughput"]), _bytes(row["peak_bytes"]),
-          row["note"] if row["status"] == "ok" else f"{row['status']}. {row['note']}".strip()]
-         for row in section["rows"]]))
+    lines.append(
+        _table(
+            ["implementation", "median", "ratio", "throughput", "peak memory", "note"],
+            [
+                [
+                    row["name"],
+                    _seconds(row["seconds"]),
+                    _ratio(row["ratio"]),
+                    _throughput(row["throughput"]),
+                    _bytes(row["peak_bytes"]),
+                    row["note"]
+                    if row["status"] == "ok"
+                    else f"{row['status']}. {row['note']}".strip(),
+                ]
+                for row in section["rows"]
+            ],
+        )
+    )
     lines.append(f"\nratio: {section['ratio_meaning']}.")
     lines.extend(f"{note}" for note in section["notes"])
   return "\n".join(lines) + "\n"

@@ -21,13 +21,24 @@ from benchmarks import report
 from benchmarks import suite
 
 # foolbox 3.3.4 imports a SciPy namespace that SciPy deprecates; not ours to fix.
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:.*scipy.ndimage.filters.*:DeprecationWarning")
+pytestmark = pytest.mark.filterwarnings("ignore:.*scipy.ndimage.filters.*:DeprecationWarning")
 
 TINY = dataclasses.replace(
-    benchmarks.QUICK, units=8, pieces=2, batch=10, test_examples=40, attack_batch=20,
-    sweep_eps=3, sweep_batch=20, members=2, train_steps=2, step_repeats=1,
-    attack_repeats=1, sweep_repeats=1, ensemble_repeats=1)
+    benchmarks.QUICK,
+    units=8,
+    pieces=2,
+    batch=10,
+    test_examples=40,
+    attack_batch=20,
+    sweep_eps=3,
+    sweep_batch=20,
+    members=2,
+    train_steps=2,
+    step_repeats=1,
+    attack_repeats=1,
+    sweep_repeats=1,
+    ensemble_repeats=1,
+)
 HIDDEN = "torchattacks"
 
 
@@ -57,8 +68,16 @@ def test_results_json_holds_every_item(run):
   platform = entry["machine"]["platform"]
   assert list(saved) == [platform]
   saved = saved[platform]
-  assert {"machine", "config", "data", "model", "peers", "benchmarks", "seconds",
-          "load_average_end"} <= set(saved)
+  assert {
+      "machine",
+      "config",
+      "data",
+      "model",
+      "peers",
+      "benchmarks",
+      "seconds",
+      "load_average_end",
+  } <= set(saved)
   assert list(saved["benchmarks"]) == list(suite.KEYS)
   assert saved["config"]["units"] == TINY.units
   for section in saved["benchmarks"].values():
