@@ -11,6 +11,11 @@ without a separate import.
 import importlib
 
 from advjax.attacks import broadcast_eps
+from advjax.attacks import fgsm
+from advjax.attacks import input_grad
+from advjax.attacks import pgd
+from advjax.attacks import sign_step
+from advjax.attacks import targeted_fgsm
 from advjax.ensembles import ensemble_loss
 from advjax.ensembles import ensemble_probs
 from advjax.ensembles import ensemble_size
@@ -19,11 +24,6 @@ from advjax.ensembles import init_ensemble
 from advjax.ensembles import member
 from advjax.ensembles import stack
 from advjax.ensembles import unstack
-from advjax.attacks import fgsm
-from advjax.attacks import input_grad
-from advjax.attacks import pgd
-from advjax.attacks import sign_step
-from advjax.attacks import targeted_fgsm
 from advjax.metrics import error_and_confidence
 from advjax.metrics import mistakes
 from advjax.metrics import rubbish_error_and_confidence
@@ -73,8 +73,7 @@ __all__ = [
 ]
 
 # Submodules beside the core, imported by `__getattr__` when first used.
-_SUBMODULES = ("checkpoint", "data", "evaluation", "loop", "models", "sharding",
-               "train")
+_SUBMODULES = ("checkpoint", "data", "evaluation", "loop", "models", "sharding", "train")
 
 
 def __getattr__(name: str):

@@ -34,6 +34,7 @@ class Static:
     leaves: the non-array leaves, None where an array goes.
     types: the types of ``leaves``.
   """
+
   treedef: Any
   leaves: tuple[Any, ...]
   types: tuple[type, ...]
@@ -49,8 +50,7 @@ def partition(tree: Any) -> tuple[list[Any], Static]:
 
 def combine(arrays: list[Any], static: Static) -> Any:
   """The inverse of `partition`."""
-  leaves = [rest if array is None else array
-            for array, rest in zip(arrays, static.leaves)]
+  leaves = [rest if array is None else array for array, rest in zip(arrays, static.leaves)]
   return jax.tree.unflatten(static.treedef, leaves)
 
 

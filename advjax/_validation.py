@@ -15,14 +15,15 @@ from __future__ import annotations
 from typing import Any
 
 import jax
+from jax import core
+from jax.experimental import checkify
 import jax.numpy as jnp
 import numpy as np
-from jax.experimental import checkify
 
 
 def concrete_value(value: Any) -> np.ndarray | None:
   """Returns ``value`` as a NumPy array, or None when it is only known at run time."""
-  if isinstance(value, jax.core.Tracer):
+  if isinstance(value, core.Tracer):
     return None
   try:
     return np.asarray(value)
@@ -35,8 +36,9 @@ def check_eps(eps: Any, name: str = "eps") -> None:
   value = concrete_value(eps)
   if value is None:
     eps = jnp.asarray(eps)
-    checkify.debug_check(jnp.all(jnp.isfinite(eps) & (eps >= 0)),
-                         f"{name} must be finite and >= 0, got {{}}.", eps)
+    checkify.debug_check(
+        jnp.all(jnp.isfinite(eps) & (eps >= 0)), f"{name} must be finite and >= 0, got {{}}.", eps
+    )
     return
   if not np.all(np.isfinite(value)):
     raise ValueError(f"{name} must be finite, got {eps!r}.")
@@ -49,8 +51,9 @@ def check_alpha(alpha: Any) -> None:
   value = concrete_value(alpha)
   if value is None:
     alpha = jnp.asarray(alpha)
-    checkify.debug_check(jnp.all((alpha >= 0) & (alpha <= 1)),
-                         "alpha must lie in [0, 1], got {}.", alpha)
+    checkify.debug_check(
+        jnp.all((alpha >= 0) & (alpha <= 1)), "alpha must lie in [0, 1], got {}.", alpha
+    )
     return
   if not np.all(np.isfinite(value)) or np.any(value < 0) or np.any(value > 1):
     raise ValueError(f"alpha must lie in [0, 1], got {alpha!r}.")
@@ -68,8 +71,7 @@ def check_clip(clip: tuple[Any, Any] | None) -> None:
   lo, hi = (concrete_value(bound) for bound in clip)
   if lo is None or hi is None:
     lo, hi = (jnp.asarray(bound) for bound in clip)
-    checkify.debug_check(jnp.all(lo <= hi), "clip must have lo <= hi, got ({}, {}).",
-                         lo, hi)
+    checkify.debug_check(jnp.all(lo <= hi), "clip must have lo <= hi, got ({}, {}).", lo, hi)
     return
   if not np.all(lo <= hi):  # NaN bounds fail too, as under checkify
     raise ValueError(f"clip must have lo <= hi, got {clip!r}.")
@@ -87,4 +89,5 @@ def check_batch(x: Any, y: Any) -> None:
   if len(x_shape) >= 2 and len(y_shape) >= 1 and x_shape[0] != y_shape[0]:
     raise ValueError(
         "x and y must have the same batch size, got x with shape "
-        f"{tuple(x_shape)} and y with shape {tuple(y_shape)}.")
+        f"{tuple(x_shape)} and y with shape {tuple(y_shape)}."
+    )

@@ -21,6 +21,17 @@ import jax.numpy as jnp
 
 from advjax import _validation
 
+__all__ = [
+    "Clip",
+    "LossFn",
+    "broadcast_eps",
+    "fgsm",
+    "input_grad",
+    "pgd",
+    "sign_step",
+    "targeted_fgsm",
+]
+
 Array = jax.Array
 LossFn = Callable[[Any, Array, Array], Array]
 Clip = tuple[Any, Any] | None
@@ -40,7 +51,9 @@ def input_grad(loss_fn: LossFn, params: Any, x: Array, y: Array) -> Array:
 
   Example:
     >>> loss = lambda w, x, y: jnp.mean(jax.nn.softplus(-y * (x @ w)))
-    >>> g = input_grad(loss, jnp.ones(3), jnp.zeros((2, 3)), jnp.ones(2))
+    >>> input_grad(loss, jnp.ones(3), jnp.zeros((2, 3)), jnp.ones(2))
+    Array([[-0.25, -0.25, -0.25],
+           [-0.25, -0.25, -0.25]], dtype=float32)
   """
   _validation.check_batch(x, y)
   return jax.grad(loss_fn, argnums=1)(params, x, y)
@@ -58,10 +71,10 @@ def broadcast_eps(eps: Any, x: Array) -> Array:
     ``eps`` in the dtype of ``x`` with trailing unit axes, ready to broadcast.
   """
   eps = jnp.asarray(eps, dtype=x.dtype)
-  if eps.ndim > x.ndim or eps.shape != x.shape[:eps.ndim]:
+  if eps.ndim > x.ndim or eps.shape != x.shape[: eps.ndim]:
     raise ValueError(
-        f"eps must be a scalar or match the leading axes of x {x.shape}, "
-        f"got shape {eps.shape}.")
+        f"eps must be a scalar or match the leading axes of x {x.shape}, " f"got shape {eps.shape}."
+    )
   return eps.reshape(eps.shape + (1,) * (x.ndim - eps.ndim))
 
 
@@ -119,7 +132,8 @@ def _round_into_ball(x: Array, target: Array, radius: Array) -> Array:
   # The check and the nudge have no derivative: the result's is that of target.
   fixed_result, fixed_x, radius = jax.lax.stop_gradient((result, x, radius))
   a, b = jax.lax.optimization_barrier(
-      (fixed_result.astype(target.dtype), -fixed_x.astype(target.dtype)))
+      (fixed_result.astype(target.dtype), -fixed_x.astype(target.dtype))
+  )
   gap = a + b
   b_part = gap - a
   error = (a - (gap - b_part)) + (b - b_part)  # gap + error == a + b exactly
@@ -135,8 +149,7 @@ def _clip(x: Array, clip: Clip) -> Array:
   return jnp.clip(x, lo, hi).astype(x.dtype)
 
 
-def fgsm(loss_fn: LossFn, params: Any, x: Array, y: Array, eps: Any, *,
-         clip: Clip = None) -> Array:
+def fgsm(loss_fn: LossFn, params: Any, x: Array, y: Array, eps: Any, *, clip: Clip = None) -> Array:
   """The fast gradient sign method: ``x + eps * sign(grad_x loss_fn(params, x, y))``.
 
   Goodfellow, Shlens & Szegedy (2015), eq. (3). The paper's numbers use no
@@ -162,12 +175,15 @@ def fgsm(loss_fn: LossFn, params: Any, x: Array, y: Array, eps: Any, *,
 
   Example:
     >>> x_adv = advjax.fgsm(loss_fn, params, x, y, eps=0.25)
+    >>> float(jnp.abs(x_adv - x).max())
+    0.25
   """
   return sign_step(x, input_grad(loss_fn, params, x, y), eps, clip=clip)
 
 
-def targeted_fgsm(loss_fn: LossFn, params: Any, x: Array, target: Array,
-                  eps: Any, *, clip: Clip = None) -> Array:
+def targeted_fgsm(
+    loss_fn: LossFn, params: Any, x: Array, target: Array, eps: Any, *, clip: Clip = None
+) -> Array:
   """One gradient-sign step that lowers the loss of a chosen ``target`` class.
 
   Args:
@@ -188,15 +204,28 @@ def targeted_fgsm(loss_fn: LossFn, params: Any, x: Array, target: Array,
       ``jax.experimental.checkify.checkify``.
 
   Example:
-    >>> x_adv = advjax.targeted_fgsm(loss_fn, params, x, jnp.full_like(y, 7), 0.25)
+    >>> target = jnp.full_like(y, 7)
+    >>> x_adv = advjax.targeted_fgsm(loss_fn, params, x, target, 0.25)
+    >>> bool(loss_fn(params, x_adv, target) < loss_fn(params, x, target))
+    True
   """
   return sign_step(x, -input_grad(loss_fn, params, x, target), eps, clip=clip)
 
 
-def pgd(loss_fn: LossFn, params: Any, x: Array, y: Array, eps: Any, *,
-        step_size: Any, num_steps: int, clip: Clip = None,
-        random_start: bool = False, key: Array | None = None,
-        targeted: bool = False) -> Array:
+def pgd(
+    loss_fn: LossFn,
+    params: Any,
+    x: Array,
+    y: Array,
+    eps: Any,
+    *,
+    step_size: Any,
+    num_steps: int,
+    clip: Clip = None,
+    random_start: bool = False,
+    key: Array | None = None,
+    targeted: bool = False,
+) -> Array:
   """The iterated gradient-sign method under the L-infinity norm (BIM / PGD).
 
   Each step moves by ``step_size * sign(grad)`` and projects back onto the
@@ -232,6 +261,8 @@ def pgd(loss_fn: LossFn, params: Any, x: Array, y: Array, eps: Any, *,
   Example:
     >>> x_adv = advjax.pgd(loss_fn, params, x, y, 0.25, step_size=0.01,
     ...                    num_steps=40, clip=(0., 1.))
+    >>> bool(jnp.all(jnp.abs(x_adv - x) <= 0.25)), float(x_adv.min()) >= 0.
+    (True, True)
   """
   _validation.check_eps(eps)
   _validation.check_eps(step_size, "step_size")
@@ -239,8 +270,6 @@ def pgd(loss_fn: LossFn, params: Any, x: Array, y: Array, eps: Any, *,
   _validation.check_batch(x, y)
   if not isinstance(num_steps, int) or num_steps < 1:
     raise ValueError(f"num_steps must be an int >= 1, got {num_steps!r}.")
-  if random_start and key is None:
-    raise ValueError("random_start=True needs a PRNG key: pass key=.")
   wide = _widen(x)
   radius = broadcast_eps(eps, wide)
   sign = -1 if targeted else 1
@@ -251,8 +280,11 @@ def pgd(loss_fn: LossFn, params: Any, x: Array, y: Array, eps: Any, *,
 
   start = x
   if random_start:
-    start = project(wide + jax.random.uniform(
-        key, x.shape, wide.dtype, minval=-1, maxval=1) * radius)
+    if key is None:
+      raise ValueError("random_start=True needs a PRNG key: pass key=.")
+    start = project(
+        wide + jax.random.uniform(key, x.shape, wide.dtype, minval=-1, maxval=1) * radius
+    )
 
   def step(_, x_adv):
     grad = input_grad(loss_fn, params, x_adv, y)

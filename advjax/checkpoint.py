@@ -28,9 +28,16 @@ import sys
 from typing import Any
 
 import jax
+from jax.experimental import multihost_utils
 import numpy as np
 import orbax.checkpoint as ocp
-from jax.experimental import multihost_utils
+
+__all__ = [
+    "CheckpointError",
+    "RunCheckpointer",
+    "RunMismatchError",
+    "arrays_sha256",
+]
 
 # The record's key for the SHA-256 of the arrays saved beside it.
 _CHECKSUM_KEY = "arrays_sha256"
@@ -85,7 +92,7 @@ def arrays_sha256(arrays: Any) -> str:
 def _reason(exc: BaseException) -> str:
   """An exception as one short line: orbax and tensorstore errors run to many lines."""
   text = " ".join(f"{type(exc).__name__}: {exc}".split())
-  return text if len(text) <= _REASON_CHARS else text[:_REASON_CHARS - 3] + "..."
+  return text if len(text) <= _REASON_CHARS else text[: _REASON_CHARS - 3] + "..."
 
 
 def _collect_quietly() -> None:
@@ -117,6 +124,9 @@ class RunCheckpointer:
     >>> ckpt = RunCheckpointer("runs/clean/checkpoints", {"seed": 0})
     >>> ckpt.save(1, {"params": params}, {"epoch": 1})
     >>> tree, record = ckpt.restore_latest({"params": params})
+    >>> record["epoch"], record["fingerprint"]
+    (1, {'seed': 0})
+    >>> ckpt.close()
   """
 
   def __init__(self, folder: str | os.PathLike, fingerprint: dict[str, Any]):
@@ -131,9 +141,11 @@ class RunCheckpointer:
         max_to_keep=2,
         # Synchronous: an epoch counts as finished only once it is on disk.
         enable_async_checkpointing=False,
-        cleanup_tmp_directories=True)
+        cleanup_tmp_directories=True,
+    )
     self._manager = ocp.CheckpointManager(
-        self.folder, options=options, item_names=("arrays", "record"))
+        self.folder, options=options, item_names=("arrays", "record")
+    )
 
   def save(self, epoch: int, arrays: Any, record: dict[str, Any]) -> None:
     """Writes the checkpoint of a finished epoch.
@@ -155,27 +167,30 @@ class RunCheckpointer:
       if step < epoch:
         continue
       if step not in self._damaged:
-        raise ValueError(
-            f"cannot save epoch {epoch}: {self.folder} already holds epoch {step}")
+        raise ValueError(f"cannot save epoch {epoch}: {self.folder} already holds epoch {step}")
       self._manager.delete(step)
       self._damaged.discard(step)
-    record = {**record, "fingerprint": self.fingerprint,
-              _CHECKSUM_KEY: arrays_sha256(arrays)}
-    self._manager.save(epoch, args=ocp.args.Composite(
-        arrays=ocp.args.StandardSave(arrays),
-        record=ocp.args.JsonSave(record)))
+    record = {**record, "fingerprint": self.fingerprint, _CHECKSUM_KEY: arrays_sha256(arrays)}
+    self._manager.save(
+        epoch,
+        args=ocp.args.Composite(
+            arrays=ocp.args.StandardSave(arrays), record=ocp.args.JsonSave(record)
+        ),
+    )
     self._manager.wait_until_finished()
 
   def _restore_record(self, epoch: int) -> dict[str, Any]:
-    record = self._manager.restore(epoch, args=ocp.args.Composite(
-        record=ocp.args.JsonRestore()))["record"]
+    record = self._manager.restore(epoch, args=ocp.args.Composite(record=ocp.args.JsonRestore()))[
+        "record"
+    ]
     if not isinstance(record, dict):
       raise ValueError(f"the record is a JSON {type(record).__name__}, not an object")
     return record
 
   def _restore_arrays(self, epoch: int, like: Any, checksum: str | None) -> Any:
-    arrays = self._manager.restore(epoch, args=ocp.args.Composite(
-        arrays=ocp.args.StandardRestore(like)))["arrays"]
+    arrays = self._manager.restore(
+        epoch, args=ocp.args.Composite(arrays=ocp.args.StandardRestore(like))
+    )["arrays"]
     # Records written before checksums were kept have none to check.
     if checksum is not None and arrays_sha256(arrays) != checksum:
       raise ValueError("the arrays restored differ from the SHA-256 saved with them")
@@ -200,7 +215,8 @@ class RunCheckpointer:
       CheckpointError: the folder holds checkpoints but none restores.
 
     Example:
-      >>> restored = RunCheckpointer(folder, fingerprint).restore_latest(arrays)
+      >>> print(RunCheckpointer("runs/new", {"seed": 0}).restore_latest({"params": params}))
+      None
     """
     skipped: list[str] = []
     for epoch in sorted(self._manager.all_steps(), reverse=True):
@@ -211,8 +227,8 @@ class RunCheckpointer:
         continue
       if record.get("fingerprint") != self.fingerprint:
         raise RunMismatchError(
-            f"{self.folder} holds checkpoints of a run with other settings or data; "
-            f"{_AFRESH}")
+            f"{self.folder} holds checkpoints of a run with other settings or data; " f"{_AFRESH}"
+        )
       try:
         arrays = self._restore_arrays(epoch, like, record.pop(_CHECKSUM_KEY, None))
       except Exception as exc:  # noqa: BLE001 - orbax and tensorstore raise many types.
@@ -220,14 +236,18 @@ class RunCheckpointer:
       else:
         self._damaged = {step for step in self._manager.all_steps() if step > epoch}
         if skipped and jax.process_index() == 0:
-          print(f"advjax: warning: {self.folder}: skipped damaged checkpoint "
-                f"{'; '.join(skipped)}; resuming from epoch {epoch}", file=sys.stderr)
+          print(
+              f"advjax: warning: {self.folder}: skipped damaged checkpoint "
+              f"{'; '.join(skipped)}; resuming from epoch {epoch}",
+              file=sys.stderr,
+          )
         return arrays, record
       # Outside the except clause, so that the error and its frames are garbage.
       _collect_quietly()
     if skipped:
       raise CheckpointError(
-          f"{self.folder}: no checkpoint restores: {'; '.join(skipped)}; {_AFRESH}")
+          f"{self.folder}: no checkpoint restores: {'; '.join(skipped)}; {_AFRESH}"
+      )
     return None
 
   def close(self) -> None:

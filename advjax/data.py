@@ -77,8 +77,7 @@ _NUM_CLASSES = 10
 # The paper keeps 50,000 of MNIST's 60,000 training images for training.
 _TRAIN_FRACTION = (5, 6)
 _HOW_TO_POINT = (
-    f"pass --data-dir DIR or set {DATA_DIR_ENV}=DIR to a folder holding the four "
-    "MNIST IDX files"
+    f"pass --data-dir DIR or set {DATA_DIR_ENV}=DIR to a folder holding the four " "MNIST IDX files"
 )
 
 
@@ -102,46 +101,39 @@ class _Remote:
   idx_sha256: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
+# The four .gz files as published; see `_Remote`.
+_MNIST_GZ_SHA256 = {
+    "train-images-idx3-ubyte": "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+    "train-labels-idx1-ubyte": "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+    "t10k-images-idx3-ubyte": "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+    "t10k-labels-idx1-ubyte": "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+}
+# ../shared/data/mnist/SHA256SUMS.decompressed.
+_MNIST_IDX_SHA256 = {
+    "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+    "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+    "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+    "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+}
+_FASHION_MNIST_GZ_SHA256 = {
+    "train-images-idx3-ubyte": "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
+    "train-labels-idx1-ubyte": "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",
+    "t10k-images-idx3-ubyte": "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073",
+    "t10k-labels-idx1-ubyte": "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
+}
 _REMOTES = {
     "mnist": _Remote(
         url="https://storage.googleapis.com/cvdf-datasets/mnist/",
-        gz_sha256={
-            "train-images-idx3-ubyte":
-                "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
-            "train-labels-idx1-ubyte":
-                "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
-            "t10k-images-idx3-ubyte":
-                "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
-            "t10k-labels-idx1-ubyte":
-                "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
-        },
-        # ../shared/data/mnist/SHA256SUMS.decompressed.
-        idx_sha256={
-            "train-images-idx3-ubyte":
-                "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
-            "train-labels-idx1-ubyte":
-                "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
-            "t10k-images-idx3-ubyte":
-                "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
-            "t10k-labels-idx1-ubyte":
-                "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
-        },
+        gz_sha256=_MNIST_GZ_SHA256,
+        idx_sha256=_MNIST_IDX_SHA256,
     ),
     "fashion_mnist": _Remote(
         url="http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
-        gz_sha256={
-            "train-images-idx3-ubyte":
-                "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
-            "train-labels-idx1-ubyte":
-                "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",
-            "t10k-images-idx3-ubyte":
-                "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073",
-            "t10k-labels-idx1-ubyte":
-                "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
-        },
+        gz_sha256=_FASHION_MNIST_GZ_SHA256,
     ),
 }
 KNOWN_DATASETS = tuple(_REMOTES)
+
 
 class DataError(ValueError):
   """A dataset file or folder is missing, unreadable or malformed, or no source works.
@@ -232,8 +224,7 @@ def _parse_idx(data: bytes, path: pathlib.Path, magic: int) -> np.ndarray:
   header_len = 4 + 4 * ndim
   if len(data) < header_len:
     raise DataError(
-        f"{path}: truncated: {len(data)} bytes, shorter than the {header_len}-byte IDX "
-        "header"
+        f"{path}: truncated: {len(data)} bytes, shorter than the {header_len}-byte IDX " "header"
     )
   found = int.from_bytes(data[:4], "big")
   if found != magic:
@@ -277,8 +268,7 @@ def read_idx_images(path: str | os.PathLike) -> np.ndarray:
   images = _parse_idx(_read_bytes(path), path, _IMAGES_MAGIC)
   if images.shape[1:] != (_SIDE, _SIDE):
     raise DataError(
-        f"{path}: images are {images.shape[1]}x{images.shape[2]}, expected "
-        f"{_SIDE}x{_SIDE}"
+        f"{path}: images are {images.shape[1]}x{images.shape[2]}, expected " f"{_SIDE}x{_SIDE}"
     )
   return images
 
@@ -330,8 +320,7 @@ def _read_pair(
   labels = read_idx_labels(labels_path)
   if len(images) != len(labels):
     raise DataError(
-        f"{images_path} holds {len(images)} images but {labels_path} holds "
-        f"{len(labels)} labels"
+        f"{images_path} holds {len(images)} images but {labels_path} holds " f"{len(labels)} labels"
     )
   return images, labels
 
@@ -374,9 +363,7 @@ def load_idx_dir(data_dir: str | os.PathLike, *, source: str = "") -> MNIST:
   if not folder.is_dir():
     what = "is not a folder" if folder.exists() else "does not exist"
     raise DataError(f"data folder {folder}{origin} {what}: {_HOW_TO_POINT}")
-  return _load_files(
-      {role: _find_idx_file(folder, base) for role, base in IDX_FILES.items()}
-  )
+  return _load_files({role: _find_idx_file(folder, base) for role, base in IDX_FILES.items()})
 
 
 # ---------------------------------------------------------------------------
@@ -526,6 +513,8 @@ def _network_available(host: str, port: int, timeout: float = 3.0) -> bool:
 def _host_port(url: str) -> tuple[str, int]:
   """The host and port a download from ``url`` connects to."""
   parts = urllib.parse.urlsplit(url)
+  if not parts.hostname:  # `_base_url` lets none through
+    raise DataError(f"{url!r} names no host to download from")
   return parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
 
 
@@ -661,18 +650,22 @@ def download_mnist(name: str = "mnist", *, base_url: str | None = None) -> MNIST
   _check_name(name)
   url = _base_url(name, base_url)
   tfds = _import_tfds()
+  from tensorflow_datasets.core import constants  # pylint: disable=import-outside-toplevel
+
   # Where tfds.load keeps the downloads of `name`, so both share them.
-  downloads = pathlib.Path(tfds.core.constants.DATA_DIR).expanduser() / "downloads"
+  downloads = pathlib.Path(constants.DATA_DIR).expanduser() / "downloads"
   urls = {base: f"{url}{base}.gz" for base in IDX_FILES.values()}
-  paths = {base: _cached_download(downloads / name, u) for base, u in urls.items()}
-  if not all(paths.values()):
+  cached = {base: _cached_download(downloads / name, u) for base, u in urls.items()}
+  paths = {base: path for base, path in cached.items() if path is not None}
+  if len(paths) < len(urls):
     if not _network_available(*_host_port(url)):
-      raise _offline_error(
-          name, f"tensorflow-datasets download cache ({downloads / name})", url
-      )
+      raise _offline_error(name, f"tensorflow-datasets download cache ({downloads / name})", url)
     try:
       manager = tfds.download.DownloadManager(download_dir=downloads, dataset_name=name)
-      paths = {base: pathlib.Path(path) for base, path in manager.download(urls).items()}
+      # dict(urls) is typed dict[str, Url] there, which picks the overload of
+      # `download` that returns a dict (a dict[str, str] is no dict[str, Url]).
+      downloaded = manager.download(dict(urls))
+      paths = {base: pathlib.Path(path) for base, path in downloaded.items()}
     except Exception as exc:  # noqa: BLE001 - requests and tfds raise many types.
       raise DataError(
           f"could not download {name} from {url} ({_one_line(exc)}): {_HOW_TO_POINT}"

@@ -25,7 +25,21 @@ import numpy as np
 
 from advjax import _trees
 from advjax import _validation
-from advjax.attacks import Array, LossFn
+from advjax.attacks import Array
+from advjax.attacks import LossFn
+
+__all__ = [
+    "ProbsFn",
+    "TrainStep",
+    "ensemble_loss",
+    "ensemble_probs",
+    "ensemble_size",
+    "ensemble_step",
+    "init_ensemble",
+    "member",
+    "stack",
+    "unstack",
+]
 
 ProbsFn = Callable[[Any, Array], Array]
 TrainStep = Callable[[Any, Any, Array], tuple[Any, Any]]
@@ -46,8 +60,12 @@ def stack(params_list: Sequence[Any]) -> Any:
     ``len(params_list)``.
 
   Example:
+    >>> params_a, params_b = {"w": jnp.zeros(2)}, {"w": jnp.ones(2)}
     >>> stacked = stack([params_a, params_b])
+    >>> stacked["w"].shape
+    (2, 2)
     >>> unstack(stacked)[1]  # params_b
+    {'w': Array([1., 1.], dtype=float32)}
   """
   if len(params_list) == 0:
     raise ValueError("params_list must hold at least one member, got none.")
@@ -56,24 +74,28 @@ def stack(params_list: Sequence[Any]) -> Any:
     if jax.tree.structure(params) != structure:
       raise ValueError(
           f"params_list members must share one tree structure; member {index} "
-          f"is {jax.tree.structure(params)}, member 0 is {structure}.")
+          f"is {jax.tree.structure(params)}, member 0 is {structure}."
+      )
   member_arrays, statics = zip(*(_trees.partition(params) for params in params_list))
-  paths = [jax.tree_util.keystr(path) for path, _ in
-           jax.tree_util.tree_flatten_with_path(params_list[0])[0]]
+  paths = [
+      jax.tree_util.keystr(path)
+      for path, _ in jax.tree_util.tree_flatten_with_path(params_list[0])[0]
+  ]
   for index, static in enumerate(statics):
     for path, first, other in zip(paths, statics[0].leaves, static.leaves):
       if first is not other and first != other:
         raise ValueError(
             "params_list members must share their non-array leaves; leaf "
-            f"{path} is {other!r} in member {index}, {first!r} in member 0.")
+            f"{path} is {other!r} in member {index}, {first!r} in member 0."
+        )
   for path, *leaves in zip(paths, *member_arrays):
     shapes = [np.shape(leaf) for leaf in leaves]
     if leaves[0] is not None and len(set(shapes)) > 1:
       raise ValueError(
           f"params_list members must have leaves of equal shapes; leaf {path} "
-          f"has shapes {shapes}.")
-  stacked = [None if leaves[0] is None else jnp.stack(leaves)
-             for leaves in zip(*member_arrays)]
+          f"has shapes {shapes}."
+      )
+  stacked = [None if leaves[0] is None else jnp.stack(leaves) for leaves in zip(*member_arrays)]
   return _trees.combine(stacked, statics[0])
 
 
@@ -88,18 +110,24 @@ def ensemble_size(stacked: Any, name: str = "stacked_params") -> int:
     The size of the member axis.
 
   Example:
-    >>> ensemble_size(stack([params_a, params_b]))  # 2
+    >>> params_a, params_b = {"w": jnp.zeros(2)}, {"w": jnp.ones(2)}
+    >>> ensemble_size(stack([params_a, params_b]))
+    2
   """
   leaves = [leaf for leaf in _trees.partition(stacked)[0] if leaf is not None]
   if not leaves:
-    raise ValueError(f"{name} must have array leaves with a member axis, got "
-                     "a pytree without array leaves.")
+    raise ValueError(
+        f"{name} must have array leaves with a member axis, got " "a pytree without array leaves."
+    )
   sizes = {np.shape(leaf)[0] if np.ndim(leaf) else None for leaf in leaves}
-  if None in sizes or len(sizes) > 1:
+  size = sizes.pop() if len(sizes) == 1 else None
+  if size is None:
     shapes = [np.shape(leaf) for leaf in leaves]
-    raise ValueError(f"{name} must have one leading member axis on every leaf, "
-                     f"got leaves of shapes {shapes}.")
-  return sizes.pop()
+    raise ValueError(
+        f"{name} must have one leading member axis on every leaf, "
+        f"got leaves of shapes {shapes}."
+    )
+  return size
 
 
 def member(stacked: Any, index: Any) -> Any:
@@ -113,16 +141,16 @@ def member(stacked: Any, index: Any) -> Any:
     The member's pytree, without the member axis.
 
   Example:
-    >>> x_adv = advjax.fgsm(loss_fn, member(stacked, 0), x, y, 0.25)
+    >>> x_adv = advjax.fgsm(loss_fn, member(stacked, 0), x, y, 0.25)  # member 0 alone
   """
   size = ensemble_size(stacked)
   known = _validation.concrete_value(index)
   if known is not None and not -size <= known < size:
-    raise ValueError(f"index must lie in [-{size}, {size}) for an ensemble of "
-                     f"{size} members, got {index!r}.")
+    raise ValueError(
+        f"index must lie in [-{size}, {size}) for an ensemble of " f"{size} members, got {index!r}."
+    )
   arrays, static = _trees.partition(stacked)
-  return _trees.combine(
-      [None if leaf is None else leaf[index] for leaf in arrays], static)
+  return _trees.combine([None if leaf is None else leaf[index] for leaf in arrays], static)
 
 
 def unstack(stacked: Any) -> list[Any]:
@@ -135,7 +163,9 @@ def unstack(stacked: Any) -> list[Any]:
     A list of N pytrees, without the member axis.
 
   Example:
-    >>> params_list = unstack(stack(params_list))
+    >>> params_list = unstack(stacked)
+    >>> len(params_list), ensemble_size(stack(params_list))
+    (3, 3)
   """
   return [member(stacked, index) for index in range(ensemble_size(stacked))]
 
@@ -154,7 +184,9 @@ def init_ensemble(init_fn: Callable[[Array], Any], key: Array, n: int) -> Any:
     ``stack([init_fn(k) for k in jax.random.split(key, n)])``.
 
   Example:
-    >>> stacked = init_ensemble(lambda k: model.init(k, x[:1]), key, 12)
+    >>> stacked = init_ensemble(lambda k: {"w": jax.random.normal(k, (3,))}, key, 12)
+    >>> stacked["w"].shape, bool(jnp.all(stacked["w"][0] != stacked["w"][1]))
+    ((12, 3), True)
   """
   if isinstance(n, bool) or not isinstance(n, int) or n < 1:
     raise ValueError(f"n must be an int >= 1, got {n!r}.")
@@ -173,8 +205,10 @@ def ensemble_probs(probs_fn: ProbsFn, stacked_params: Any, x: Array) -> Array:
     An array of the shape of ``probs_fn(member_params, x)``.
 
   Example:
-    >>> error, confidence = advjax.error_and_confidence(
-    ...     ensemble_probs(probs_fn, stacked, x), y)
+    >>> probs = ensemble_probs(model.probabilities, stacked, x)
+    >>> probs.shape  # the members' mean
+    (8, 10)
+    >>> error, confidence = advjax.error_and_confidence(probs, y)
   """
   ensemble_size(stacked_params)
   probs = _trees.vmap(probs_fn, in_axes=(0, None))(stacked_params, x)
@@ -198,14 +232,13 @@ def ensemble_loss(probs_fn: ProbsFn) -> LossFn:
     ``y`` of shape ``(n,)``.
 
   Example:
-    >>> x_adv = advjax.fgsm(ensemble_loss(probs_fn), stacked, x, y, 0.25)
+    >>> x_adv = advjax.fgsm(ensemble_loss(model.probabilities), stacked, x, y, 0.25)
   """
 
   def loss(stacked_params: Any, x: Array, y: Array) -> Array:
     _validation.check_batch(x, y)
     if np.ndim(y) != 1:
-      raise ValueError(f"y must hold integer labels of shape (n,), got shape "
-                       f"{np.shape(y)}.")
+      raise ValueError(f"y must hold integer labels of shape (n,), got shape " f"{np.shape(y)}.")
     probs = ensemble_probs(probs_fn, stacked_params, x)
     true_class = jnp.take_along_axis(probs, y[:, None], axis=-1)[:, 0]
     floor = jnp.finfo(true_class.dtype).tiny
@@ -233,8 +266,13 @@ def ensemble_step(train_step: TrainStep, *, shared_batch: bool = True) -> TrainS
     ``step(states, batch, rngs) -> (states, metrics)``.
 
   Example:
+    >>> train_step = train.make_train_step(model, train.Clean())
+    >>> states = stack([train.create_train_state(model, k, x[:1], train.recipe_sgd(2))
+    ...                 for k in jax.random.split(key, 3)])
     >>> step = jax.jit(ensemble_step(train_step))
-    >>> states, metrics = step(states, batch, jax.random.split(key, 12))
+    >>> states, losses = step(states, (x, y), jax.random.split(key, 3))
+    >>> losses.shape  # one per member
+    (3,)
   """
   stepped = _trees.vmap(train_step, in_axes=(0, None if shared_batch else 0, 0))
 
@@ -252,5 +290,6 @@ def _check_members(tree: Any, size: int, name: str) -> None:
   """Raises ValueError unless ``tree`` has a member axis of ``size``."""
   found = ensemble_size(tree, name)
   if found != size:
-    raise ValueError(f"{name} must have one entry per member ({size}), got "
-                     f"a member axis of {found}.")
+    raise ValueError(
+        f"{name} must have one entry per member ({size}), got " f"a member axis of {found}."
+    )

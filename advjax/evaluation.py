@@ -9,31 +9,51 @@ split of a size. The attack is FGSM against the model's evaluation loss
 `advjax.error_and_confidence`'s, where a NaN prediction counts as a mistake.
 
 Example:
-  >>> evaluate(model, params, data.test, eps=0.25)["fgsm_error"]   # 0.894 in the paper
+  >>> sorted(evaluate(model, params, data.test, eps=0.25))  # fgsm_error: 0.894 in the paper
+  ['confidence', 'error', 'fgsm_confidence', 'fgsm_error']
   >>> x_adv = fgsm_examples(model, params, data.test.x, data.test.y, eps=0.25)
-  >>> score(other_model, other_params, x_adv, data.test.y)          # transfer
+  >>> other_model = models.softmax_regression()
+  >>> other_params = other_model.init(jax.random.key(1), x[:1])
+  >>> error, confidence = score(other_model, other_params, x_adv, data.test.y)  # transfer
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from advjax import metrics
-from advjax.attacks import Clip, fgsm, pgd
-from advjax.models import Classifier, Params
+from advjax.attacks import Clip
+from advjax.attacks import fgsm
+from advjax.attacks import pgd
+from advjax.models import Classifier
+from advjax.models import Params
+
+__all__ = [
+    "DeviceSplit",
+    "SCORES",
+    "as_classes",
+    "device_split",
+    "evaluate",
+    "evaluate_members",
+    "fgsm_examples",
+    "map_batches",
+    "pgd_error",
+    "probabilities",
+    "score",
+    "scores",
+]
 
 Array = jax.Array
 SCORES = ("error", "confidence", "fgsm_error", "fgsm_confidence")
 """The keys of `evaluate`'s scores."""
 
 
-def map_batches(fn: Callable[..., Any], arrays: tuple[Array, ...],
-                batch_size: int) -> Any:
+def map_batches(fn: Callable[..., Any], arrays: tuple[Array, ...], batch_size: int) -> Any:
   """``fn`` applied to fixed-size batches of ``arrays``, its outputs concatenated.
 
   Traceable: the batches are cut on the device and walked by `jax.lax.map`.
@@ -50,7 +70,9 @@ def map_batches(fn: Callable[..., Any], arrays: tuple[Array, ...],
     ``fn``'s outputs for all ``n`` examples.
 
   Example:
-    >>> probs = map_batches(lambda xb: model.probabilities(params, xb), (x,), 1000)
+    >>> probs = map_batches(lambda xb: model.probabilities(params, xb), (x,), 3)
+    >>> probs.shape  # batches of 3, 3 and 2 (padded to 3)
+    (8, 10)
   """
   n = arrays[0].shape[0]
   if n == 0:
@@ -67,6 +89,27 @@ def map_batches(fn: Callable[..., Any], arrays: tuple[Array, ...],
   return jax.tree.map(lambda o: o.reshape((-1,) + o.shape[2:])[:n], outputs)
 
 
+class DeviceSplit(NamedTuple):
+  """A split's ``x`` and ``y`` held on a device."""
+
+  x: Array
+  y: Array
+
+
+def device_split(split: Any) -> DeviceSplit:
+  """``split``'s ``x`` and ``y`` on this host's first device, for repeated scoring.
+
+  Scoring a split on the host copies it to the device on every call; this
+  copies it once.
+
+  Example:
+    >>> valid = device_split(data.valid)
+    >>> result = evaluate(model, params, valid, eps=0.25)
+  """
+  device = jax.local_devices()[0]
+  return DeviceSplit(*jax.device_put((np.asarray(split.x), np.asarray(split.y)), device))
+
+
 def as_classes(y: Array) -> Array:
   """Labels as class indices: +-1 labels (logistic regression) become 0/1."""
   y = jnp.asarray(y)
@@ -74,8 +117,7 @@ def as_classes(y: Array) -> Array:
 
 
 @functools.partial(jax.jit, static_argnames=("model", "batch_size"))
-def probabilities(model: Classifier, params: Params, x: Array, *,
-                  batch_size: int = 1000) -> Array:
+def probabilities(model: Classifier, params: Params, x: Array, *, batch_size: int = 1000) -> Array:
   """The model's class probabilities on many inputs, no dropout.
 
   Args:
@@ -89,13 +131,23 @@ def probabilities(model: Classifier, params: Params, x: Array, *,
 
   Example:
     >>> probs = probabilities(model, params, data.test.x)
+    >>> probs.shape
+    (100, 10)
   """
   return map_batches(functools.partial(model.probabilities, params), (x,), batch_size)
 
 
 @functools.partial(jax.jit, static_argnames=("model", "clip", "batch_size"))
-def fgsm_examples(model: Classifier, params: Params, x: Array, y: Array, eps: Any,
-                  *, clip: Clip = None, batch_size: int = 1000) -> Array:
+def fgsm_examples(
+    model: Classifier,
+    params: Params,
+    x: Array,
+    y: Array,
+    eps: Any,
+    *,
+    clip: Clip = None,
+    batch_size: int = 1000,
+) -> Array:
   """FGSM examples against the model's evaluation loss (no dropout).
 
   Args:
@@ -113,13 +165,23 @@ def fgsm_examples(model: Classifier, params: Params, x: Array, y: Array, eps: An
 
   Example:
     >>> x_adv = fgsm_examples(model, params, data.test.x, data.test.y, eps=0.25)
+    >>> float(jnp.abs(x_adv - data.test.x).max())
+    0.25
   """
   attack = lambda xb, yb: fgsm(model.loss_fn(), params, xb, yb, eps, clip=clip)
   return map_batches(attack, (x, y), batch_size)
 
 
-def scores(model: Classifier, params: Params, x: Array, y: Array, eps: Any, *,
-           clip: Clip = None, batch_size: int = 1000) -> dict[str, Array]:
+def scores(
+    model: Classifier,
+    params: Params,
+    x: Array,
+    y: Array,
+    eps: Any,
+    *,
+    clip: Clip = None,
+    batch_size: int = 1000,
+) -> dict[str, Array]:
   """The paper's scores as a pure, jittable and vmappable function.
 
   Args:
@@ -143,20 +205,41 @@ def scores(model: Classifier, params: Params, x: Array, y: Array, eps: Any, *,
 
   clean, adversarial = map_batches(both, (x, y), batch_size)
   classes = as_classes(y)
-  return dict(zip(SCORES, (*metrics.error_and_confidence(clean, classes),
-                           *metrics.error_and_confidence(adversarial, classes))))
+  return dict(
+      zip(
+          SCORES,
+          (
+              *metrics.error_and_confidence(clean, classes),
+              *metrics.error_and_confidence(adversarial, classes),
+          ),
+      )
+  )
 
 
 @functools.partial(jax.jit, static_argnames=("model", "clip", "batch_size"))
-def _member_scores(model: Classifier, stacked_params: Params, x: Array, y: Array,
-                   eps: Array, clip: Clip, batch_size: int) -> dict[str, Array]:
-  return jax.vmap(lambda params, e: scores(model, params, x, y, e, clip=clip,
-                                           batch_size=batch_size))(stacked_params, eps)
+def _member_scores(
+    model: Classifier,
+    stacked_params: Params,
+    x: Array,
+    y: Array,
+    eps: Array,
+    clip: Clip,
+    batch_size: int,
+) -> dict[str, Array]:
+  return jax.vmap(
+      lambda params, e: scores(model, params, x, y, e, clip=clip, batch_size=batch_size)
+  )(stacked_params, eps)
 
 
-def evaluate_members(model: Classifier, stacked_params: Params, split: Any, *,
-                     eps: Any, clip: Clip = None,
-                     batch_size: int = 1000) -> dict[str, np.ndarray]:
+def evaluate_members(
+    model: Classifier,
+    stacked_params: Params,
+    split: Any,
+    *,
+    eps: Any,
+    clip: Clip = None,
+    batch_size: int = 1000,
+) -> dict[str, np.ndarray]:
   """`evaluate` of every member of a stacked population, in one compiled call.
 
   Args:
@@ -171,17 +254,32 @@ def evaluate_members(model: Classifier, stacked_params: Params, split: Any, *,
     The keys of `evaluate`, each a float64 NumPy array with one entry per member.
 
   Example:
-    >>> evaluate_members(model, stacked, data.valid, eps=0.25)["error"]
+    >>> evaluate_members(model, stacked, data.valid, eps=0.25)["error"].shape
+    (3,)
   """
   members = jax.tree.leaves(stacked_params)[0].shape[0]
   eps = jnp.broadcast_to(jnp.asarray(eps, jnp.float32), (members,))
-  result = _member_scores(model, stacked_params, split.x, split.y, eps,
-                          None if clip is None else tuple(clip), batch_size)
+  result = _member_scores(
+      model,
+      stacked_params,
+      split.x,
+      split.y,
+      eps,
+      None if clip is None else tuple(clip),
+      batch_size,
+  )
   return {name: np.asarray(value, np.float64) for name, value in result.items()}
 
 
-def evaluate(model: Classifier, params: Params, split: Any, *, eps: Any,
-             clip: Clip = None, batch_size: int = 1000) -> dict[str, float]:
+def evaluate(
+    model: Classifier,
+    params: Params,
+    split: Any,
+    *,
+    eps: Any,
+    clip: Clip = None,
+    batch_size: int = 1000,
+) -> dict[str, float]:
   """The paper's scores of a model on a split: clean, and under FGSM.
 
   Args:
@@ -197,23 +295,26 @@ def evaluate(model: Classifier, params: Params, split: Any, *, eps: Any,
     and mean confidence on the mistakes, as floats (NaN without mistakes).
 
   Example:
-    >>> evaluate(model, params, data.test, eps=0.25)["fgsm_error"]
+    >>> result = evaluate(model, params, data.test, eps=0.25)
+    >>> result["fgsm_error"] > result["error"]
+    True
   """
   stacked = jax.tree.map(lambda leaf: jnp.asarray(leaf)[None], params)
-  result = evaluate_members(model, stacked, split, eps=eps, clip=clip,
-                            batch_size=batch_size)
+  result = evaluate_members(model, stacked, split, eps=eps, clip=clip, batch_size=batch_size)
   return {name: float(value[0]) for name, value in result.items()}
 
 
 @functools.partial(jax.jit, static_argnames=("model", "batch_size"))
-def _score(model: Classifier, params: Params, x: Array, y: Array,
-           batch_size: int) -> tuple[Array, Array]:
+def _score(
+    model: Classifier, params: Params, x: Array, y: Array, batch_size: int
+) -> tuple[Array, Array]:
   probs = probabilities(model, params, x, batch_size=batch_size)
   return metrics.error_and_confidence(probs, as_classes(y))
 
 
-def score(model: Classifier, params: Params, x: Any, y: Any, *,
-          batch_size: int = 1000) -> tuple[float, float]:
+def score(
+    model: Classifier, params: Params, x: Any, y: Any, *, batch_size: int = 1000
+) -> tuple[float, float]:
   """Error and confidence on the mistakes (`advjax.error_and_confidence`) on ``(x, y)``.
 
   Args:
@@ -227,17 +328,32 @@ def score(model: Classifier, params: Params, x: Any, y: Any, *,
     ``(error, confidence)`` as floats; confidence is NaN without mistakes.
 
   Example:
-    >>> error, _ = score(robust, robust_params, x_adv_from_other_model, y)
+    >>> x_adv = fgsm_examples(model, params, x, y, eps=0.25)
+    >>> error, _ = score(model, params, x_adv, y)
+    >>> error >= score(model, params, x, y)[0]
+    True
   """
   error, confidence = _score(model, params, x, y, batch_size)
   return float(error), float(confidence)
 
 
-@functools.partial(jax.jit, static_argnames=("model", "num_steps", "restarts", "clip",
-                                             "batch_size"))
-def pgd_error(model: Classifier, params: Params, x: Array, y: Array, eps: Any, *,
-              step_size: Any, num_steps: int, restarts: int, key: Array,
-              clip: Clip = None, batch_size: int = 1000) -> Array:
+@functools.partial(
+    jax.jit, static_argnames=("model", "num_steps", "restarts", "clip", "batch_size")
+)
+def pgd_error(
+    model: Classifier,
+    params: Params,
+    x: Array,
+    y: Array,
+    eps: Any,
+    *,
+    step_size: Any,
+    num_steps: int,
+    restarts: int,
+    key: Array,
+    clip: Clip = None,
+    batch_size: int = 1000,
+) -> Array:
   """Error under PGD with random starts: an example counts once any restart fools it.
 
   The attack is `advjax.pgd` against the model's evaluation loss (dropout
@@ -263,8 +379,10 @@ def pgd_error(model: Classifier, params: Params, x: Array, y: Array, eps: Any, *
     The error rate, a scalar.
 
   Example:
-    >>> pgd_error(model, params, data.test.x, data.test.y, 0.25, step_size=0.0156,
-    ...           num_steps=40, restarts=3, key=jax.random.key(0), clip=(0., 1.))
+    >>> error = pgd_error(model, params, data.test.x, data.test.y, 0.25, step_size=0.0156,
+    ...                   num_steps=40, restarts=3, key=jax.random.key(0), clip=(0., 1.))
+    >>> 0 <= float(error) <= 1
+    True
   """
   loss_fn = model.loss_fn()
 
@@ -272,8 +390,18 @@ def pgd_error(model: Classifier, params: Params, x: Array, y: Array, eps: Any, *
     batch_key = jax.random.fold_in(key, index[0])
 
     def restart(restart_key):
-      x_adv = pgd(loss_fn, params, xb, yb, eps, step_size=step_size,
-                  num_steps=num_steps, clip=clip, random_start=True, key=restart_key)
+      x_adv = pgd(
+          loss_fn,
+          params,
+          xb,
+          yb,
+          eps,
+          step_size=step_size,
+          num_steps=num_steps,
+          clip=clip,
+          random_start=True,
+          key=restart_key,
+      )
       return metrics.mistakes(model.probabilities(params, x_adv), as_classes(yb))
 
     return jnp.any(jax.vmap(restart)(jax.random.split(batch_key, restarts)), axis=0)

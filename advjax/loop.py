@@ -10,11 +10,15 @@ population of one; `fit_and_retrain` is the paper's protocol: early stopping
 on the last 10,000 training images, then retraining on all 60,000.
 
 Example:
-  >>> config = TrainConfig(epochs=50, eval_eps=0.25, patience=10)
-  >>> result = fit(models.maxout_mlp(), data.train, config,
+  >>> config = TrainConfig(epochs=2, eval_eps=0.25, patience=10)
+  >>> result = fit(model, data.train, config,
   ...              objective=train.Adversarial(eps=0.25), valid=data.valid,
   ...              workdir="runs/adversarial")
-  >>> evaluation.evaluate(model, result.params, data.test, eps=0.25)
+  train: epoch 1/2 loss ... valid error ... s
+  train: epoch 2/2 loss ... valid error ... s
+  >>> len(result.history), result.best_epoch in (1, 2)
+  (2, True)
+  >>> test_scores = evaluation.evaluate(model, result.params, data.test, eps=0.25)
 """
 
 from __future__ import annotations
@@ -26,21 +30,33 @@ import os
 import pathlib
 import sys
 import time
+from typing import Any, Literal, NamedTuple, Sequence
 import zlib
-from typing import Any, Callable, Literal, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import Mesh
 import numpy as np
 import optax
 import tqdm
-from jax.sharding import Mesh
 
 from advjax import evaluation
 from advjax import sharding
 from advjax import train as train_lib
 from advjax.checkpoint import RunCheckpointer
-from advjax.models import Classifier, Params
+from advjax.models import Classifier
+from advjax.models import Params
+
+__all__ = [
+    "EarlyStopping",
+    "FitResult",
+    "TrainConfig",
+    "describe",
+    "fingerprint",
+    "fit",
+    "fit_and_retrain",
+    "fit_members",
+]
 
 Array = jax.Array
 
@@ -85,21 +101,26 @@ class TrainConfig:
     for name in ("epochs", "batch_size", "eval_batch_size"):
       value = getattr(self, name)
       if not isinstance(value, int) or value < (0 if name == "epochs" else 1):
-        raise ValueError(f"{name} must be a non-negative int (batch sizes >= 1), "
-                         f"got {value!r}.")
+        raise ValueError(
+            f"{name} must be a non-negative int (batch sizes >= 1), " f"got {value!r}."
+        )
     if self.patience is not None and self.patience < 1:
       raise ValueError(f"patience must be >= 1 or None, got {self.patience!r}.")
     if self.monitor not in ("error", "fgsm_error"):
       raise ValueError(f"monitor must be 'error' or 'fgsm_error', got {self.monitor!r}.")
-    if self.eval_eps is not None and not (math.isfinite(self.eval_eps)
-                                          and self.eval_eps >= 0):
+    if self.eval_eps is not None and not (math.isfinite(self.eval_eps) and self.eval_eps >= 0):
       raise ValueError(f"eval_eps must be a finite number >= 0, got {self.eval_eps!r}.")
 
   def optimizer(self, steps_per_epoch: int) -> optax.GradientTransformation:
     """The `advjax.train.recipe_sgd` transformation these settings describe."""
-    return train_lib.recipe_sgd(steps_per_epoch, self.learning_rate, self.lr_decay,
-                                self.min_learning_rate, self.momentum,
-                                self.momentum_epochs)
+    return train_lib.recipe_sgd(
+        steps_per_epoch,
+        self.learning_rate,
+        self.lr_decay,
+        self.min_learning_rate,
+        self.momentum,
+        self.momentum_epochs,
+    )
 
 
 class EarlyStopping(NamedTuple):
@@ -153,12 +174,21 @@ class FitResult:
   best_value: float | None
 
 
-def fit_members(model: Classifier, train: Any, config: TrainConfig, *,
-                seeds: Sequence[int], objective: train_lib.Objective = train_lib.Clean(),
-                valid: Any | None = None, tx: optax.GradientTransformation | None = None,
-                workdir: str | os.PathLike | None = None, progress: bool | None = None,
-                desc: str = "train", mesh: Mesh | None = None,
-                member_epochs: Sequence[int] | None = None) -> list[FitResult]:
+def fit_members(
+    model: Classifier,
+    train: Any,
+    config: TrainConfig,
+    *,
+    seeds: Sequence[int],
+    objective: train_lib.Objective = train_lib.Clean(),
+    valid: Any | None = None,
+    tx: optax.GradientTransformation | None = None,
+    workdir: str | os.PathLike | None = None,
+    progress: bool | None = None,
+    desc: str = "train",
+    mesh: Mesh | None = None,
+    member_epochs: Sequence[int] | None = None,
+) -> list[FitResult]:
   """Trains one model per seed at once, each exactly as `fit` would train it alone.
 
   The members' states are stacked and every epoch is one compiled program
@@ -202,9 +232,12 @@ def fit_members(model: Classifier, train: Any, config: TrainConfig, *,
     advjax.checkpoint.RunMismatchError: ``workdir`` holds another run.
 
   Example:
-    >>> results = fit_members(model, data.train, config, seeds=range(5),
+    >>> results = fit_members(model, data.train, config, seeds=range(3),
     ...                       objective=train.Adversarial(eps=0.25), valid=data.valid)
+    train: epoch 1/1 (3 members) loss ... valid error ... s
     >>> stacked = advjax.stack([r.params for r in results])
+    >>> advjax.ensemble_size(stacked)
+    3
   """
   seeds = tuple(seeds)
   if not seeds or not all(isinstance(s, (int, np.integer)) for s in seeds):
@@ -213,9 +246,12 @@ def fit_members(model: Classifier, train: Any, config: TrainConfig, *,
   members = len(seeds)
   epochs = (config.epochs,) * members if member_epochs is None else tuple(member_epochs)
   if len(epochs) != members or not all(
-      isinstance(e, int) and 0 <= e <= config.epochs for e in epochs):
-    raise ValueError(f"member_epochs must hold one int in 0..{config.epochs} per "
-                     f"seed ({members}), got {member_epochs!r}.")
+      isinstance(e, int) and 0 <= e <= config.epochs for e in epochs
+  ):
+    raise ValueError(
+        f"member_epochs must hold one int in 0..{config.epochs} per "
+        f"seed ({members}), got {member_epochs!r}."
+    )
   _check_settings(train, config, valid, mesh)
   writer = jax.process_index() == 0
   # How finished epochs are shown: a bar, plain lines (a log file), or not.
@@ -225,36 +261,57 @@ def fit_members(model: Classifier, train: Any, config: TrainConfig, *,
   static, dynamic = train_lib.split_objective(objective, members)
   steps_per_epoch = len(train.y) // config.batch_size
 
-  place = (lambda tree: jax.device_put(tree)) if mesh is None else (
-      lambda tree: sharding.replicate(tree, mesh))
+  place = (
+      (lambda tree: jax.device_put(tree))
+      if mesh is None
+      else (lambda tree: sharding.replicate(tree, mesh))
+  )
   x, y = place((np.asarray(train.x), np.asarray(train.y)))
   dynamic = place(dynamic)
   seed_keys = jax.vmap(jax.random.split)(jax.vmap(jax.random.key)(jnp.asarray(seeds)))
   tx = tx or config.optimizer(steps_per_epoch)
-  states = jax.vmap(lambda key: train_lib.create_train_state(
-      model, key, x[:1], tx))(seed_keys[:, 0])
+  states = jax.vmap(lambda key: train_lib.create_train_state(model, key, x[:1], tx))(
+      seed_keys[:, 0]
+  )
   # Everything that changes from epoch to epoch and must survive a crash;
   # "kept" holds each member's result so far (its best or its last epoch).
-  arrays = place({"params": states.params, "opt_state": states.opt_state,
-                  "step": states.step, "rng": jax.random.key_data(seed_keys[:, 1]),
-                  "kept": states.params})
-  record = {"epoch": 0, "members": [
-      {"seed": seed, "best_epoch": 0, "best_value": None, "history": []}
-      for seed in seeds]}
+  arrays = place(
+      {
+          "params": states.params,
+          "opt_state": states.opt_state,
+          "step": states.step,
+          "rng": jax.random.key_data(seed_keys[:, 1]),
+          "kept": states.params,
+      }
+  )
+  record = {
+      "epoch": 0,
+      "members": [
+          {"seed": seed, "best_epoch": 0, "best_value": None, "history": []} for seed in seeds
+      ],
+  }
 
   checkpointer = metrics_path = None
   if workdir is not None:
     workdir = pathlib.Path(workdir)
     checkpointer = RunCheckpointer(
         workdir / "checkpoints",
-        fingerprint(model, objective, config, seeds=seeds, train=train, valid=valid,
-                    tx=tx, member_epochs=epochs))
+        fingerprint(
+            model,
+            objective,
+            config,
+            seeds=seeds,
+            train=train,
+            valid=valid,
+            tx=tx,
+            member_epochs=epochs,
+        ),
+    )
     restored = checkpointer.restore_latest(arrays)
     if restored is not None:
       arrays, record = restored
       if report and record["epoch"]:
-        print(f"{desc}: resuming after epoch {record['epoch']} from {workdir}",
-              flush=True)
+        print(f"{desc}: resuming after epoch {record['epoch']} from {workdir}", flush=True)
     if writer:
       metrics_path = workdir / "metrics.jsonl"
       _write_metrics(metrics_path, record)
@@ -262,18 +319,26 @@ def fit_members(model: Classifier, train: Any, config: TrainConfig, *,
   if valid is not None:
     # Every host scores the whole split on one of its devices: cheap next to
     # training, and all hosts reach the same early-stopping decisions.
-    valid = evaluation_split(valid)
-  stopping = [EarlyStopping(config.patience, m["best_epoch"], m["best_value"])
-              for m in record["members"]]
+    valid = evaluation.device_split(valid)
+  stopping = [
+      EarlyStopping(config.patience, m["best_epoch"], m["best_value"]) for m in record["members"]
+  ]
 
   def active(member: int, epoch: int) -> bool:
     return epoch < epochs[member] and not stopping[member].stopped(epoch)
 
-  states = states.replace(params=arrays["params"], opt_state=arrays["opt_state"],
-                          step=arrays["step"])
+  states = states.replace(
+      params=arrays["params"], opt_state=arrays["opt_state"], step=arrays["step"]
+  )
   rngs = jax.random.wrap_key_data(arrays["rng"])
-  bar = tqdm.tqdm(total=config.epochs, initial=record["epoch"], desc=desc,
-                  unit="epoch", disable=report != "bar", dynamic_ncols=True)
+  bar = tqdm.tqdm(
+      total=config.epochs,
+      initial=record["epoch"],
+      desc=desc,
+      unit="epoch",
+      disable=report != "bar",
+      dynamic_ncols=True,
+  )
   try:
     while any(active(m, record["epoch"]) for m in range(members)):
       start = time.perf_counter()
@@ -281,33 +346,41 @@ def fit_members(model: Classifier, train: Any, config: TrainConfig, *,
       split = jax.vmap(jax.random.split)(rngs)
       rngs, epoch_keys = split[:, 0], split[:, 1]
       states, loss_sums = train_lib.train_epoch(
-          model, static, dynamic, states, x, y, epoch_keys,
-          batch_size=config.batch_size, mesh=mesh)
+          model, static, dynamic, states, x, y, epoch_keys, batch_size=config.batch_size, mesh=mesh
+      )
       losses = np.asarray(sharding.local_copy(loss_sums)) / steps_per_epoch
       epoch = record["epoch"] + 1
       scores = None
       if valid is not None:
         scores = evaluation.evaluate_members(
-            model, sharding.local_copy(states.params), valid, eps=config.eval_eps,
-            batch_size=config.eval_batch_size)
+            model,
+            sharding.local_copy(states.params),
+            valid,
+            eps=config.eval_eps,
+            batch_size=config.eval_batch_size,
+        )
       seconds = time.perf_counter() - start
       keep = np.zeros(members, bool)
       rows = []
       for m in training:
         row = {"epoch": epoch, "loss": float(losses[m])}
         if scores is not None:
-          row.update({f"valid_{name}": _json_number(values[m])
-                      for name, values in scores.items()})
+          row.update({f"valid_{name}": _json_number(values[m]) for name, values in scores.items()})
           stopping[m] = stopping[m].update(epoch, float(scores[config.monitor][m]))
-          record["members"][m].update(best_epoch=stopping[m].best_epoch,
-                                      best_value=stopping[m].best_value)
+          record["members"][m].update(
+              best_epoch=stopping[m].best_epoch, best_value=stopping[m].best_value
+          )
         keep[m] = config.patience is None or stopping[m].best_epoch == epoch
         row["seconds"] = seconds
         record["members"][m]["history"].append(row)
         rows.append({"member": m, "seed": seeds[m], **row})
-      arrays = {"params": states.params, "opt_state": states.opt_state,
-                "step": states.step, "rng": jax.random.key_data(rngs),
-                "kept": _keep(place(keep), states.params, arrays["kept"])}
+      arrays = {
+          "params": states.params,
+          "opt_state": states.opt_state,
+          "step": states.step,
+          "rng": jax.random.key_data(rngs),
+          "kept": _keep(place(keep), states.params, arrays["kept"]),
+      }
       record["epoch"] = epoch
       if checkpointer is not None:
         checkpointer.save(epoch, arrays, record)
@@ -320,17 +393,30 @@ def fit_members(model: Classifier, train: Any, config: TrainConfig, *,
     if checkpointer is not None:
       checkpointer.close()
 
-  return [FitResult(params=jax.tree.map(lambda leaf, m=m: leaf[m], arrays["kept"]),
-                    history=info["history"], best_epoch=info["best_epoch"],
-                    best_value=info["best_value"])
-          for m, info in enumerate(record["members"])]
+  return [
+      FitResult(
+          params=jax.tree.map(lambda leaf, m=m: leaf[m], arrays["kept"]),
+          history=info["history"],
+          best_epoch=info["best_epoch"],
+          best_value=info["best_value"],
+      )
+      for m, info in enumerate(record["members"])
+  ]
 
 
-def fit(model: Classifier, train: Any, config: TrainConfig, *,
-        objective: train_lib.Objective = train_lib.Clean(), valid: Any | None = None,
-        tx: optax.GradientTransformation | None = None,
-        workdir: str | os.PathLike | None = None, progress: bool | None = None,
-        desc: str = "train", mesh: Mesh | None = None) -> FitResult:
+def fit(
+    model: Classifier,
+    train: Any,
+    config: TrainConfig,
+    *,
+    objective: train_lib.Objective = train_lib.Clean(),
+    valid: Any | None = None,
+    tx: optax.GradientTransformation | None = None,
+    workdir: str | os.PathLike | None = None,
+    progress: bool | None = None,
+    desc: str = "train",
+    mesh: Mesh | None = None,
+) -> FitResult:
   """Trains ``model`` on ``train`` with ``config.seed``, validating each epoch; resumable.
 
   Each epoch shuffles the training set on the device, takes
@@ -346,23 +432,45 @@ def fit(model: Classifier, train: Any, config: TrainConfig, *,
     A `FitResult`.
 
   Example:
-    >>> result = fit(models.maxout_mlp(), data.train,
-    ...              TrainConfig(epochs=5, eval_eps=0.25), valid=data.valid,
+    >>> config = TrainConfig(epochs=1, eval_eps=0.25)
+    >>> objective = train.Adversarial(eps=0.25)
+    >>> result = fit(model, data.train, config, objective=objective, valid=data.valid,
     ...              workdir="runs/maxout")
+    train: epoch 1/1 loss ... valid error ... s
+    >>> again = fit(model, data.train, config, objective=objective, valid=data.valid,
+    ...             workdir="runs/maxout")  # finished: nothing to do
+    train: resuming after epoch 1 from runs/maxout
+    >>> again.history == result.history
+    True
   """
-  return fit_members(model, train, config, seeds=(config.seed,), objective=objective,
-                     valid=valid, tx=tx, workdir=workdir, progress=progress,
-                     desc=desc, mesh=mesh)[0]
+  return fit_members(
+      model,
+      train,
+      config,
+      seeds=(config.seed,),
+      objective=objective,
+      valid=valid,
+      tx=tx,
+      workdir=workdir,
+      progress=progress,
+      desc=desc,
+      mesh=mesh,
+  )[0]
 
 
-def fit_and_retrain(model: Classifier, data: Any, config: TrainConfig, *,
-                    seeds: Sequence[int] | None = None,
-                    objective: train_lib.Objective = train_lib.Clean(),
-                    tx: optax.GradientTransformation | None = None,
-                    workdir: str | os.PathLike | None = None,
-                    progress: bool | None = None, desc: str = "train",
-                    mesh: Mesh | None = None
-                    ) -> tuple[list[FitResult], list[FitResult]]:
+def fit_and_retrain(
+    model: Classifier,
+    data: Any,
+    config: TrainConfig,
+    *,
+    seeds: Sequence[int] | None = None,
+    objective: train_lib.Objective = train_lib.Clean(),
+    tx: optax.GradientTransformation | None = None,
+    workdir: str | os.PathLike | None = None,
+    progress: bool | None = None,
+    desc: str = "train",
+    mesh: Mesh | None = None,
+) -> tuple[list[FitResult], list[FitResult]]:
   """The paper's protocol: early stopping on ``data.valid``, then retraining on all data.
 
   First `fit_members` on ``data.train`` with validation on ``data.valid``
@@ -392,8 +500,12 @@ def fit_and_retrain(model: Classifier, data: Any, config: TrainConfig, *,
 
   Example:
     >>> selection, final = fit_and_retrain(
-    ...     model, data, TrainConfig(1000, eval_eps=0.25, patience=100),
-    ...     seeds=range(5), objective=train.Adversarial(0.25), workdir="runs/m5")
+    ...     model, data, TrainConfig(2, eval_eps=0.25, patience=1),
+    ...     seeds=range(3), objective=train.Adversarial(0.25))
+    train (select): epoch 1/2 (3 members) loss ... s
+    ...
+    >>> [len(r.history) for r in final] == [r.best_epoch for r in selection]
+    True
   """
   if config.patience is None:
     raise ValueError("fit_and_retrain selects the epoch by early stopping: set patience.")
@@ -401,15 +513,34 @@ def fit_and_retrain(model: Classifier, data: Any, config: TrainConfig, *,
   select_dir = retrain_dir = None
   if workdir is not None:
     select_dir, retrain_dir = (pathlib.Path(workdir) / n for n in ("select", "retrain"))
-  selection = fit_members(model, data.train, config, seeds=seeds, objective=objective,
-                          valid=data.valid, tx=tx, workdir=select_dir,
-                          progress=progress, desc=f"{desc} (select)", mesh=mesh)
+  selection = fit_members(
+      model,
+      data.train,
+      config,
+      seeds=seeds,
+      objective=objective,
+      valid=data.valid,
+      tx=tx,
+      workdir=select_dir,
+      progress=progress,
+      desc=f"{desc} (select)",
+      mesh=mesh,
+  )
   chosen = [result.best_epoch for result in selection]
   retrain_config = dataclasses.replace(config, epochs=max(chosen), patience=None)
-  final = fit_members(model, data.train_full, retrain_config, seeds=seeds,
-                      objective=objective, tx=tx, workdir=retrain_dir,
-                      progress=progress, desc=f"{desc} (retrain)", mesh=mesh,
-                      member_epochs=chosen)
+  final = fit_members(
+      model,
+      data.train_full,
+      retrain_config,
+      seeds=seeds,
+      objective=objective,
+      tx=tx,
+      workdir=retrain_dir,
+      progress=progress,
+      desc=f"{desc} (retrain)",
+      mesh=mesh,
+      member_epochs=chosen,
+  )
   return selection, final
 
 
@@ -418,38 +549,29 @@ def fit_and_retrain(model: Classifier, data: Any, config: TrainConfig, *,
 # ---------------------------------------------------------------------------
 
 
-def evaluation_split(split: Any) -> Any:
-  """``split``'s ``x`` and ``y`` on this host's first device, for repeated scoring."""
-  device = jax.local_devices()[0]
-  x, y = jax.device_put((np.asarray(split.x), np.asarray(split.y)), device)
-  return _Split(x, y)
-
-
-class _Split(NamedTuple):
-  x: Array
-  y: Array
-
-
 @jax.jit
 def _keep(mask: Array, params: Params, kept: Params) -> Params:
   """Each member's ``params`` where ``mask`` holds, else what ``kept`` holds."""
   return jax.tree.map(
-      lambda p, k: jnp.where(mask.reshape((-1,) + (1,) * (p.ndim - 1)), p, k),
-      params, kept)
+      lambda p, k: jnp.where(mask.reshape((-1,) + (1,) * (p.ndim - 1)), p, k), params, kept
+  )
 
 
-def _check_settings(train: Any, config: TrainConfig, valid: Any | None,
-                    mesh: Mesh | None) -> None:
+def _check_settings(train: Any, config: TrainConfig, valid: Any | None, mesh: Mesh | None) -> None:
   if config.patience is not None and valid is None:
     raise ValueError("early stopping (patience) needs a validation split: pass valid=.")
   if valid is not None and config.eval_eps is None:
     raise ValueError("validation scores the FGSM error too: set TrainConfig.eval_eps.")
   if len(train.y) < config.batch_size:
-    raise ValueError(f"the training split has {len(train.y)} examples, fewer than "
-                     f"one batch of {config.batch_size}.")
+    raise ValueError(
+        f"the training split has {len(train.y)} examples, fewer than "
+        f"one batch of {config.batch_size}."
+    )
   if mesh is not None and config.batch_size % mesh.size:
-    raise ValueError(f"batch_size {config.batch_size} must split evenly over the "
-                     f"{mesh.size} devices of the mesh.")
+    raise ValueError(
+        f"batch_size {config.batch_size} must split evenly over the "
+        f"{mesh.size} devices of the mesh."
+    )
 
 
 def _json_number(value: float) -> float | None:
@@ -468,12 +590,16 @@ def describe(value: Any) -> Any:
     {'type': 'Noise', 'noise_fn': 'advjax.objectives.sign_noise', 'eps': 0.25, 'alpha': 0.5}
   """
   if dataclasses.is_dataclass(value) and not isinstance(value, type):
-    return {"type": type(value).__qualname__,
-            **{f.name: describe(getattr(value, f.name))
-               for f in dataclasses.fields(value)}}
-  if isinstance(value, tuple) and hasattr(value, "_fields"):
-    return {"type": type(value).__qualname__,
-            **{name: describe(getattr(value, name)) for name in value._fields}}
+    return {
+        "type": type(value).__qualname__,
+        **{f.name: describe(getattr(value, f.name)) for f in dataclasses.fields(value)},
+    }
+  fields = getattr(value, "_fields", None)  # a named tuple's
+  if isinstance(value, tuple) and fields is not None:
+    return {
+        "type": type(value).__qualname__,
+        **{name: describe(getattr(value, name)) for name in fields},
+    }
   if isinstance(value, (list, tuple)):
     return [describe(v) for v in value]
   if isinstance(value, dict):
@@ -487,10 +613,17 @@ def describe(value: Any) -> Any:
   return repr(value)
 
 
-def fingerprint(model: Classifier, objective: train_lib.Objective,
-                config: TrainConfig, *, seeds: Sequence[int], train: Any,
-                valid: Any | None = None, tx: optax.GradientTransformation | None = None,
-                member_epochs: Sequence[int] | None = None) -> dict[str, Any]:
+def fingerprint(
+    model: Classifier,
+    objective: train_lib.Objective,
+    config: TrainConfig,
+    *,
+    seeds: Sequence[int],
+    train: Any,
+    valid: Any | None = None,
+    tx: optax.GradientTransformation | None = None,
+    member_epochs: Sequence[int] | None = None,
+) -> dict[str, Any]:
   """What must match for a checkpoint folder to belong to a run of `fit_members`.
 
   The model, the objective and its settings, the config, the seeds and
@@ -499,7 +632,9 @@ def fingerprint(model: Classifier, objective: train_lib.Objective,
   after its digest, so that other settings never meet these checkpoints.
 
   Example:
-    >>> fingerprint(model, train.Adversarial(0.25), config, seeds=[0], train=data.train)
+    >>> run = fingerprint(model, train.Adversarial(0.25), config, seeds=[0], train=data.train)
+    >>> run["objective"], run["train"]["examples"]
+    ({'type': 'Adversarial', 'eps': 0.25, 'alpha': 0.5, 'clip': None}, 200)
   """
 
   def data(split):
@@ -509,29 +644,45 @@ def fingerprint(model: Classifier, objective: train_lib.Objective,
     return {"examples": len(labels), "labels_crc32": zlib.crc32(labels.tobytes())}
 
   seeds = [int(seed) for seed in seeds]
-  return {"model": f"{model.module!r} head={model.head.name} "
-                   f"max_col_norm={model.max_col_norm}",
-          "objective": describe(objective), "config": describe(config),
-          "seeds": seeds,
-          "member_epochs": [config.epochs] * len(seeds) if member_epochs is None
-                           else list(member_epochs),
-          "optimizer": "recipe_sgd" if tx is None else "custom",
-          "train": data(train), "valid": data(valid)}
+  return {
+      "model": f"{model.module!r} head={model.head.name} " f"max_col_norm={model.max_col_norm}",
+      "objective": describe(objective),
+      "config": describe(config),
+      "seeds": seeds,
+      "member_epochs": [config.epochs] * len(seeds)
+      if member_epochs is None
+      else list(member_epochs),
+      "optimizer": "recipe_sgd" if tx is None else "custom",
+      "train": data(train),
+      "valid": data(valid),
+  }
 
 
 def _write_metrics(path: pathlib.Path, record: dict[str, Any]) -> None:
   """Rewrites the JSON-lines file atomically to match the checkpointed history."""
-  rows = sorted(({"member": m, "seed": info["seed"], **row}
-                 for m, info in enumerate(record["members"]) for row in info["history"]),
-                key=lambda row: (row["epoch"], row["member"]))
+  rows = sorted(
+      (
+          {"member": m, "seed": info["seed"], **row}
+          for m, info in enumerate(record["members"])
+          for row in info["history"]
+      ),
+      key=lambda row: (row["epoch"], row["member"]),
+  )
   tmp = path.with_suffix(".tmp")
   tmp.parent.mkdir(parents=True, exist_ok=True)
   tmp.write_text("".join(json.dumps(row) + "\n" for row in rows))
   os.replace(tmp, path)
 
 
-def _report(bar: Any, mode: str | None, desc: str, epoch: int,
-            epochs: int, rows: list[dict[str, Any]], seconds: float) -> None:
+def _report(
+    bar: Any,
+    mode: str | None,
+    desc: str,
+    epoch: int,
+    epochs: int,
+    rows: list[dict[str, Any]],
+    seconds: float,
+) -> None:
   """Shows a finished epoch: on the progress bar, or as one plain line."""
   loss = float(np.mean([row["loss"] for row in rows]))
   errors = [row["valid_error"] for row in rows if row.get("valid_error") is not None]
@@ -545,6 +696,7 @@ def _report(bar: Any, mode: str | None, desc: str, epoch: int,
   elif mode == "lines":
     members = f" ({len(rows)} members)" if len(rows) > 1 else ""
     shown = f" valid error {valid}" if valid else ""
-    print(f"{desc}: epoch {epoch}/{epochs}{members} loss {loss:.4f}{shown} "
-          f"{seconds:.1f} s", flush=True)
-
+    print(
+        f"{desc}: epoch {epoch}/{epochs}{members} loss {loss:.4f}{shown} " f"{seconds:.1f} s",
+        flush=True,
+    )

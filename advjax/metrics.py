@@ -12,6 +12,12 @@ import jax.numpy as jnp
 
 from advjax import _validation
 
+__all__ = [
+    "error_and_confidence",
+    "mistakes",
+    "rubbish_error_and_confidence",
+]
+
 Array = jax.Array
 
 
@@ -52,7 +58,10 @@ def error_and_confidence(probs: Array, labels: Array) -> tuple[Array, Array]:
     is no mistake, or when a mistaken row holds a NaN.
 
   Example:
-    >>> error, confidence = error_and_confidence(jax.nn.softmax(logits), y)
+    >>> probs = jnp.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
+    >>> error, confidence = error_and_confidence(probs, jnp.array([0, 0, 1]))
+    >>> float(error), float(confidence)  # two mistakes, made with 0.8 and 0.6
+    (0.667, 0.7)
   """
   _validation.check_batch(probs, labels)
   wrong = mistakes(probs, labels)
@@ -76,7 +85,10 @@ def rubbish_error_and_confidence(probs: Array, threshold: float = 0.5) -> tuple[
     when one of them holds a NaN).
 
   Example:
-    >>> error, confidence = rubbish_error_and_confidence(jax.nn.softmax(logits))
+    >>> probs = jax.nn.softmax(jnp.array([[0.0, 0.0], [3.0, 0.0]]))
+    >>> error, confidence = rubbish_error_and_confidence(probs)
+    >>> float(error), float(confidence)  # the second row claims class 0
+    (0.5, 0.953)
   """
   top = jnp.max(probs, axis=-1)
   wrong = (top > threshold) | jnp.isnan(top)

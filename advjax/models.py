@@ -15,18 +15,20 @@ alike:
   ``exp(q_k(x))`` (row M8).
 
 Example:
-  >>> model = maxout_mlp()
+  >>> model = maxout_mlp(units=8, pieces=2)     # the paper's M3: maxout_mlp()
   >>> params = model.init(jax.random.key(0), x[:1])
   >>> loss_fn = model.loss_fn()                # (params, x, y) -> scalar
   >>> x_adv = advjax.fgsm(loss_fn, params, x, y, eps=0.25)
   >>> probs = model.probabilities(params, x_adv)
+  >>> probs.shape
+  (8, 10)
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Callable, Literal, NamedTuple
+from typing import Any, Callable, Literal, NamedTuple, cast
 
 import flax.linen as nn
 import jax
@@ -34,6 +36,28 @@ import jax.numpy as jnp
 import optax
 
 from advjax.sweeps import LinearFirst
+
+__all__ = [
+    "Classifier",
+    "EXP",
+    "Head",
+    "INIT_RANGE",
+    "LOGISTIC",
+    "Linear",
+    "LossFn",
+    "MAX_COL_NORM",
+    "Maxout",
+    "Params",
+    "RBF",
+    "SIGMOID",
+    "SOFTMAX",
+    "clip_column_norms",
+    "logistic_regression",
+    "maxout_linear_first",
+    "maxout_mlp",
+    "rbf_network",
+    "softmax_regression",
+]
 
 Array = jax.Array
 Params = Any
@@ -65,8 +89,7 @@ class Head(NamedTuple):
 
 
 def _softmax_cross_entropy(logits: Array, labels: Array) -> Array:
-  return jnp.mean(
-      optax.softmax_cross_entropy_with_integer_labels(logits, labels))
+  return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
 
 
 def _sigmoid_cross_entropy(logits: Array, labels: Array) -> Array:
@@ -77,8 +100,7 @@ def _sigmoid_cross_entropy(logits: Array, labels: Array) -> Array:
 
 def _log1mexp(q: Array) -> Array:
   """``log(1 - exp(q))`` for ``q < 0``, accurate near 0 and for large ``-q``."""
-  return jnp.where(q > -jnp.log(2.0), jnp.log(-jnp.expm1(q)),
-                   jnp.log1p(-jnp.exp(q)))
+  return jnp.where(q > -jnp.log(2.0), jnp.log(-jnp.expm1(q)), jnp.log1p(-jnp.exp(q)))
 
 
 def _exp_cross_entropy(log_probs: Array, labels: Array) -> Array:
@@ -123,6 +145,7 @@ Its probabilities are ``[P(y=-1), P(y=+1)]``: class index 1 stands for +1."""
 def _uniform_init(scale: float) -> nn.initializers.Initializer:
   def init(key: Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> Array:
     return jax.random.uniform(key, shape, dtype, -scale, scale)
+
   return init
 
 
@@ -175,8 +198,8 @@ class Maxout(nn.Module):
   @nn.compact
   def __call__(self, x: Array, *, train: bool = False) -> Array:
     dense = lambda n, name: nn.Dense(
-        n, kernel_init=_uniform_init(INIT_RANGE),
-        bias_init=nn.initializers.zeros, name=name)
+        n, kernel_init=_uniform_init(INIT_RANGE), bias_init=nn.initializers.zeros, name=name
+    )
     h = nn.Dropout(1 - self.input_keep, deterministic=not train)(x)
     for i in range(self.layers):
       # Unit j owns the output columns j*pieces .. j*pieces + pieces - 1.
@@ -211,8 +234,7 @@ class RBF(nn.Module):
     beta = jax.nn.softplus(rho)
     # Expand the square as three matmuls: one (n, d) x (d, k) product each
     # instead of an (n, k, d) difference tensor.
-    q = (2 * x @ (beta * mu).T - (x * x) @ beta.T
-         - jnp.sum(beta * mu * mu, axis=-1))
+    q = 2 * x @ (beta * mu).T - (x * x) @ beta.T - jnp.sum(beta * mu * mu, axis=-1)
     # Rounding can push q a hair above the true maximum of 0.
     return jnp.minimum(q, 0.0)
 
@@ -240,6 +262,8 @@ class Classifier:
     >>> model = softmax_regression()
     >>> params = model.init(jax.random.key(0), x[:1])
     >>> error, conf = advjax.error_and_confidence(model.probabilities(params, x), y)
+    >>> float(error), float(conf)  # zero weights: always class 0, with p = 0.1
+    (0.875, 0.1)
   """
 
   module: nn.Module
@@ -258,8 +282,7 @@ class Classifier:
     """
     return self.module.init(key, x)["params"]
 
-  def scores(self, params: Params, x: Array, *,
-             dropout_key: Array | None = None) -> Array:
+  def scores(self, params: Params, x: Array, *, dropout_key: Array | None = None) -> Array:
     """The model's raw outputs: logits, per-class ``q_k``, or one score per example.
 
     Args:
@@ -272,7 +295,9 @@ class Classifier:
     """
     train = dropout_key is not None
     rngs = {"dropout": dropout_key} if train else None
-    return self.module.apply({"params": params}, x, train=train, rngs=rngs)
+    # Flax types `apply` as the output or, with `mutable`, (output, state);
+    # without `mutable` it is the output, the module's scores.
+    return cast(Array, self.module.apply({"params": params}, x, train=train, rngs=rngs))
 
   def probabilities(self, params: Params, x: Array) -> Array:
     """Class probabilities at evaluation time (no dropout), shape ``(n, classes)``.
@@ -287,8 +312,7 @@ class Classifier:
     """
     return self.head.probabilities(self.scores(params, x))
 
-  def loss(self, params: Params, x: Array, y: Array, *,
-           dropout_key: Array | None = None) -> Array:
+  def loss(self, params: Params, x: Array, y: Array, *, dropout_key: Array | None = None) -> Array:
     """The mean training loss of the head on a batch.
 
     Args:
@@ -354,7 +378,10 @@ def clip_column_norms(params: Params, max_norm: float) -> Params:
 
   Example:
     >>> clip_column_norms({"kernel": 3 * jnp.ones((4, 2))}, 1.0)["kernel"]
-    Array([[0.5, 0.5], ... ], dtype=float32)
+    Array([[0.5, 0.5],
+           [0.5, 0.5],
+           [0.5, 0.5],
+           [0.5, 0.5]], dtype=float32)
   """
   if not max_norm > 0:
     raise ValueError(f"max_norm must be > 0, got {max_norm!r}.")
@@ -384,6 +411,8 @@ def softmax_regression(classes: int = 10) -> Classifier:
 
   Example:
     >>> model = softmax_regression()
+    >>> model.head.name
+    'softmax'
   """
   return Classifier(Linear(classes), SOFTMAX)
 
@@ -397,16 +426,24 @@ def logistic_regression() -> Classifier:
 
   Example:
     >>> model = logistic_regression()
-    >>> loss = model.loss(params, x, y)   # y in {-1, +1}
+    >>> params = model.init(jax.random.key(0), x[:1])
+    >>> model.loss(params, x, jnp.where(y < 5, 1., -1.))  # y in {-1, +1}; zero weights
+    Array(0.6931472, dtype=float32)
   """
   return Classifier(Linear(1, squeeze=True), LOGISTIC)
 
 
-def maxout_mlp(units: int = 240, pieces: int = 5, layers: int = 2,
-               classes: int = 10, *, input_keep: float = 0.8,
-               hidden_keep: float = 0.5,
-               max_col_norm: float | None = MAX_COL_NORM,
-               output: Literal["softmax", "sigmoid"] = "softmax") -> Classifier:
+def maxout_mlp(
+    units: int = 240,
+    pieces: int = 5,
+    layers: int = 2,
+    classes: int = 10,
+    *,
+    input_keep: float = 0.8,
+    hidden_keep: float = 0.5,
+    max_col_norm: float | None = MAX_COL_NORM,
+    output: Literal["softmax", "sigmoid"] = "softmax",
+) -> Classifier:
   """The maxout network of the paper (rows M3 to M7, and R with sigmoid outputs).
 
   Weights start uniform in +-0.005 and biases at zero; after every update the
@@ -429,9 +466,15 @@ def maxout_mlp(units: int = 240, pieces: int = 5, layers: int = 2,
 
   Example:
     >>> model = maxout_mlp(units=1600)
+    >>> model.module.units, model.module.pieces
+    (1600, 5)
   """
-  for name, value in (("units", units), ("pieces", pieces), ("layers", layers),
-                      ("classes", classes)):
+  for name, value in (
+      ("units", units),
+      ("pieces", pieces),
+      ("layers", layers),
+      ("classes", classes),
+  ):
     if not isinstance(value, int) or value < 1:
       raise ValueError(f"{name} must be an int >= 1, got {value!r}.")
   for name, value in (("input_keep", input_keep), ("hidden_keep", hidden_keep)):
@@ -461,6 +504,8 @@ def rbf_network(classes: int = 10) -> Classifier:
 
   Example:
     >>> model = rbf_network()
+    >>> model.head.name
+    'exp'
   """
   return Classifier(RBF(classes), EXP)
 
@@ -482,7 +527,10 @@ def maxout_linear_first(model: Classifier) -> LinearFirst:
     An `advjax.LinearFirst` equal to ``model.probabilities``.
 
   Example:
-    >>> advjax.epsilon_sweep(loss_fn, maxout_linear_first(model), params, x, y, eps)
+    >>> probs_fn = maxout_linear_first(model)
+    >>> bool(jnp.allclose(probs_fn(params, x), model.probabilities(params, x)))
+    True
+    >>> sweep = advjax.epsilon_sweep(loss_fn, probs_fn, params, x, y, jnp.linspace(0., 0.3, 4))
   """
   if not isinstance(model.module, Maxout):
     raise ValueError(f"maxout_linear_first needs a maxout_mlp classifier, got {model!r}.")
@@ -498,8 +546,7 @@ def maxout_linear_first(model: Classifier) -> LinearFirst:
       return next_fun(*args, **kwargs)
 
     # Only the shape of this input matters: the layer that reads it returns h.
-    placeholder = jnp.zeros(h.shape[:-1] + params["maxout_0"]["kernel"].shape[:1],
-                            h.dtype)
+    placeholder = jnp.zeros(h.shape[:-1] + params["maxout_0"]["kernel"].shape[:1], h.dtype)
     with nn.intercept_methods(replace_first):
       return model.probabilities(params, placeholder)
 

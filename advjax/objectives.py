@@ -16,11 +16,31 @@ import jax
 import jax.numpy as jnp
 
 from advjax import _validation
-from advjax.attacks import Array, Clip, LossFn, broadcast_eps, fgsm
+from advjax.attacks import Array
+from advjax.attacks import Clip
+from advjax.attacks import LossFn
+from advjax.attacks import broadcast_eps
+from advjax.attacks import fgsm
+
+__all__ = [
+    "adversarial_loss",
+    "logistic_loss",
+    "logistic_worst_case_loss",
+    "noise_loss",
+    "rubbish_inputs",
+    "sign_noise",
+    "uniform_noise",
+]
 
 
-def adversarial_loss(loss_fn: Callable[..., Any], eps: Any, alpha: Any = 0.5, *,
-                     clip: Clip = None, has_aux: bool = False) -> Callable[..., Any]:
+def adversarial_loss(
+    loss_fn: Callable[..., Any],
+    eps: Any,
+    alpha: Any = 0.5,
+    *,
+    clip: Clip = None,
+    has_aux: bool = False,
+) -> Callable[..., Any]:
   """Wraps ``loss_fn`` into the adversarial objective of eq. (6).
 
   The returned function computes
@@ -68,7 +88,9 @@ def adversarial_loss(loss_fn: Callable[..., Any], eps: Any, alpha: Any = 0.5, *,
 
   Example:
     >>> adv_loss = advjax.adversarial_loss(loss_fn, eps=0.25, alpha=0.5)
-    >>> grads = jax.grad(adv_loss)(params, x, y)
+    >>> grads = jax.jit(jax.grad(adv_loss))(params, x, y)
+    >>> bool(adv_loss(params, x, y) > loss_fn(params, x, y))  # J~ > J
+    True
   """
   _validation.check_eps(eps)
   _validation.check_alpha(alpha)
@@ -99,13 +121,13 @@ def logistic_loss(w: Array, b: Array, x: Array, y: Array) -> Array:
 
   Example:
     >>> logistic_loss(jnp.ones(2), 0., jnp.zeros((1, 2)), jnp.ones(1))  # log 2
+    Array(0.6931472, dtype=float32)
   """
   _validation.check_batch(x, y)
   return jnp.mean(jax.nn.softplus(-y * (x @ w + b)))
 
 
-def logistic_worst_case_loss(w: Array, b: Array, x: Array, y: Array,
-                             eps: Any) -> Array:
+def logistic_worst_case_loss(w: Array, b: Array, x: Array, y: Array, eps: Any) -> Array:
   """Closed-form logistic loss at the FGSM point: ``softplus(-y (w.x + b) + eps |w|_1)``.
 
   Section 5 of the paper: against a max-norm perturbation of size ``eps`` the
@@ -123,7 +145,10 @@ def logistic_worst_case_loss(w: Array, b: Array, x: Array, y: Array,
     The mean worst-case loss, a scalar.
 
   Example:
-    >>> logistic_worst_case_loss(w, b, x, y, eps=0.25)
+    >>> w, b = jnp.ones(2), 0.
+    >>> x, y = jnp.zeros((1, 2)), jnp.ones(1)
+    >>> logistic_worst_case_loss(w, b, x, y, eps=0.25)  # softplus(0.25 * |w|_1)
+    Array(0.974077, dtype=float32)
   """
   _validation.check_batch(x, y)
   _validation.check_eps(eps)
@@ -143,6 +168,8 @@ def sign_noise(key: Array, x: Array, eps: Any) -> Array:
 
   Example:
     >>> x_noisy = advjax.sign_noise(jax.random.key(0), x, 0.25)
+    >>> bool(jnp.allclose(jnp.abs(x_noisy - x), 0.25))
+    True
   """
   _validation.check_eps(eps)
   signs = jax.random.rademacher(key, x.shape, dtype=x.dtype)
@@ -162,14 +189,17 @@ def uniform_noise(key: Array, x: Array, eps: Any) -> Array:
 
   Example:
     >>> x_noisy = advjax.uniform_noise(jax.random.key(0), x, 0.25)
+    >>> bool(jnp.all(jnp.abs(x_noisy - x) <= 0.25))
+    True
   """
   _validation.check_eps(eps)
   noise = jax.random.uniform(key, x.shape, x.dtype, minval=-1, maxval=1)
   return x + broadcast_eps(eps, x) * noise
 
 
-def rubbish_inputs(key: Array, num: int, shape: tuple[int, ...] = (784,),
-                   dtype: Any = jnp.float32) -> Array:
+def rubbish_inputs(
+    key: Array, num: int, shape: tuple[int, ...] = (784,), dtype: Any = jnp.float32
+) -> Array:
   """Samples of ``N(0, I)``: inputs that belong to no class (section 9).
 
   Args:
@@ -182,15 +212,21 @@ def rubbish_inputs(key: Array, num: int, shape: tuple[int, ...] = (784,),
     An array of shape ``(num, *shape)``.
 
   Example:
-    >>> x = advjax.rubbish_inputs(jax.random.key(0), 10_000)
+    >>> advjax.rubbish_inputs(jax.random.key(0), 10_000).shape
+    (10000, 784)
   """
   if not isinstance(num, int) or num < 0:
     raise ValueError(f"num must be an int >= 0, got {num!r}.")
   return jax.random.normal(key, (num, *shape), dtype)
 
 
-def noise_loss(loss_fn: LossFn, noise_fn: Callable[[Array, Array, Any], Array],
-               key: Array, eps: Any, alpha: Any = 0.5) -> LossFn:
+def noise_loss(
+    loss_fn: LossFn,
+    noise_fn: Callable[[Array, Array, Any], Array],
+    key: Array,
+    eps: Any,
+    alpha: Any = 0.5,
+) -> LossFn:
   """The noise control of eq. (6): ``alpha*J(x) + (1-alpha)*J(noise_fn(key, x, eps))``.
 
   Args:
@@ -205,6 +241,7 @@ def noise_loss(loss_fn: LossFn, noise_fn: Callable[[Array, Array, Any], Array],
 
   Example:
     >>> loss = advjax.noise_loss(loss_fn, advjax.sign_noise, key, 0.25)
+    >>> grads = jax.grad(loss)(params, x, y)
   """
   _validation.check_eps(eps)
   _validation.check_alpha(alpha)

@@ -14,6 +14,8 @@ Example:
   >>> mesh = data_mesh(4)
   >>> state = replicate(state, mesh)
   >>> x, y = shard_batch((x, y), mesh)
+  >>> x.addressable_shards[0].data.shape  # 2 of the 8 rows on each device
+  (2, 784)
 """
 
 from __future__ import annotations
@@ -21,8 +23,21 @@ from __future__ import annotations
 from typing import Any
 
 import jax
+from jax.sharding import Mesh
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+__all__ = [
+    "DATA_AXIS",
+    "data_mesh",
+    "initialize_distributed",
+    "local_copy",
+    "replicate",
+    "replicated",
+    "shard_batch",
+    "split_leading",
+]
 
 DATA_AXIS = "data"
 
@@ -38,13 +53,17 @@ def data_mesh(num_devices: int | None = None) -> Mesh:
 
   Example:
     >>> mesh = data_mesh()     # every device, on every host
+    >>> mesh.axis_names
+    ('data',)
   """
   devices = jax.devices()
   if num_devices is None:
     num_devices = len(devices)
   if not isinstance(num_devices, int) or not 1 <= num_devices <= len(devices):
-    raise ValueError(f"num_devices must be an int from 1 to the {len(devices)} "
-                     f"available devices ({devices[0].platform}), got {num_devices!r}.")
+    raise ValueError(
+        f"num_devices must be an int from 1 to the {len(devices)} "
+        f"available devices ({devices[0].platform}), got {num_devices!r}."
+    )
   return Mesh(np.asarray(devices[:num_devices]), (DATA_AXIS,))
 
 
@@ -63,6 +82,8 @@ def replicate(tree: Any, mesh: Mesh) -> Any:
 
   Example:
     >>> state = replicate(state, data_mesh())
+    >>> state.params["output"]["kernel"].is_fully_replicated
+    True
   """
   return jax.device_put(tree, replicated(mesh))
 
@@ -85,7 +106,9 @@ def shard_batch(tree: Any, mesh: Mesh) -> Any:
     ValueError: a leading size that the number of devices does not divide.
 
   Example:
-    >>> x, y = shard_batch((x, y), data_mesh(4))   # 25 rows of 100 per device
+    >>> x, y = shard_batch((x, y), data_mesh(4))   # 2 rows of 8 per device
+    >>> [shard.data.shape[0] for shard in y.addressable_shards]
+    [2, 2, 2, 2]
   """
   sharding = split_leading(mesh)
   for leaf in jax.tree.leaves(tree):
@@ -93,11 +116,16 @@ def shard_batch(tree: Any, mesh: Mesh) -> Any:
     if size is None or size % mesh.size:
       raise ValueError(
           f"the leading axis ({size}) must split evenly over the {mesh.size} "
-          f"devices of the mesh; choose a batch size divisible by {mesh.size}.")
+          f"devices of the mesh; choose a batch size divisible by {mesh.size}."
+      )
   if jax.process_count() == 1:
     return jax.device_put(tree, sharding)
-  return jax.tree.map(lambda leaf: jax.make_array_from_callback(
-      np.shape(leaf), sharding, lambda index: np.asarray(leaf[index])), tree)
+  return jax.tree.map(
+      lambda leaf: jax.make_array_from_callback(
+          np.shape(leaf), sharding, lambda index: np.asarray(leaf[index])
+      ),
+      tree,
+  )
 
 
 def local_copy(tree: Any) -> Any:
@@ -107,13 +135,19 @@ def local_copy(tree: Any) -> Any:
   devices (or hosts) taking part. Leaves that are not ``jax.Array`` pass through.
 
   Example:
+    >>> state = replicate(state, data_mesh())
     >>> params = local_copy(state.params)
+    >>> params["output"]["kernel"].devices() == {jax.local_devices()[0]}
+    True
   """
+
   def copy(leaf: Any) -> Any:
     if isinstance(leaf, jax.Array) and not leaf.is_fully_replicated:
-      raise ValueError("local_copy needs replicated arrays, got one sharded as "
-                       f"{leaf.sharding}.")
+      raise ValueError(
+          "local_copy needs replicated arrays, got one sharded as " f"{leaf.sharding}."
+      )
     return leaf.addressable_data(0) if isinstance(leaf, jax.Array) else leaf
+
   return jax.tree.map(copy, tree)
 
 
@@ -130,6 +164,6 @@ def initialize_distributed(**kwargs: Any) -> None:
 
   Example:
     >>> initialize_distributed(coordinator_address="10.0.0.1:1234",
-    ...                        num_processes=2, process_id=0)
+    ...                        num_processes=2, process_id=0)  # doctest: +SKIP
   """
   jax.distributed.initialize(**kwargs)

@@ -23,8 +23,20 @@ import numpy as np
 
 from advjax import _trees
 from advjax import _validation
-from advjax.attacks import Array, Clip, LossFn, input_grad, sign_step
+from advjax.attacks import Array
+from advjax.attacks import Clip
+from advjax.attacks import LossFn
+from advjax.attacks import input_grad
+from advjax.attacks import sign_step
 from advjax.metrics import mistakes
+
+__all__ = [
+    "LinearFirst",
+    "ModelFn",
+    "SweepResult",
+    "direction_sweep",
+    "epsilon_sweep",
+]
 
 ModelFn = Callable[[Any, Array], Array]
 
@@ -49,8 +61,12 @@ class LinearFirst:
       logits or probabilities for `direction_sweep`).
 
   Example:
-    >>> probs_fn = LinearFirst(lambda p, x: x @ p["w"] + p["b"], jax.nn.softmax)
+    >>> probs_fn = LinearFirst(lambda p, x: x @ p["w"] + p["b"],
+    ...                        lambda p, h: jax.nn.softmax(h))
+    >>> probs_fn({"w": jnp.zeros((3, 2)), "b": jnp.zeros(2)}, jnp.ones((1, 3)))
+    Array([[0.5, 0.5]], dtype=float32)
   """
+
   first: ModelFn
   rest: ModelFn
 
@@ -69,14 +85,23 @@ class SweepResult(NamedTuple):
       misclassified examples, shape ``(K,)``; NaN where there is no mistake,
       or where a misclassified prediction holds a NaN.
   """
+
   eps: Array
   error: Array
   confidence: Array
 
 
-def epsilon_sweep(loss_fn: LossFn, probs_fn: ModelFn, params: Any, x: Array,
-                  y: Array, eps_values: Any, *, clip: Clip = None,
-                  batch_size: int | None = None) -> SweepResult:
+def epsilon_sweep(
+    loss_fn: LossFn,
+    probs_fn: ModelFn,
+    params: Any,
+    x: Array,
+    y: Array,
+    eps_values: Any,
+    *,
+    clip: Clip = None,
+    batch_size: int | None = None,
+) -> SweepResult:
   """Error and confidence on the mistakes under FGSM, at each of K epsilons.
 
   Equal to looping ``advjax.fgsm`` and ``advjax.error_and_confidence`` over
@@ -117,36 +142,47 @@ def epsilon_sweep(loss_fn: LossFn, probs_fn: ModelFn, params: Any, x: Array,
     A `SweepResult` of arrays of shape ``(K,)``.
 
   Example:
+    >>> probs_fn = model.probabilities
+    >>> x_test, y_test = data.test.x, data.test.y
     >>> sweep = advjax.epsilon_sweep(loss_fn, probs_fn, params, x_test, y_test,
-    ...                              jnp.linspace(0., 0.3, 32), batch_size=1000)
-    >>> sweep.error[0]  # the clean error, at eps = 0
+    ...                              jnp.linspace(0., 0.3, 32), batch_size=50)
+    >>> error, _ = advjax.error_and_confidence(probs_fn(params, x_test), y_test)
+    >>> bool(sweep.error[0] == error)  # at eps = 0, the clean error
+    True
   """
   _check_inputs(x)
   if np.ndim(x) < 2:
-    raise ValueError(f"x must have a batch axis and at least one feature axis, "
-                     f"got shape {np.shape(x)}.")
+    raise ValueError(
+        f"x must have a batch axis and at least one feature axis, " f"got shape {np.shape(x)}."
+    )
   _validation.check_batch(x, y)
   if np.ndim(y) != 1:
-    raise ValueError(f"y must hold integer labels of shape (n,), got shape "
-                     f"{np.shape(y)}.")
+    raise ValueError(f"y must hold integer labels of shape (n,), got shape " f"{np.shape(y)}.")
   _validation.check_clip(clip)
   eps_values = _eps_array(eps_values, x, nonnegative=True)
   num_examples = np.shape(x)[0]
   if batch_size is None:
     batch_size = num_examples
-  elif (isinstance(batch_size, bool) or not isinstance(batch_size, int)
-        or batch_size < 1):
+  elif isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
     raise ValueError(f"batch_size must be None or an int >= 1, got {batch_size!r}.")
   arrays, static = _trees.partition(params)
-  return _epsilon_sweep(loss_fn, probs_fn, static, arrays, x, y, eps_values, clip,
-                        min(batch_size, num_examples))
+  return _epsilon_sweep(
+      loss_fn, probs_fn, static, arrays, x, y, eps_values, clip, min(batch_size, num_examples)
+  )
 
 
-@functools.partial(jax.jit,
-                   static_argnames=("loss_fn", "probs_fn", "static", "batch_size"))
-def _epsilon_sweep(loss_fn: LossFn, probs_fn: ModelFn, static: _trees.Static,
-                   arrays: list[Any], x: Array, y: Array, eps_values: Array,
-                   clip: Clip, batch_size: int) -> SweepResult:
+@functools.partial(jax.jit, static_argnames=("loss_fn", "probs_fn", "static", "batch_size"))
+def _epsilon_sweep(
+    loss_fn: LossFn,
+    probs_fn: ModelFn,
+    static: _trees.Static,
+    arrays: list[Any],
+    x: Array,
+    y: Array,
+    eps_values: Array,
+    clip: Clip,
+    batch_size: int,
+) -> SweepResult:
   params = _trees.combine(arrays, static)
   num_examples = x.shape[0]
   num_batches = -(-num_examples // batch_size)
@@ -158,8 +194,7 @@ def _epsilon_sweep(loss_fn: LossFn, probs_fn: ModelFn, static: _trees.Static,
     a = jnp.pad(a, [(0, padding)] + [(0, 0)] * (a.ndim - 1), mode="edge")
     return a.reshape((num_batches, batch_size) + a.shape[1:])
 
-  valid = (jnp.arange(num_batches * batch_size) < num_examples).reshape(
-      num_batches, batch_size)
+  valid = (jnp.arange(num_batches * batch_size) < num_examples).reshape(num_batches, batch_size)
 
   def batch_counts(batch):
     x_batch, y_batch, valid_batch = batch
@@ -167,13 +202,12 @@ def _epsilon_sweep(loss_fn: LossFn, probs_fn: ModelFn, static: _trees.Static,
     if isinstance(probs_fn, LinearFirst) and clip is None:
       probs = _linear_first_along(probs_fn, params, x_batch, direction, eps_values)
     else:
-      probs = jax.vmap(lambda eps: probs_fn(
-          params, sign_step(x_batch, direction, eps, clip=clip)))(eps_values)
-    return jax.vmap(_mistake_counts, in_axes=(0, None, None))(
-        probs, y_batch, valid_batch)
+      probs = jax.vmap(lambda eps: probs_fn(params, sign_step(x_batch, direction, eps, clip=clip)))(
+          eps_values
+      )
+    return jax.vmap(_mistake_counts, in_axes=(0, None, None))(probs, y_batch, valid_batch)
 
-  wrong, confidence_sums = jax.lax.map(
-      batch_counts, (in_batches(x), in_batches(y), valid))
+  wrong, confidence_sums = jax.lax.map(batch_counts, (in_batches(x), in_batches(y), valid))
   wrong, confidence_sums = wrong.sum(0), confidence_sums.sum(0)
   confidence = jnp.where(wrong > 0, confidence_sums / jnp.maximum(wrong, 1), jnp.nan)
   return SweepResult(eps_values, wrong / num_examples, confidence)
@@ -185,8 +219,9 @@ def _mistake_counts(probs: Array, labels: Array, valid: Array) -> tuple[Array, A
   return jnp.sum(wrong), jnp.sum(jnp.where(wrong, jnp.max(probs, axis=-1), 0))
 
 
-def direction_sweep(apply_fn: ModelFn, params: Any, x: Array, direction: Array,
-                    eps_values: Any) -> Array:
+def direction_sweep(
+    apply_fn: ModelFn, params: Any, x: Array, direction: Array, eps_values: Any
+) -> Array:
   """The model's outputs at ``x + eps * direction`` for each eps (Fig. 4).
 
   The paper plots the logits of a maxout network as eps sweeps through
@@ -208,21 +243,30 @@ def direction_sweep(apply_fn: ModelFn, params: Any, x: Array, direction: Array,
 
   Example:
     >>> direction = jnp.sign(advjax.input_grad(loss_fn, params, x[:1], y[:1]))
-    >>> logits = advjax.direction_sweep(apply_fn, params, x[:1], direction,
+    >>> logits = advjax.direction_sweep(model.scores, params, x[:1], direction,
     ...                                 jnp.linspace(-1., 1., 101))
+    >>> logits.shape  # (eps, examples, classes)
+    (101, 1, 10)
   """
   _check_inputs(x)
   if np.shape(direction) != np.shape(x):
-    raise ValueError(f"direction must have the shape of x {np.shape(x)}, got "
-                     f"{np.shape(direction)}.")
+    raise ValueError(
+        f"direction must have the shape of x {np.shape(x)}, got " f"{np.shape(direction)}."
+    )
   eps_values = _eps_array(eps_values, x, nonnegative=False)
   arrays, static = _trees.partition(params)
   return _direction_sweep(apply_fn, static, arrays, x, direction, eps_values)
 
 
 @functools.partial(jax.jit, static_argnames=("apply_fn", "static"))
-def _direction_sweep(apply_fn: ModelFn, static: _trees.Static, arrays: list[Any],
-                     x: Array, direction: Array, eps_values: Array) -> Array:
+def _direction_sweep(
+    apply_fn: ModelFn,
+    static: _trees.Static,
+    arrays: list[Any],
+    x: Array,
+    direction: Array,
+    eps_values: Array,
+) -> Array:
   params = _trees.combine(arrays, static)
   direction = direction.astype(x.dtype)
   if isinstance(apply_fn, LinearFirst):
@@ -230,18 +274,19 @@ def _direction_sweep(apply_fn: ModelFn, static: _trees.Static, arrays: list[Any]
   return jax.vmap(lambda eps: apply_fn(params, x + eps * direction))(eps_values)
 
 
-def _linear_first_along(model_fn: LinearFirst, params: Any, x: Array,
-                        direction: Array, eps_values: Array) -> Array:
+def _linear_first_along(
+    model_fn: LinearFirst, params: Any, x: Array, direction: Array, eps_values: Array
+) -> Array:
   """``model_fn(params, x + eps * direction)`` stacked over ``eps_values``.
 
   The first layer runs once: jvp of an affine map gives ``(W x + b, W
   direction)`` in one pass, without subtracting the bias back out of
   ``W direction + b``.
   """
-  hidden, hidden_step = jax.jvp(functools.partial(model_fn.first, params),
-                                (x,), (direction.astype(x.dtype),))
-  return jax.vmap(lambda eps: model_fn.rest(params, hidden + eps * hidden_step))(
-      eps_values)
+  hidden, hidden_step = jax.jvp(
+      functools.partial(model_fn.first, params), (x,), (direction.astype(x.dtype),)
+  )
+  return jax.vmap(lambda eps: model_fn.rest(params, hidden + eps * hidden_step))(eps_values)
 
 
 def _check_inputs(x: Array) -> None:
@@ -254,8 +299,10 @@ def _check_inputs(x: Array) -> None:
 def _eps_array(eps_values: Any, x: Array, *, nonnegative: bool) -> Array:
   """``eps_values`` as a 1-D array in the dtype of ``x``, checked where known."""
   if np.ndim(eps_values) != 1 or np.size(eps_values) == 0:
-    raise ValueError("eps_values must be a 1-D array of at least one epsilon, "
-                     f"got shape {np.shape(eps_values)}.")
+    raise ValueError(
+        "eps_values must be a 1-D array of at least one epsilon, "
+        f"got shape {np.shape(eps_values)}."
+    )
   if nonnegative:
     _validation.check_eps(eps_values, "eps_values")
   else:

@@ -18,10 +18,12 @@ clean term and for the adversarial term of eq. (6). The attack thus sees the
 same thinned network that the update trains.
 
 Example:
-  >>> model = models.maxout_mlp(units=8)
+  >>> model = models.maxout_mlp(units=8, pieces=2)
   >>> state = create_train_state(model, jax.random.key(0), x[:1], recipe_sgd(500))
   >>> step = jax.jit(make_train_step(model, Adversarial(eps=0.25)))
   >>> state, loss = step(state, (x, y), jax.random.key(1))
+  >>> int(state.step)
+  1
 """
 
 from __future__ import annotations
@@ -30,16 +32,37 @@ import dataclasses
 import functools
 from typing import Any, Callable
 
+from flax.training import train_state
 import jax
 import jax.numpy as jnp
+from jax.sharding import Mesh
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec
 import optax
-from flax.training import train_state
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from advjax import objectives
 from advjax import sharding
-from advjax.attacks import Clip, LossFn
-from advjax.models import Classifier, Params
+from advjax.attacks import LossFn
+from advjax.models import Classifier
+from advjax.models import Params
+
+__all__ = [
+    "Adversarial",
+    "Batch",
+    "Clean",
+    "Noise",
+    "Objective",
+    "TrainState",
+    "create_train_state",
+    "epoch_order",
+    "join_objective",
+    "loss_and_grads",
+    "make_train_step",
+    "recipe_sgd",
+    "split_objective",
+    "train_epoch",
+    "train_step",
+]
 
 Array = jax.Array
 Batch = tuple[Array, Array]
@@ -58,8 +81,11 @@ Objective = Callable[[LossFn, Array], LossFn]
 class Clean:
   """Plain training on the model's loss.
 
+  Passed to `advjax.loop.fit` as ``objective=`` (its default), like `Adversarial`.
+
   Example:
-    >>> loop.fit(model, data.train, config, objective=Clean())
+    >>> Clean()(loss_fn, key) is loss_fn  # the model's loss, as it is
+    True
   """
 
   def __call__(self, loss_fn: LossFn, key: Array) -> LossFn:
@@ -78,13 +104,13 @@ class Adversarial:
     clip: optional ``(lo, hi)`` box for the adversarial inputs (None in the paper).
 
   Example:
-    >>> loop.fit(model, data.train, config, objective=Adversarial(eps=0.25))
+    >>> result = loop.fit(model, data.train, config, objective=Adversarial(eps=0.25))
+    train: epoch 1/1 loss ... s
   """
 
   eps: Any
   alpha: Any = 0.5
-  clip: tuple[float, float] | None = dataclasses.field(
-      default=None, metadata={"static": True})
+  clip: tuple[float, float] | None = dataclasses.field(default=None, metadata={"static": True})
 
   def __call__(self, loss_fn: LossFn, key: Array) -> LossFn:
     del key
@@ -102,13 +128,15 @@ class Noise:
     eps: noise size.
     alpha: weight of the clean term.
 
+  Passed to `advjax.loop.fit` as ``objective=`` like `Clean` and `Adversarial`.
+
   Example:
-    >>> loop.fit(model, data.train, config,
-    ...          objective=Noise(advjax.sign_noise, eps=0.25))
+    >>> objective = Noise(advjax.sign_noise, eps=0.25)
+    >>> loss = objective(model.loss_fn(), key)  # 0.5 J(x) + 0.5 J(x + eps * s)
+    >>> grads = jax.grad(loss)(params, x, y)
   """
 
-  noise_fn: Callable[[Array, Array, Any], Array] = dataclasses.field(
-      metadata={"static": True})
+  noise_fn: Callable[[Array, Array, Any], Array] = dataclasses.field(metadata={"static": True})
   eps: Any
   alpha: Any = 0.5
 
@@ -121,10 +149,14 @@ class Noise:
 # ---------------------------------------------------------------------------
 
 
-def recipe_sgd(steps_per_epoch: int, learning_rate: float = 0.1,
-               decay: float = 1.000004, min_learning_rate: float = 1e-6,
-               momentum: tuple[float, float] = (0.5, 0.7),
-               momentum_epochs: int = 250) -> optax.GradientTransformation:
+def recipe_sgd(
+    steps_per_epoch: int,
+    learning_rate: float = 0.1,
+    decay: float = 1.000004,
+    min_learning_rate: float = 1e-6,
+    momentum: tuple[float, float] = (0.5, 0.7),
+    momentum_epochs: int = 250,
+) -> optax.GradientTransformation:
   """SGD with the maxout recipe's schedules (Goodfellow et al., 2013).
 
   The learning rate is divided by ``decay`` after every update, down to
@@ -132,6 +164,11 @@ def recipe_sgd(steps_per_epoch: int, learning_rate: float = 0.1,
   rises linearly from ``momentum[0]`` to ``momentum[1]`` over
   ``momentum_epochs`` epochs, then stays. Both are functions of optax's
   update count, so they resume with the optimizer state.
+
+  Equal settings give the same transformation object. A ``TrainState`` holds
+  its optimizer as static data, so a jitted step or `train_epoch` compiled for
+  one run is reused by the next run with the same settings (each `fit` would
+  otherwise compile its epoch again).
 
   Args:
     steps_per_epoch: updates per epoch, to turn epochs into updates.
@@ -146,31 +183,63 @@ def recipe_sgd(steps_per_epoch: int, learning_rate: float = 0.1,
 
   Example:
     >>> tx = recipe_sgd(steps_per_epoch=500)
+    >>> tx is recipe_sgd(steps_per_epoch=500)
+    True
   """
   if steps_per_epoch < 1 or momentum_epochs < 1:
-    raise ValueError("steps_per_epoch and momentum_epochs must be >= 1, got "
-                     f"{steps_per_epoch} and {momentum_epochs}.")
+    raise ValueError(
+        "steps_per_epoch and momentum_epochs must be >= 1, got "
+        f"{steps_per_epoch} and {momentum_epochs}."
+    )
   if not decay >= 1 or not 0 < min_learning_rate <= learning_rate:
     raise ValueError(
         f"need decay >= 1 and 0 < min_learning_rate <= learning_rate, got "
         f"decay={decay}, min_learning_rate={min_learning_rate}, "
-        f"learning_rate={learning_rate}.")
+        f"learning_rate={learning_rate}."
+    )
+  settings = (
+      steps_per_epoch,
+      learning_rate,
+      decay,
+      min_learning_rate,
+      tuple(momentum),
+      momentum_epochs,
+  )
+  try:
+    hash(settings)
+  except TypeError:  # an array among them: nothing to share
+    return _recipe_sgd.__wrapped__(*settings)
+  return _recipe_sgd(*settings)
+
+
+# typed: an int and a float setting build different schedules (a constant int
+# learning rate would be an int hyperparameter), so they are not shared.
+@functools.lru_cache(maxsize=None, typed=True)
+def _recipe_sgd(
+    steps_per_epoch: int,
+    learning_rate: float,
+    decay: float,
+    min_learning_rate: float,
+    momentum: tuple[float, float],
+    momentum_epochs: int,
+) -> optax.GradientTransformation:
   if decay == 1:
     # optax's exponential_decay reads end_value as an upper bound for a rate
     # >= 1, so a rate of exactly 1 would sit at min_learning_rate throughout.
     schedule = optax.constant_schedule(learning_rate)
   else:
     schedule = optax.exponential_decay(
-        learning_rate, transition_steps=1, decay_rate=1 / decay,
-        end_value=min_learning_rate)
+        learning_rate, transition_steps=1, decay_rate=1 / decay, end_value=min_learning_rate
+    )
   momentum_schedule = optax.linear_schedule(
-      momentum[0], momentum[1], transition_steps=momentum_epochs * steps_per_epoch)
-  return optax.inject_hyperparams(optax.sgd)(
-      learning_rate=schedule, momentum=momentum_schedule)
+      momentum[0], momentum[1], transition_steps=momentum_epochs * steps_per_epoch
+  )
+  return optax.inject_hyperparams(optax.sgd)(learning_rate=schedule, momentum=momentum_schedule)
 
 
-def create_train_state(model: Classifier, key: Array, sample_x: Array,
-                       tx: optax.GradientTransformation) -> TrainState:
+def create_train_state(
+    model: Classifier, key: Array, sample_x: Array, tx: optax.GradientTransformation
+) -> TrainState:
   """Initialises parameters (within the model's constraint) and optimizer state.
 
   Args:
@@ -184,6 +253,8 @@ def create_train_state(model: Classifier, key: Array, sample_x: Array,
 
   Example:
     >>> state = create_train_state(model, jax.random.key(0), x[:1], recipe_sgd(500))
+    >>> int(state.step)
+    0
   """
   params = model.constrain(model.init(key, sample_x))
   state = TrainState.create(apply_fn=model.scores, params=params, tx=tx)
@@ -197,8 +268,9 @@ def create_train_state(model: Classifier, key: Array, sample_x: Array,
 # ---------------------------------------------------------------------------
 
 
-def loss_and_grads(model: Classifier, objective: Objective, params: Params,
-                   batch: Batch, rng: Array) -> tuple[Array, Params]:
+def loss_and_grads(
+    model: Classifier, objective: Objective, params: Params, batch: Batch, rng: Array
+) -> tuple[Array, Params]:
   """The objective's value and parameter gradient on one batch, dropout on.
 
   Args:
@@ -217,8 +289,9 @@ def loss_and_grads(model: Classifier, objective: Objective, params: Params,
   return jax.value_and_grad(loss_fn)(params, x, y)
 
 
-def train_step(model: Classifier, objective: Objective, state: TrainState,
-               batch: Batch, rng: Array) -> tuple[TrainState, Array]:
+def train_step(
+    model: Classifier, objective: Objective, state: TrainState, batch: Batch, rng: Array
+) -> tuple[TrainState, Array]:
   """One optimizer update on ``batch``, then the projection onto the model's constraint.
 
   Args:
@@ -236,8 +309,9 @@ def train_step(model: Classifier, objective: Objective, state: TrainState,
   return state.replace(params=model.constrain(state.params)), loss
 
 
-def make_train_step(model: Classifier, objective: Objective
-                    ) -> Callable[[TrainState, Batch, Array], tuple[TrainState, Array]]:
+def make_train_step(
+    model: Classifier, objective: Objective
+) -> Callable[[TrainState, Batch, Array], tuple[TrainState, Array]]:
   """`train_step` for one model and objective, as ``step(state, batch, rng)``.
 
   A pure function for the caller to ``jax.jit``, ``jax.vmap`` over ensemble
@@ -253,6 +327,8 @@ def make_train_step(model: Classifier, objective: Objective
   Example:
     >>> step = jax.jit(make_train_step(model, Adversarial(eps=0.25)))
     >>> state, loss = step(state, (x, y), jax.random.key(1))
+    >>> int(state.step)
+    1
   """
   return functools.partial(train_step, model, objective)
 
@@ -279,13 +355,22 @@ def epoch_order(key: Array, num_examples: int, batch_size: int) -> Array:
   """
   steps = num_examples // batch_size
   order = jax.random.permutation(jax.random.fold_in(key, 0), num_examples)
-  return order[:steps * batch_size].reshape(steps, batch_size)
+  return order[: steps * batch_size].reshape(steps, batch_size)
 
 
 @functools.partial(jax.jit, static_argnames=("model", "static", "batch_size", "mesh"))
-def train_epoch(model: Classifier, static: Any, dynamic: Any, states: TrainState,
-                x: Array, y: Array, keys: Array, *, batch_size: int,
-                mesh: Mesh | None = None) -> tuple[TrainState, Array]:
+def train_epoch(
+    model: Classifier,
+    static: Any,
+    dynamic: Any,
+    states: TrainState,
+    x: Array,
+    y: Array,
+    keys: Array,
+    *,
+    batch_size: int,
+    mesh: Mesh | None = None,
+) -> tuple[TrainState, Array]:
   """One epoch of every member of a population, as one compiled program.
 
   Member ``m`` walks its own shuffle `epoch_order` ``(keys[m], ...)`` of the
@@ -320,11 +405,12 @@ def train_epoch(model: Classifier, static: Any, dynamic: Any, states: TrainState
     step = _as_single(member_step)
 
   def body(states, inputs):
-    index, i = inputs                       # index: (members, batch_size)
+    index, i = inputs  # index: (members, batch_size)
     batch = (x[index], y[index])
     if mesh is not None:
       batch = jax.lax.with_sharding_constraint(
-          batch, NamedSharding(mesh, PartitionSpec(None, sharding.DATA_AXIS)))
+          batch, NamedSharding(mesh, PartitionSpec(None, sharding.DATA_AXIS))
+      )
     rngs = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, i + 1)
     return step(states, dynamic, batch, rngs)
 
@@ -363,6 +449,8 @@ def split_objective(objective: Objective, members: int) -> tuple[Any, Any]:
 
   Example:
     >>> static, dynamic = split_objective(Adversarial(eps=[0.1, 0.25]), 2)
+    >>> dynamic  # eps and alpha, one per member
+    [Array([0.1 , 0.25], dtype=float32), Array([0.5, 0.5], dtype=float32)]
   """
   leaves, treedef = jax.tree.flatten(objective, is_leaf=_is_numbers)
   numeric = [_is_number(leaf) or _is_numbers(leaf) for leaf in leaves]
@@ -374,11 +462,12 @@ def split_objective(objective: Objective, members: int) -> tuple[Any, Any]:
     if value.ndim == 0:
       value = jnp.broadcast_to(value, (members,))
     elif value.shape != (members,):
-      raise ValueError(f"an objective's setting must be one number or one per member "
-                       f"({members}), got shape {value.shape} in {objective!r}.")
+      raise ValueError(
+          f"an objective's setting must be one number or one per member "
+          f"({members}), got shape {value.shape} in {objective!r}."
+      )
     dynamic.append(value)
-  static = (treedef, tuple(None if is_number else leaf
-                           for leaf, is_number in zip(leaves, numeric)))
+  static = (treedef, tuple(None if is_number else leaf for leaf, is_number in zip(leaves, numeric)))
   return static, dynamic
 
 
@@ -386,8 +475,7 @@ def join_objective(static: Any, dynamic: Any) -> Objective:
   """The objective that `split_objective` split, with ``dynamic``'s numbers."""
   treedef, static_leaves = static
   numbers = iter(dynamic)
-  return treedef.unflatten([next(numbers) if leaf is None else leaf
-                            for leaf in static_leaves])
+  return treedef.unflatten([next(numbers) if leaf is None else leaf for leaf in static_leaves])
 
 
 def _is_number(leaf: Any) -> bool:
@@ -396,5 +484,4 @@ def _is_number(leaf: Any) -> bool:
 
 def _is_numbers(value: Any) -> bool:
   """A list or tuple of numbers, such as one eps per member: one setting, not many."""
-  return (isinstance(value, (list, tuple)) and len(value) > 0
-          and all(_is_number(v) for v in value))
+  return isinstance(value, (list, tuple)) and len(value) > 0 and all(_is_number(v) for v in value)

@@ -42,9 +42,13 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # Four host devices, so that the data-parallel item can build meshes of 1, 2
 # and 4 devices on a CPU; every other item runs on the first device.
 if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
-  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
-                             + " --xla_force_host_platform_device_count=4").strip()
+  os.environ["XLA_FLAGS"] = (
+      os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
+  ).strip()
 
-from benchmarks.suite import FULL, QUICK, Config, run  # noqa: E402
+from benchmarks.suite import FULL  # noqa: E402
+from benchmarks.suite import QUICK  # noqa: E402
+from benchmarks.suite import Config  # noqa: E402
+from benchmarks.suite import run  # noqa: E402
 
 __all__ = ["Config", "FULL", "QUICK", "run"]

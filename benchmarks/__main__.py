@@ -26,27 +26,42 @@ from benchmarks import suite
 
 def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n")[0])
-  parser.add_argument("--quick", action="store_true",
-                      help="tiny sizes and few repeats: a smoke run of a few seconds")
-  parser.add_argument("--out", type=pathlib.Path, default=None,
-                      help="output folder (default: benchmarks/, or a temporary "
-                           "folder with --quick)")
-  parser.add_argument("--data-dir", default=None,
-                      help="folder of the four MNIST IDX files (default: "
-                           f"${advjax_data.DATA_DIR_ENV}; without either, random images "
-                           "of MNIST's shape)")
+  parser.add_argument(
+      "--quick",
+      action="store_true",
+      help="tiny sizes and few repeats: a smoke run of a few seconds",
+  )
+  parser.add_argument(
+      "--out",
+      type=pathlib.Path,
+      default=None,
+      help="output folder (default: benchmarks/, or a temporary " "folder with --quick)",
+  )
+  parser.add_argument(
+      "--data-dir",
+      default=None,
+      help="folder of the four MNIST IDX files (default: "
+      f"${advjax_data.DATA_DIR_ENV}; without either, random images "
+      "of MNIST's shape)",
+  )
   args = parser.parse_args(argv)
   data_dir, origin = args.data_dir, "--data-dir"
   if data_dir is None:
     data_dir, origin = os.environ.get(advjax_data.DATA_DIR_ENV), advjax_data.DATA_DIR_ENV
   if data_dir is not None and not data_dir.strip():
-    parser.exit(1, f"{parser.prog}: error: {origin} is empty text {data_dir!r}: give a "
-                   "folder of the four MNIST IDX files ('.' is the current folder), or "
-                   "neither it nor --data-dir for random images\n")
+    parser.exit(
+        1,
+        f"{parser.prog}: error: {origin} is empty text {data_dir!r}: give a "
+        "folder of the four MNIST IDX files ('.' is the current folder), or "
+        "neither it nor --data-dir for random images\n",
+    )
   out = args.out
   if out is None:
-    out = (pathlib.Path(tempfile.mkdtemp(prefix="advjax-benchmarks-")) if args.quick
-           else pathlib.Path(__file__).resolve().parent)
+    out = (
+        pathlib.Path(tempfile.mkdtemp(prefix="advjax-benchmarks-"))
+        if args.quick
+        else pathlib.Path(__file__).resolve().parent
+    )
   try:
     suite.run(suite.QUICK if args.quick else suite.FULL, out, data_dir)
   except advjax_data.DataError as error:

@@ -72,9 +72,29 @@ def _setup(batch: int) -> dict[str, Any]:
   g_h1 = g_z2 @ w2.T
   g_z1 = jax.vjp(_max_pieces, z1)[1](g_h1)[0]
   g_x = g_z1 @ w1.T
-  return dict(model=model, params=params, x=x, y=y, w1=w1, b1=b1, w2=w2, b2=b2, w3=w3,
-              b3=b3, z1=z1, h1=h1, z2=z2, h2=h2, logits=logits, g_logits=g_logits,
-              g_h2=g_h2, g_z2=g_z2, g_h1=g_h1, g_z1=g_z1, g_x=g_x)
+  return dict(
+      model=model,
+      params=params,
+      x=x,
+      y=y,
+      w1=w1,
+      b1=b1,
+      w2=w2,
+      b2=b2,
+      w3=w3,
+      b3=b3,
+      z1=z1,
+      h1=h1,
+      z2=z2,
+      h2=h2,
+      logits=logits,
+      g_logits=g_logits,
+      g_h2=g_h2,
+      g_z2=g_z2,
+      g_h1=g_h1,
+      g_z1=g_z1,
+      g_x=g_x,
+  )
 
 
 def _max_pieces(z: jax.Array) -> jax.Array:
@@ -90,27 +110,38 @@ def jax_parts(v: dict[str, Any]) -> dict[str, tuple[Callable[..., Any], tuple[An
   eps, loss_fn, n = 0.25, v["model"].loss_fn(), v["x"].shape[0]
   return {
       f"forward: x @ W1 + b1 ({n}x784 by 784x1200)": (
-          lambda x, w, b: x @ w + b, (v["x"], v["w1"], v["b1"])),
+          lambda x, w, b: x @ w + b,
+          (v["x"], v["w1"], v["b1"]),
+      ),
       "forward: max over 5 pieces, layer 1": (_max_pieces, (v["z1"],)),
       f"forward: h1 @ W2 + b2, max ({n}x240 by 240x1200)": (
-          lambda h, w, b: _max_pieces(h @ w + b), (v["h1"], v["w2"], v["b2"])),
+          lambda h, w, b: _max_pieces(h @ w + b),
+          (v["h1"], v["w2"], v["b2"]),
+      ),
       "forward: output layer and loss": (
-          lambda h, w, b, y: _loss(h @ w + b, y), (v["h2"], v["w3"], v["b3"], v["y"])),
-      "backward: loss to logits": (
-          jax.grad(_loss), (v["logits"], v["y"])),
+          lambda h, w, b, y: _loss(h @ w + b, y),
+          (v["h2"], v["w3"], v["b3"], v["y"]),
+      ),
+      "backward: loss to logits": (jax.grad(_loss), (v["logits"], v["y"])),
       "backward: output layer, g @ W3^T": (lambda g, w: g @ w.T, (v["g_logits"], v["w3"])),
       "backward: max over pieces, layer 2": (
-          lambda z, g: jax.vjp(_max_pieces, z)[1](g)[0], (v["z2"], v["g_h2"])),
-      f"backward: g @ W2^T ({n}x1200 by 1200x240)": (
-          lambda g, w: g @ w.T, (v["g_z2"], v["w2"])),
+          lambda z, g: jax.vjp(_max_pieces, z)[1](g)[0],
+          (v["z2"], v["g_h2"]),
+      ),
+      f"backward: g @ W2^T ({n}x1200 by 1200x240)": (lambda g, w: g @ w.T, (v["g_z2"], v["w2"])),
       "backward: max over pieces, layer 1": (
-          lambda z, g: jax.vjp(_max_pieces, z)[1](g)[0], (v["z1"], v["g_h1"])),
-      f"backward: g @ W1^T ({n}x1200 by 1200x784)": (
-          lambda g, w: g @ w.T, (v["g_z1"], v["w1"])),
+          lambda z, g: jax.vjp(_max_pieces, z)[1](g)[0],
+          (v["z1"], v["g_h1"]),
+      ),
+      f"backward: g @ W1^T ({n}x1200 by 1200x784)": (lambda g, w: g @ w.T, (v["g_z1"], v["w1"])),
       "sign step: advjax.sign_step (exact |x_adv - x| <= eps)": (
-          lambda x, g: advjax.sign_step(x, g, eps), (v["x"], v["g_x"])),
+          lambda x, g: advjax.sign_step(x, g, eps),
+          (v["x"], v["g_x"]),
+      ),
       "sign step: x + eps * sign(g) alone": (
-          lambda x, g: x + eps * jnp.sign(g), (v["x"], v["g_x"])),
+          lambda x, g: x + eps * jnp.sign(g),
+          (v["x"], v["g_x"]),
+      ),
       # The same two products in both layouts: JAX's kernel is (in, out), so its
       # forward product is NN and its backward NT; nn.Linear's is (out, in).
       f"layout: {n}x784 by 784x1200 as NN": (lambda a, b: a @ b, (v["x"], v["w1"])),
@@ -119,9 +150,13 @@ def jax_parts(v: dict[str, Any]) -> dict[str, tuple[Callable[..., Any], tuple[An
       f"layout: {n}x1200 by 1200x784 as NT": (lambda a, b: a @ b.T, (v["g_z1"], v["w1"])),
       "whole: forward and loss": (loss_fn, (v["params"], v["x"], v["y"])),
       "whole: input gradient": (
-          lambda p, x, y: advjax.input_grad(loss_fn, p, x, y), (v["params"], v["x"], v["y"])),
+          lambda p, x, y: advjax.input_grad(loss_fn, p, x, y),
+          (v["params"], v["x"], v["y"]),
+      ),
       "whole: advjax.fgsm": (
-          lambda p, x, y: advjax.fgsm(loss_fn, p, x, y, eps), (v["params"], v["x"], v["y"])),
+          lambda p, x, y: advjax.fgsm(loss_fn, p, x, y, eps),
+          (v["params"], v["x"], v["y"]),
+      ),
   }
 
 
@@ -132,8 +167,11 @@ def torch_parts(v: dict[str, Any]) -> dict[str, Callable[[], Any]]:
 
   from benchmarks import torch_maxout
 
-  t = {name: torch_maxout.tensor(value, "cpu") for name, value in v.items()
-       if isinstance(value, jax.Array)}
+  t = {
+      name: torch_maxout.tensor(value, "cpu")
+      for name, value in v.items()
+      if isinstance(value, jax.Array)
+  }
   # nn.Linear's layout: weight (out, in), so the forward product is x @ W^T.
   w1, w2, w3 = (t[name].T.contiguous() for name in ("w1", "w2", "w3"))
   net = torch_maxout.Maxout(v["params"], 5, 0.8, 0.5, "cpu").eval()
@@ -188,7 +226,8 @@ def study(batch: int, repeats: int) -> list[dict[str, Any]]:
   jitted = {name: (jax.jit(fn), args) for name, (fn, args) in parts.items()}
   calls: dict[str, Callable[[], Any]] = {
       f"jax {name}": functools.partial(lambda f, a: jax.block_until_ready(f(*a)), f, a)
-      for name, (f, a) in jitted.items()}
+      for name, (f, a) in jitted.items()
+  }
   try:
     calls.update({f"torch {name}": call for name, call in torch_parts(v).items()})
   except ImportError:
@@ -197,8 +236,11 @@ def study(batch: int, repeats: int) -> list[dict[str, Any]]:
   rows = []
   for name, (f, a) in jitted.items():
     flops = harness.xla_flops(f, *a)
-    row = {"part": name, "jax_ms": timings[f"jax {name}"].median * 1e3,
-           "gflops": flops / timings[f"jax {name}"].median / 1e9 if flops else None}
+    row = {
+        "part": name,
+        "jax_ms": timings[f"jax {name}"].median * 1e3,
+        "gflops": flops / timings[f"jax {name}"].median / 1e9 if flops else None,
+    }
     if f"torch {name}" in timings:
       row["torch_ms"] = timings[f"torch {name}"].median * 1e3
     rows.append(row)
@@ -218,6 +260,7 @@ def fgsm_time(batch: int, repeats: int) -> dict[str, Any]:
   calls = {"jax": lambda: jax.block_until_ready([attack(v["params"], x, y) for x, y in batches])}
   try:
     from benchmarks import torch_maxout
+
     net = torch_maxout.Maxout(v["params"], 5, 0.8, 0.5, "cpu").eval()
     torch_batches = [tuple(torch_maxout.tensor(a, "cpu") for a in b) for b in batches]
     calls["torch"] = lambda: [torch_maxout.fgsm(net, x, y, 0.25) for x, y in torch_batches]
@@ -225,10 +268,13 @@ def fgsm_time(batch: int, repeats: int) -> dict[str, Any]:
     pass
   timings = harness.time_interleaved(calls, repeats)
   text = attack.lower(v["params"], *batches[0]).compile().as_text()
-  result = {"ms": timings["jax"].median * 1e3, "min_ms": timings["jax"].minimum * 1e3,
-            "ynn_fusions": text.count('"__ynn_fusion"'),
-            "dots": len(re.findall(r"\bdot\(", text)),
-            "examples": np.asarray(attack(v["params"], *batches[0])).tolist()}
+  result = {
+      "ms": timings["jax"].median * 1e3,
+      "min_ms": timings["jax"].minimum * 1e3,
+      "ynn_fusions": text.count('"__ynn_fusion"'),
+      "dots": len(re.findall(r"\bdot\(", text)),
+      "examples": np.asarray(attack(v["params"], *batches[0])).tolist(),
+  }
   if "torch" in timings:
     result["torch_ms"] = timings["torch"].median * 1e3
     result["torch_over_jax"] = timings["torch"].median / timings["jax"].median
@@ -248,12 +294,25 @@ def flag_sweep(batch: int, repeats: int, rounds: int) -> list[dict[str, Any]]:
       env = dict(os.environ)
       env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " " + flag).strip()
       done = subprocess.run(
-          [sys.executable, "-m", "benchmarks.fgsm_study", "--one", "--batch", str(batch),
-           "--repeats", str(repeats)], env=env, capture_output=True, text=True)
+          [
+              sys.executable,
+              "-m",
+              "benchmarks.fgsm_study",
+              "--one",
+              "--batch",
+              str(batch),
+              "--repeats",
+              str(repeats),
+          ],
+          env=env,
+          capture_output=True,
+          text=True,
+      )
       name = flag or "(default)"
       if done.returncode != 0:
         results.setdefault(name, []).append(
-            {"error": (done.stderr.strip().splitlines() or ["?"])[-1]})
+            {"error": (done.stderr.strip().splitlines() or ["?"])[-1]}
+        )
         continue
       result = json.loads(done.stdout.strip().splitlines()[-1])
       examples = np.asarray(result.pop("examples"))
@@ -290,8 +349,9 @@ def max_pieces(z: jax.Array) -> jax.Array:
 
 
 @max_pieces.defjvp
-def _max_pieces_jvp(primals: tuple[jax.Array], tangents: tuple[jax.Array]
-                    ) -> tuple[jax.Array, jax.Array]:
+def _max_pieces_jvp(
+    primals: tuple[jax.Array], tangents: tuple[jax.Array]
+) -> tuple[jax.Array, jax.Array]:
   (z,), (t,) = primals, tangents
   h = max_pieces(z)
   hits = [(z[..., k] == h).astype(z.dtype) for k in range(z.shape[-1])]
@@ -307,8 +367,11 @@ def proposed_model() -> models.Classifier:
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
       dense = lambda n, name: nn.Dense(
-          n, kernel_init=models._uniform_init(models.INIT_RANGE),
-          bias_init=nn.initializers.zeros, name=name)
+          n,
+          kernel_init=models._uniform_init(models.INIT_RANGE),
+          bias_init=nn.initializers.zeros,
+          name=name,
+      )
       h = nn.Dropout(1 - self.input_keep, deterministic=not train)(x)
       for i in range(self.layers):
         z = dense(self.units * self.pieces, f"maxout_{i}")(h)
@@ -326,8 +389,8 @@ def proposal(batch: int, repeats: int, steps: int) -> list[str]:
   Item 3's FGSM (ten batches), one adversarial train step (batch 100) and a
   compiled epoch of ``steps`` steps, both ways, beside plain PyTorch's FGSM.
   """
-  from benchmarks import torch_maxout
   from advjax import train
+  from benchmarks import torch_maxout
 
   v = _setup(batch)
   params, lines, calls, out = v["params"], [], {}, {}
@@ -339,28 +402,47 @@ def proposal(batch: int, repeats: int, steps: int) -> list[str]:
   for name, model in (("today", v["model"]), ("proposed", proposed_model())):
     attack = jax.jit(lambda p, x, y, m=model: advjax.fgsm(m.loss_fn(), p, x, y, 0.25))
     step = jax.jit(train.make_train_step(model, objective))
-    state = train.create_train_state(model, jax.random.key(0), train_x[:1],
-                                     train.recipe_sgd(steps))
+    state = train.create_train_state(model, jax.random.key(0), train_x[:1], train.recipe_sgd(steps))
     states = jax.tree.map(lambda a: a[None], state)
-    epoch = functools.partial(train.train_epoch, model, static, dynamic, states, train_x,
-                              train_y, jax.random.key(3)[None], batch_size=100)
-    out[name] = (np.concatenate([np.asarray(attack(params, *b)) for b in batches]),
-                 jax.block_until_ready(epoch())[0].params)
+    epoch = functools.partial(
+        train.train_epoch,
+        model,
+        static,
+        dynamic,
+        states,
+        train_x,
+        train_y,
+        jax.random.key(3)[None],
+        batch_size=100,
+    )
+    out[name] = (
+        np.concatenate([np.asarray(attack(params, *b)) for b in batches]),
+        jax.block_until_ready(epoch())[0].params,
+    )
     calls[f"FGSM, 10 batches of {batch}, {name}"] = functools.partial(
-        lambda a: jax.block_until_ready([a(params, *b) for b in batches]), attack)
+        lambda a: jax.block_until_ready([a(params, *b) for b in batches]), attack
+    )
     calls[f"adversarial train step, batch 100, {name}"] = functools.partial(
-        lambda s, st: jax.block_until_ready(s(st, (train_x[:100], train_y[:100]),
-                                              jax.random.key(1))), step, state)
-    calls[f"compiled epoch of {steps} steps, {name}"] = lambda e=epoch: (
-        jax.block_until_ready(e()))
+        lambda s, st: jax.block_until_ready(
+            s(st, (train_x[:100], train_y[:100]), jax.random.key(1))
+        ),
+        step,
+        state,
+    )
+    calls[f"compiled epoch of {steps} steps, {name}"] = lambda e=epoch: (jax.block_until_ready(e()))
   net = torch_maxout.Maxout(params, 5, 0.8, 0.5, "cpu").eval()
   torch_batches = [tuple(torch_maxout.tensor(a, "cpu") for a in b) for b in batches]
   calls[f"FGSM, 10 batches of {batch}, plain PyTorch"] = lambda: [
-      torch_maxout.fgsm(net, x, y, 0.25) for x, y in torch_batches]
-  differences = [float(jnp.max(jnp.abs(a - b))) for a, b in
-                 zip(jax.tree.leaves(out["today"][1]), jax.tree.leaves(out["proposed"][1]))]
-  lines.append(f"FGSM examples equal: {np.mean(out['today'][0] == out['proposed'][0]):.6f} "
-               f"of pixels; epoch parameters: largest difference {max(differences):.3g}")
+      torch_maxout.fgsm(net, x, y, 0.25) for x, y in torch_batches
+  ]
+  differences = [
+      float(jnp.max(jnp.abs(a - b)))
+      for a, b in zip(jax.tree.leaves(out["today"][1]), jax.tree.leaves(out["proposed"][1]))
+  ]
+  lines.append(
+      f"FGSM examples equal: {np.mean(out['today'][0] == out['proposed'][0]):.6f} "
+      f"of pixels; epoch parameters: largest difference {max(differences):.3g}"
+  )
   lines.append(f"load before timing: {os.getloadavg()}")
   timings = harness.time_interleaved(calls, repeats)
   for name, t in timings.items():
@@ -370,17 +452,25 @@ def proposal(batch: int, repeats: int, steps: int) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(prog="python -m benchmarks.fgsm_study",
-                                   description=__doc__.split("\n")[0])
+  parser = argparse.ArgumentParser(
+      prog="python -m benchmarks.fgsm_study", description=__doc__.split("\n")[0]
+  )
   parser.add_argument("--batch", type=int, default=1000)
   parser.add_argument("--repeats", type=int, default=20)
-  parser.add_argument("--flags", action="store_true",
-                      help="time the whole FGSM under each XLA CPU flag of FLAGS")
-  parser.add_argument("--rounds", type=int, default=3,
-                      help="with --flags: turns each flag takes (default 3)")
-  parser.add_argument("--proposal", type=int, metavar="STEPS", default=None,
-                      help="time today's maxout against proposed_model (FGSM, a train "
-                           "step, a compiled epoch of STEPS steps) and check they agree")
+  parser.add_argument(
+      "--flags", action="store_true", help="time the whole FGSM under each XLA CPU flag of FLAGS"
+  )
+  parser.add_argument(
+      "--rounds", type=int, default=3, help="with --flags: turns each flag takes (default 3)"
+  )
+  parser.add_argument(
+      "--proposal",
+      type=int,
+      metavar="STEPS",
+      default=None,
+      help="time today's maxout against proposed_model (FGSM, a train "
+      "step, a compiled epoch of STEPS steps) and check they agree",
+  )
   parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
   if args.one:
@@ -391,8 +481,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
   if args.flags:
     for row in flag_sweep(args.batch, args.repeats, args.rounds):
-      print(json.dumps({k: round(v, 4) if isinstance(v, float) else v
-                        for k, v in row.items()}))
+      print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}))
     return 0
   print(f"{'part':58s} {'JAX ms':>8s} {'torch ms':>9s} {'JAX GFLOP/s':>12s}")
   for row in study(args.batch, args.repeats):

@@ -58,8 +58,9 @@ class Timing:
   repeats: int
 
 
-def time_interleaved(calls: Mapping[str, Callable[[], Any]], repeats: int,
-                     warmup: int = 1) -> dict[str, Timing]:
+def time_interleaved(
+    calls: Mapping[str, Callable[[], Any]], repeats: int, warmup: int = 1
+) -> dict[str, Timing]:
   """Times several zero-argument calls, round-robin, and returns their medians.
 
   Each call must finish its work before returning (``jax.block_until_ready``,
@@ -86,8 +87,7 @@ def time_interleaved(calls: Mapping[str, Callable[[], Any]], repeats: int,
       start = time.perf_counter()
       call()
       seconds[name].append(time.perf_counter() - start)
-  return {name: Timing(statistics.median(s), min(s), repeats)
-          for name, s in seconds.items()}
+  return {name: Timing(statistics.median(s), min(s), repeats) for name, s in seconds.items()}
 
 
 def tree_bytes(tree: Any) -> int:
@@ -108,8 +108,12 @@ def xla_bytes(jitted: Any, *args: Any, **kwargs: Any) -> int:
   compiled executable's memory analysis; compiling again hits the cache.
   """
   stats = jitted.lower(*args, **kwargs).compile().memory_analysis()
-  return int(stats.argument_size_in_bytes + stats.output_size_in_bytes
-             + stats.temp_size_in_bytes - stats.alias_size_in_bytes)
+  return int(
+      stats.argument_size_in_bytes
+      + stats.output_size_in_bytes
+      + stats.temp_size_in_bytes
+      - stats.alias_size_in_bytes
+  )
 
 
 def xla_flops(jitted: Any, *args: Any, **kwargs: Any) -> float | None:
@@ -130,9 +134,11 @@ def xla_flops(jitted: Any, *args: Any, **kwargs: Any) -> float | None:
   """
   compiled = jitted.lower(*args, **kwargs).compile()
   if _loop_with_product(compiled.as_text()):
-    raise ValueError("a loop of the program holds a matrix product, and XLA's cost "
-                     "analysis counts a loop's body once: count one iteration and "
-                     "multiply.")
+    raise ValueError(
+        "a loop of the program holds a matrix product, and XLA's cost "
+        "analysis counts a loop's body once: count one iteration and "
+        "multiply."
+    )
   costs = compiled.cost_analysis()
   if isinstance(costs, (list, tuple)):  # One entry per program in older JAX.
     costs = costs[0] if costs else None
@@ -151,8 +157,10 @@ def _loop_with_product(hlo: str) -> bool:
       memo[name] = False  # No recursion into a computation already on the path.
       text = computations.get(name, "")
       memo[name] = bool(re.search(r"\bdot\(", text)) or any(
-          has_dot(called) for called in re.findall(r"%(\S+?)[,})\s]", text)
-          if called in computations)
+          has_dot(called)
+          for called in re.findall(r"%(\S+?)[,})\s]", text)
+          if called in computations
+      )
     return memo[name]
 
   return any(has_dot(body) for body in re.findall(r"\bwhile\(.*?body=%([^,\s]+)", hlo))
@@ -203,11 +211,15 @@ def matmul_peak(sizes: Sequence[int], repeats: int) -> dict[str, dict[str, float
   for n in sizes:
     a, b = (np.random.default_rng(i).standard_normal((n, n), np.float32) for i in (0, 1))
     ja, jb = jax.device_put(a), jax.device_put(b)
-    timings = time_interleaved({
-        "jax": lambda: multiply(ja, jb).block_until_ready(),
-        "numpy": lambda: np.matmul(a, b)}, repeats)
+    timings = time_interleaved(
+        {
+            "jax": lambda ja=ja, jb=jb: multiply(ja, jb).block_until_ready(),
+            "numpy": lambda a=a, b=b: np.matmul(a, b),
+        },
+        repeats,
+    )
     for name, timing in timings.items():
-      gflops = 2 * n ** 3 / timing.minimum / 1e9
+      gflops = 2 * n**3 / timing.minimum / 1e9
       if gflops > best.get(name, {}).get("gflops", 0):
         best[name] = {"gflops": gflops, "size": n}
   return best
@@ -232,12 +244,19 @@ def torch_bytes(call: Callable[[], Any], inputs: Any, device: str) -> int:
     torch.cuda.synchronize()
     extra = torch.cuda.max_memory_allocated() - before
   else:
-    from torch.profiler import ProfilerActivity, profile
-    with _output_silenced(), profile(activities=[ProfilerActivity.CPU],
-                                    profile_memory=True) as prof:
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile
+
+    with (
+        _output_silenced(),
+        profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof,
+    ):
       call()
-    changes = sorted((event.time_range.end, event.self_cpu_memory_usage)
-                     for event in prof.events() if event.self_cpu_memory_usage)
+    changes = sorted(
+        (event.time_range.end, event.self_cpu_memory_usage)
+        for event in prof.events()
+        if event.self_cpu_memory_usage
+    )
     extra = max(np.cumsum([change for _, change in changes]), default=0)
   return tree_bytes(inputs) + max(int(extra), 0)
 
@@ -270,8 +289,11 @@ def describe_machine() -> dict[str, Any]:
   device = jax.devices()[0]
   cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
   cpu = _cpu_model()
-  name = (f"{cpu}, {cores} cores" if device.platform == "cpu"
-          else f"{device.device_kind} (host: {cpu}, {cores} cores)")
+  name = (
+      f"{cpu}, {cores} cores"
+      if device.platform == "cpu"
+      else f"{device.device_kind} (host: {cpu}, {cores} cores)"
+  )
   return {
       "platform": device.platform,
       "device": name,
@@ -280,8 +302,10 @@ def describe_machine() -> dict[str, Any]:
       "load_average": list(os.getloadavg()),
       "python": platform.python_version(),
       "jax": jax.__version__,
-      "environment": {name: os.environ.get(name) for name in (
-          "OMP_WAIT_POLICY", "XLA_PYTHON_CLIENT_PREALLOCATE", "XLA_FLAGS")},
+      "environment": {
+          name: os.environ.get(name)
+          for name in ("OMP_WAIT_POLICY", "XLA_PYTHON_CLIENT_PREALLOCATE", "XLA_FLAGS")
+      },
   }
 
 

@@ -76,8 +76,10 @@ def _cleverhans() -> Peer:
     stax = types.ModuleType("jax.experimental.stax")
     stax.logsoftmax = jax.nn.log_softmax
     sys.modules["jax.experimental.stax"] = stax
-    note = ("imports jax.experimental.stax, gone from current JAX: run with "
-            "a one-name shim, logsoftmax = jax.nn.log_softmax")
+    note = (
+        "imports jax.experimental.stax, gone from current JAX: run with "
+        "a one-name shim, logsoftmax = jax.nn.log_softmax"
+    )
     try:
       module = importlib.import_module(target)
     except Exception as retry_error:
@@ -97,7 +99,10 @@ def load_peers() -> dict[str, Peer]:
   peers = {"torch": _import("torch", "torch")}
   for name in ("foolbox", "torchattacks"):
     # Both sit on PyTorch; without it they cannot run even if installed.
-    peers[name] = (_import(name, name) if peers["torch"].available else
-                   Peer(name, None, _version(name), "needs torch"))
+    peers[name] = (
+        _import(name, name)
+        if peers["torch"].available
+        else Peer(name, None, _version(name), "needs torch")
+    )
   peers["cleverhans"] = _cleverhans()
   return peers

@@ -64,15 +64,24 @@ def markdown(results: dict[str, dict[str, Any]]) -> str:
 
 def gpu_not_measured(entry: dict[str, Any]) -> str:
   """The GPU section while no GPU run is recorded: the targets such a run would judge."""
-  return "\n".join([
-      "## GPU: not measured\n",
-      "No GPU run is recorded. `python -m benchmarks` on a machine with a GPU measures "
-      "every item there and writes this section under the GPU's name. The targets it "
-      "would judge:\n",
-      _table(["item", "GPU target"],
-             [[section["title"], section.get("gpu_target") or section["target"]]
-              for section in entry["benchmarks"].values()]),
-  ]) + "\n"
+  return (
+      "\n".join(
+          [
+              "## GPU: not measured\n",
+              "No GPU run is recorded. `python -m benchmarks` on a machine with a GPU measures "
+              "every item there and writes this section under the GPU's name. The targets it "
+              "would judge:\n",
+              _table(
+                  ["item", "GPU target"],
+                  [
+                      [section["title"], section.get("gpu_target") or section["target"]]
+                      for section in entry["benchmarks"].values()
+                  ],
+              ),
+          ]
+      )
+      + "\n"
+  )
 
 
 def device_section(entry: dict[str, Any]) -> str:
@@ -89,22 +98,49 @@ def device_section(entry: dict[str, Any]) -> str:
       f"- model: {entry['model']}",
       f"- float32 matmul peak: {_peak(entry.get('matmul_peak'))}\n",
       "### Targets\n",
-      _table(["item", "target", "measured", "met"],
-             [[section["title"], section["target"], section["measured_text"],
-               {True: "yes", False: "**no**", None: "n/a"}[section["met"]]]
-              for section in entry["benchmarks"].values()]),
+      _table(
+          ["item", "target", "measured", "met"],
+          [
+              [
+                  section["title"],
+                  section["target"],
+                  section["measured_text"],
+                  {True: "yes", False: "**no**", None: "n/a"}[section["met"]],
+              ]
+              for section in entry["benchmarks"].values()
+          ],
+      ),
   ]
   peak = (entry.get("matmul_peak") or {}).get("jax", {}).get("gflops")
   for section in entry["benchmarks"].values():
     lines.append(f"\n### {section['title']}\n")
-    lines.append(_table(
-        ["implementation", "median", "ratio", "throughput", "GFLOP/s (of peak)",
-         "peak memory", "note"],
-        [[row["name"], _seconds(row["seconds"]), _ratio(row["ratio"]),
-          _throughput(row["throughput"]), _gflops(row.get("gflops"), peak),
-          _bytes(row["peak_bytes"]),
-          row["note"] if row["status"] == "ok" else f"{row['status']}. {row['note']}".strip()]
-         for row in section["rows"]]))
+    lines.append(
+        _table(
+            [
+                "implementation",
+                "median",
+                "ratio",
+                "throughput",
+                "GFLOP/s (of peak)",
+                "peak memory",
+                "note",
+            ],
+            [
+                [
+                    row["name"],
+                    _seconds(row["seconds"]),
+                    _ratio(row["ratio"]),
+                    _throughput(row["throughput"]),
+                    _gflops(row.get("gflops"), peak),
+                    _bytes(row["peak_bytes"]),
+                    row["note"]
+                    if row["status"] == "ok"
+                    else f"{row['status']}. {row['note']}".strip(),
+                ]
+                for row in section["rows"]
+            ],
+        )
+    )
     lines.append(f"\nratio: {section['ratio_meaning']}.")
     lines.extend(f"{note}" for note in section["notes"])
   return "\n".join(lines) + "\n"
@@ -135,9 +171,11 @@ def _peak(peak: dict[str, dict[str, float]] | None) -> str:
   if not peak:
     return "not measured"
   names = {"jax": "jitted JAX (the rows' reference)", "numpy": "NumPy"}
-  return "; ".join(f"{names.get(name, name)} {best['gflops']:.0f} GFLOP/s "
-                   f"({best['size']}x{best['size']} by {best['size']}x{best['size']})"
-                   for name, best in peak.items())
+  return "; ".join(
+      f"{names.get(name, name)} {best['gflops']:.0f} GFLOP/s "
+      f"({best['size']}x{best['size']} by {best['size']}x{best['size']})"
+      for name, best in peak.items()
+  )
 
 
 def _gflops(value: float | None, peak: float | None) -> str:

@@ -45,8 +45,9 @@ class Maxout(torch.nn.Module):
     output: the linear output layer.
   """
 
-  def __init__(self, params: Any, pieces: int, input_keep: float,
-               hidden_keep: float, dev: str) -> None:
+  def __init__(
+      self, params: Any, pieces: int, input_keep: float, hidden_keep: float, dev: str
+  ) -> None:
     super().__init__()
     names = sorted(name for name in params if name.startswith("maxout_"))
     self.pieces = pieces
@@ -57,14 +58,16 @@ class Maxout(torch.nn.Module):
 
   def dropout_masks(self, batch: int) -> list[torch.Tensor]:
     """Inverted-dropout masks for the input of every layer, for one step."""
-    widths = [self.hidden[0].in_features] + [layer.out_features // self.pieces
-                                             for layer in self.hidden]
+    widths = [self.hidden[0].in_features] + [
+        layer.out_features // self.pieces for layer in self.hidden
+    ]
     dev = self.output.weight.device
-    return [torch.bernoulli(torch.full((batch, width), keep, device=dev)) / keep
-            for width, keep in zip(widths, self.keeps)]
+    return [
+        torch.bernoulli(torch.full((batch, width), keep, device=dev)) / keep
+        for width, keep in zip(widths, self.keeps)
+    ]
 
-  def forward(self, x: torch.Tensor,
-              masks: list[torch.Tensor] | None = None) -> torch.Tensor:
+  def forward(self, x: torch.Tensor, masks: list[torch.Tensor] | None = None) -> torch.Tensor:
     h = x
     for index, layer in enumerate(self.hidden):
       if masks is not None:
@@ -97,9 +100,16 @@ def sgd(model: Maxout) -> torch.optim.Optimizer:
   return torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.5)
 
 
-def train_step(model: Maxout, optimizer: torch.optim.Optimizer, x: torch.Tensor,
-               y: torch.Tensor, *, eps: float | None, alpha: float,
-               max_norm: float) -> torch.Tensor:
+def train_step(
+    model: Maxout,
+    optimizer: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    eps: float | None,
+    alpha: float,
+    max_norm: float,
+) -> torch.Tensor:
   """One update on ``alpha*J(x) + (1-alpha)*J(x_adv)``, or on ``J(x)`` when ``eps`` is None.
 
   The clean backward pass yields the parameter gradient and the input

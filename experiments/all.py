@@ -25,8 +25,17 @@ from typing import Sequence
 from experiments import common
 from experiments import report
 
-EXPERIMENTS = ("mnist_maxout", "softmax_regression", "logistic_regression",
-               "rbf_network", "rubbish", "noise_controls", "ensemble", "epsilon_sweep")
+EXPERIMENTS = (
+    "mnist_maxout",
+    "softmax_regression",
+    "logistic_regression",
+    "rbf_network",
+    "rubbish",
+    "noise_controls",
+    "ensemble",
+    "training_study",
+    "epsilon_sweep",
+)
 
 
 def run_experiment(name: str, flags: Sequence[str]) -> tuple[int, float]:
@@ -41,16 +50,26 @@ def main(argv: Sequence[str] | None = None) -> None:
   """Runs the experiments and the report; exit status 1 if any experiment failed."""
   parser = argparse.ArgumentParser(
       prog="python -m experiments.all",
-      description="Runs every experiment of the paper, then the report.")
-  parser.add_argument("--preset", choices=("quick", "paper"), default="quick",
-                      help="preset of every experiment (default: quick, 2 CPU cores "
-                           "within an hour; paper: a GPU job)")
+      description="Runs every experiment of the paper, then the report.",
+  )
+  parser.add_argument(
+      "--preset",
+      choices=("quick", "paper"),
+      default="quick",
+      help="preset of every experiment (default: quick, 2 CPU cores "
+      "within an hour; paper: a GPU job)",
+  )
   parser.add_argument("--data-dir", help="folder of the four MNIST IDX files")
-  parser.add_argument("--out", default=common.DEFAULT_OUT, type=pathlib.Path,
-                      help=f"results folder (default: {common.DEFAULT_OUT}; the committed "
-                           "reference results are in results)")
-  parser.add_argument("--report", type=pathlib.Path,
-                      help="report to write (default: OUT/REPORT.md)")
+  parser.add_argument(
+      "--out",
+      default=common.DEFAULT_OUT,
+      type=pathlib.Path,
+      help=f"results folder (default: {common.DEFAULT_OUT}; the committed "
+      "reference results are in results)",
+  )
+  parser.add_argument(
+      "--report", type=pathlib.Path, help="report to write (default: OUT/REPORT.md)"
+  )
   args = parser.parse_args(argv)
   common.check_out("experiments.all", args.out)
   report_path = args.report or args.out / "REPORT.md"

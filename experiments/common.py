@@ -15,6 +15,7 @@ the committed reference results in ``results/`` change only when asked.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -24,10 +25,11 @@ import pathlib
 import sys
 import tempfile
 import time
-from typing import Any, Callable, Iterable, Literal, Sequence
+from typing import Any, Callable, Iterable, Iterator, Literal, NamedTuple, Sequence
 
 from advjax import data as data_lib
 from advjax import loop
+from advjax.checkpoint import CheckpointError
 from experiments import paper
 
 Verdict = Literal["reproduced", "same direction", "not reproduced", "out of scope"]
@@ -38,8 +40,9 @@ DEFAULT_OUT = pathlib.Path("runs")
 LEARNT_ERROR = 0.10
 
 
-def parser(prog: str, description: str, presets: Iterable[str], *,
-           alpha: bool = False) -> argparse.ArgumentParser:
+def parser(
+    prog: str, description: str, presets: Iterable[str], *, alpha: bool = False
+) -> argparse.ArgumentParser:
   """The flags every experiment takes: --preset, --seeds, --eps, --dataset, --data-dir, --out.
 
   Args:
@@ -53,24 +56,41 @@ def parser(prog: str, description: str, presets: Iterable[str], *,
   """
   presets = list(presets)
   result = argparse.ArgumentParser(prog=f"python -m {prog}", description=description)
-  result.add_argument("--preset", choices=presets, default=presets[0],
-                      help=f"settings to run (default: {presets[0]})")
+  result.add_argument(
+      "--preset",
+      choices=presets,
+      default=presets[0],
+      help=f"settings to run (default: {presets[0]})",
+  )
   result.add_argument("--seeds", type=int, help="number of seeds, 0..N-1")
-  result.add_argument("--eps", type=float,
-                      help="FGSM eps of the attacks (default: the preset's, 0.25)")
+  result.add_argument(
+      "--eps", type=float, help="FGSM eps of the attacks (default: the preset's, 0.25)"
+  )
   if alpha:
-    result.add_argument("--alpha", type=float,
-                        help="weight of the clean term of the training objective "
-                             "(default: the preset's, 0.5)")
-  result.add_argument("--dataset", choices=data_lib.KNOWN_DATASETS, default="mnist",
-                      help="the data (default: mnist); the paper's numbers stand "
-                           "beside MNIST runs only")
-  result.add_argument("--data-dir", help="folder of the four IDX files (default: "
-                      f"${data_lib.DATA_DIR_ENV}, else a download through "
-                      "tensorflow-datasets' download manager)")
-  result.add_argument("--out", default=DEFAULT_OUT, type=pathlib.Path,
-                      help=f"output folder (default: {DEFAULT_OUT}/; the committed "
-                           "reference results are in results/)")
+    result.add_argument(
+        "--alpha",
+        type=float,
+        help="weight of the clean term of the training objective " "(default: the preset's, 0.5)",
+    )
+  result.add_argument(
+      "--dataset",
+      choices=data_lib.KNOWN_DATASETS,
+      default="mnist",
+      help="the data (default: mnist); the paper's numbers stand " "beside MNIST runs only",
+  )
+  result.add_argument(
+      "--data-dir",
+      help="folder of the four IDX files (default: "
+      f"${data_lib.DATA_DIR_ENV}, else a download through "
+      "tensorflow-datasets' download manager)",
+  )
+  result.add_argument(
+      "--out",
+      default=DEFAULT_OUT,
+      type=pathlib.Path,
+      help=f"output folder (default: {DEFAULT_OUT}/; the committed "
+      "reference results are in results/)",
+  )
   return result
 
 
@@ -100,6 +120,90 @@ def settings(prog: str, args: argparse.Namespace, presets: dict[str, Any]) -> An
   return dataclasses.replace(preset, **changes)
 
 
+class Run(NamedTuple):
+  """One invocation of an experiment: its flags, its settings and its data.
+
+  Attributes:
+    prog: the module, e.g. ``"experiments.noise_controls"``.
+    args: the parsed flags.
+    preset: the preset with the flags applied (`settings`).
+    data: the data the flags name.
+    start: ``time.perf_counter()`` when the invocation began.
+  """
+
+  prog: str
+  args: argparse.Namespace
+  preset: Any
+  data: data_lib.MNIST
+  start: float
+
+
+def setup(
+    prog: str, flags: argparse.ArgumentParser, presets: dict[str, Any], argv: Sequence[str] | None
+) -> Run:
+  """Parses the flags, applies them to the preset, checks ``--out``, then loads the data.
+
+  Every refusal is one line and exit status 1, and bad flags or a bad
+  ``--out`` are found before any data loads.
+
+  Args:
+    prog: the module, for errors.
+    flags: the experiment's `parser`.
+    presets: its presets.
+    argv: the command line (``sys.argv[1:]`` when None).
+
+  Returns:
+    The `Run`.
+
+  Example:
+    >>> run = setup(PROG, parser(PROG, "...", PRESETS), PRESETS, argv)
+  """
+  start = time.perf_counter()
+  args = flags.parse_args(argv)
+  preset = settings(prog, args, presets)
+  check_out(prog, args.out)
+  return Run(prog, args, preset, load_data(prog, args.data_dir, args.dataset), start)
+
+
+@contextlib.contextmanager
+def one_line_errors(prog: str, *errors: type[Exception]) -> Iterator[None]:
+  """Turns a checkpoint error (or one of ``errors``) into one line and exit status 1."""
+  try:
+    yield
+  except (CheckpointError, *errors) as error:
+    fail(prog, error)
+
+
+def finish(run: Run, name: str, results: dict[str, Any], **config: Any) -> dict[str, Any]:
+  """Records the run's settings in ``results``, prints its rows and writes ``OUT/<name>.json``.
+
+  Args:
+    run: the invocation.
+    name: the results' name.
+    results: what the experiment measured, with its ``rows``.
+    **config: settings beyond the preset's to record (the sweep's epsilons...).
+
+  Returns:
+    The results as written.
+  """
+  args, preset = run.args, run.preset
+  results["config"] = {
+      "preset": args.preset,
+      **dataclasses.asdict(preset),
+      "dataset": args.dataset,
+      "clip": None,
+      "data_dir": args.data_dir,
+      **config,
+  }
+  print(
+      format_rows(
+          results["rows"], title(args.dataset, args.preset, getattr(preset, "seeds", 1), preset.eps)
+      )
+  )
+  write_results(args.out, name, results, run.start)
+  return results
+
+
 def fail(prog: str, message: Any) -> None:
   """Exits with status 1 and one line naming the experiment and what went wrong."""
   sys.exit(f"{prog}: error: {message}")
@@ -115,8 +219,7 @@ def check_out(prog: str, out: pathlib.Path) -> None:
     fail(prog, f"--out {out}: cannot write there ({error.strerror or error})")
 
 
-def load_data(prog: str, data_dir: str | None, dataset: str = "mnist"
-              ) -> data_lib.MNIST:
+def load_data(prog: str, data_dir: str | None, dataset: str = "mnist") -> data_lib.MNIST:
   """The dataset from ``data_dir`` (or its fallbacks), or a one-line error and exit 1."""
   try:
     return data_lib.load_mnist(data_dir, name=dataset)
@@ -163,9 +266,11 @@ def sweep_entry(result: Any) -> dict[str, list[Any]]:
   model's label to one; ``experiments.epsilon_sweep`` draws them all.
   """
   # float32 epsilons, rounded back to the decimals they were given as.
-  return {"eps": [round(float(e), 7) for e in result.eps],
-          "error": [float(e) for e in result.error],
-          "confidence": [number(float(c)) for c in result.confidence]}
+  return {
+      "eps": [round(float(e), 7) for e in result.eps],
+      "error": [float(e) for e in result.error],
+      "confidence": [number(float(c)) for c in result.confidence],
+  }
 
 
 def at_eps(sweep: dict[str, list[Any]], eps: float) -> tuple[float, float | None]:
@@ -179,9 +284,13 @@ def at_eps(sweep: dict[str, list[Any]], eps: float) -> tuple[float, float | None
 
 def mean_sweep(entries: Sequence[dict[str, list[Any]]]) -> dict[str, list[Any]]:
   """The mean of `sweep_entry` dictionaries of one grid (over seeds or members)."""
-  return {"eps": entries[0]["eps"],
-          **{key: [mean(values) for values in zip(*(e[key] for e in entries))]
-             for key in ("error", "confidence")}}
+  return {
+      "eps": entries[0]["eps"],
+      **{
+          key: [mean(values) for values in zip(*(e[key] for e in entries))]
+          for key in ("error", "confidence")
+      },
+  }
 
 
 def number(value: float | None) -> float | None:
@@ -202,8 +311,9 @@ def percent(value: float | None, digits: int = 1) -> str:
   return "-" if value is None else f"{100 * value:.{digits}f}%"
 
 
-def paper_row(figure: paper.Figure, measured: float | None, verdict: Verdict,
-              note: str = "") -> dict[str, Any]:
+def paper_row(
+    figure: paper.Figure, measured: float | None, verdict: Verdict, note: str = ""
+) -> dict[str, Any]:
   """One number of the paper's table beside ours, for the report.
 
   Args:
@@ -217,12 +327,24 @@ def paper_row(figure: paper.Figure, measured: float | None, verdict: Verdict,
   """
   if verdict not in VERDICTS:
     raise ValueError(f"verdict must be one of {VERDICTS}, got {verdict!r}.")
-  return {"id": figure.row, "metric": figure.metric, "paper": figure.printed,
-          "measured": number(measured), "verdict": verdict, "note": note}
+  return {
+      "id": figure.row,
+      "metric": figure.metric,
+      "paper": figure.printed,
+      "measured": number(measured),
+      "verdict": verdict,
+      "note": note,
+  }
 
 
-def judge(measured: float | None, paper_value: float, tolerance: float,
-          same_direction: bool, *, trained: bool = True) -> Verdict:
+def judge(
+    measured: float | None,
+    paper_value: float,
+    tolerance: float,
+    same_direction: bool,
+    *,
+    trained: bool = True,
+) -> Verdict:
   """The verdict on one number: within ``tolerance`` of the paper, else its direction.
 
   Args:
@@ -247,8 +369,15 @@ def judge(measured: float | None, paper_value: float, tolerance: float,
   return "same direction" if same_direction else "not reproduced"
 
 
-def compare(key: str, measured: float | None, tolerance: float, claim: bool, note: str,
-            *, trained: bool = True) -> dict[str, Any]:
+def compare(
+    key: str,
+    measured: float | None,
+    tolerance: float,
+    claim: bool,
+    note: str,
+    *,
+    trained: bool = True,
+) -> dict[str, Any]:
   """The `paper_row` of ``paper.FIGURES[key]``, judged by `judge`.
 
   Args:
@@ -264,8 +393,9 @@ def compare(key: str, measured: float | None, tolerance: float, claim: bool, not
   """
   figure = paper.FIGURES[key]
   verdict = judge(measured, figure.value, tolerance, claim, trained=trained)
-  return paper_row(figure, measured, verdict,
-                   f"within {100 * tolerance:g} points counts as reproduced; {note}")
+  return paper_row(
+      figure, measured, verdict, f"within {100 * tolerance:g} points counts as reproduced; {note}"
+  )
 
 
 def learnt(test_error: float | None) -> bool:
@@ -287,20 +417,21 @@ def format_rows(rows: list[dict[str, Any]], title: str) -> str:
     title: the first line: data, preset, seeds and attack settings.
   """
   if not rows:
-    return f"{title}\n(no comparison with the paper: its numbers are MNIST's)"
+    return f"{title}\n(no number of the paper's table: beyond the paper, or not MNIST)"
   width = max(len(r["metric"]) for r in rows) + 2
   lines = [title, f"{'row':5}{'metric':{width}}{'paper':>11}{'ours':>9}  verdict"]
-  lines += [f"{r['id']:5}{r['metric']:{width}}{r['paper']:>11}"
-            f"{r.get('display') or percent(r['measured']):>9}  {r['verdict']}"
-            for r in rows]
+  lines += [
+      f"{r['id']:5}{r['metric']:{width}}{r['paper']:>11}"
+      f"{r.get('display') or percent(r['measured']):>9}  {r['verdict']}"
+      for r in rows
+  ]
   return "\n".join(lines)
 
 
 def title(dataset: str, preset_name: str, seeds: int, eps: float) -> str:
   """The first line of an experiment's printed table: what was run on what."""
   name = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST"}.get(dataset, dataset)
-  return (f"{name} test set, preset {preset_name}, {seeds} seed(s), FGSM eps {eps:g}, "
-          "no clipping")
+  return f"{name} test set, preset {preset_name}, {seeds} seed(s), FGSM eps {eps:g}, " "no clipping"
 
 
 def atomic_write(path: pathlib.Path, write: Callable[[pathlib.Path], Any]) -> None:
@@ -310,8 +441,7 @@ def atomic_write(path: pathlib.Path, write: Callable[[pathlib.Path], Any]) -> No
   the previous one whole.
   """
   path.parent.mkdir(parents=True, exist_ok=True)
-  handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
-                                 suffix=path.suffix)
+  handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
   os.close(handle)
   tmp = pathlib.Path(tmp)
   try:
@@ -321,8 +451,9 @@ def atomic_write(path: pathlib.Path, write: Callable[[pathlib.Path], Any]) -> No
     tmp.unlink(missing_ok=True)
 
 
-def write_results(out: pathlib.Path, name: str, results: dict[str, Any],
-                  start: float) -> pathlib.Path:
+def write_results(
+    out: pathlib.Path, name: str, results: dict[str, Any], start: float
+) -> pathlib.Path:
   """Writes ``out/name.json`` atomically with the run's duration; returns the path.
 
   Args:
@@ -341,7 +472,7 @@ def write_results(out: pathlib.Path, name: str, results: dict[str, Any],
 def save_figure(figure: Any, out: pathlib.Path, name: str) -> str:
   """Writes ``out/figures/<name>.png`` atomically; returns that path relative to ``out``."""
   relative = pathlib.Path("figures") / f"{name}.png"
-  atomic_write(out / relative,
-               lambda tmp: figure.savefig(tmp, dpi=120, bbox_inches="tight",
-                                          format="png"))
+  atomic_write(
+      out / relative, lambda tmp: figure.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
+  )
   return relative.as_posix()

@@ -25,7 +25,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import pathlib
-import time
 from typing import Any, Sequence
 
 import jax
@@ -37,7 +36,6 @@ from advjax import data as data_lib
 from advjax import loop
 from advjax import models
 from advjax import train
-from advjax.checkpoint import CheckpointError
 from experiments import common
 from experiments import maxout
 
@@ -79,14 +77,22 @@ class Preset:
 
   def __post_init__(self) -> None:
     if not 1 <= self.attacked <= self.members:
-      raise ValueError(f"attacked must lie in 1..members ({self.members}), got "
-                       f"{self.attacked}.")
+      raise ValueError(
+          f"attacked must lie in 1..members ({self.members}), got " f"{self.attacked}."
+      )
 
   def training(self) -> maxout.Preset:
     """The members' training, as a `maxout.Preset`: fixed epochs on all 60,000 images."""
-    return maxout.Preset(units=self.units, epochs=self.epochs, seeds=self.members,
-                         patience=None, retrain=True, lr_decay=self.lr_decay,
-                         momentum=self.momentum, eps=self.eps)
+    return maxout.Preset(
+        units=self.units,
+        epochs=self.epochs,
+        seeds=self.members,
+        patience=None,
+        retrain=True,
+        lr_decay=self.lr_decay,
+        momentum=self.momentum,
+        eps=self.eps,
+    )
 
 
 PRESETS = {
@@ -96,8 +102,9 @@ PRESETS = {
     # on 2 shared cores (4 of CPU time). It takes mnist_maxout's quick
     # optimizer (momentum 0.7 from the start, lr decay 1.00007), which leaves
     # the plateau of the tiny initialisation within 2 epochs instead of ~10.
-    "quick": Preset(members=12, units=120, epochs=5, seeds=1, attacked=3,
-                    lr_decay=1.00007, momentum=(0.7, 0.7)),
+    "quick": Preset(
+        members=12, units=120, epochs=5, seeds=1, attacked=3, lr_decay=1.00007, momentum=(0.7, 0.7)
+    ),
     # The paper's 12 members of the 240-unit maxout with the recipe's
     # optimizer for 300 epochs (its momentum ramp ends at 250). A GPU job.
     "paper": Preset(members=12, units=240, epochs=300, seeds=1, attacked=12),
@@ -106,16 +113,25 @@ PRESETS = {
 }
 
 
-def train_ensemble(preset: Preset, seed: int, data: data_lib.MNIST,
-                   work: pathlib.Path) -> tuple[Any, list[dict[str, Any]]]:
+def train_ensemble(
+    preset: Preset, seed: int, data: data_lib.MNIST, work: pathlib.Path
+) -> tuple[Any, list[dict[str, Any]]]:
   """Trains ensemble ``seed``'s members as one population; returns their stacked params.
 
   Returns:
     ``(stacked params, summaries)``: one `maxout.Trained` summary per member.
   """
   members = range(seed * preset.members, (seed + 1) * preset.members)
-  trained = maxout.train("members", train.Clean(), "error", preset.training(), data,
-                         work, perturbed=False, seeds=members)
+  trained = maxout.train(
+      "members",
+      train.Clean(),
+      "error",
+      preset.training(),
+      data,
+      work,
+      perturbed=False,
+      seeds=members,
+  )
   return advjax.stack([t.params for t in trained]), [t.summary for t in trained]
 
 
@@ -141,13 +157,16 @@ def attacks(model: models.Classifier) -> dict[str, tuple[Any, advjax.LinearFirst
   probs = advjax.LinearFirst(first, rest)
   return {
       "ensemble": (lambda params, x, y: mean_loss(params[0], x, y), probs),
-      "member": (lambda params, x, y: member_loss(
-          advjax.member(params[0], params[1]), x, y), probs),
+      "member": (
+          lambda params, x, y: member_loss(advjax.member(params[0], params[1]), x, y),
+          probs,
+      ),
   }
 
 
-def score(model: models.Classifier, stacked: Any, test: data_lib.Split,
-          attacked: int, eps: float) -> dict[str, Any]:
+def score(
+    model: models.Classifier, stacked: Any, test: data_lib.Split, attacked: int, eps: float
+) -> dict[str, Any]:
   """Sweeps of the ensemble attacked as a whole, through members, and of members alone.
 
   The attack on the ensemble sweeps the whole grid of `common.sweep_grid`;
@@ -159,28 +178,37 @@ def score(model: models.Classifier, stacked: Any, test: data_lib.Split,
   both = attacks(model)
   ensemble_loss, probs = both["ensemble"]
   member_loss, _ = both["member"]
-  on_ensemble = sweep(ensemble_loss, probs, (stacked, jnp.int32(0)),
-                      eps_values=np.asarray(common.sweep_grid(eps), np.float32))
+  on_ensemble = sweep(
+      ensemble_loss,
+      probs,
+      (stacked, jnp.int32(0)),
+      eps_values=np.asarray(common.sweep_grid(eps), np.float32),
+  )
   headline = (0.0, eps)
-  on_member = [sweep(member_loss, probs, (stacked, jnp.int32(m)),
-                     eps_values=np.asarray(headline, np.float32))
-               for m in range(attacked)]
-  alone = [maxout.sweep(model, advjax.member(stacked, m), test, headline)
-           for m in range(attacked)]
-  return {"on_ensemble": common.sweep_entry(on_ensemble),
-          "on_member": [common.sweep_entry(s) for s in on_member],
-          "alone": alone}
+  on_member = [
+      sweep(
+          member_loss, probs, (stacked, jnp.int32(m)), eps_values=np.asarray(headline, np.float32)
+      )
+      for m in range(attacked)
+  ]
+  alone = [maxout.sweep(model, advjax.member(stacked, m), test, headline) for m in range(attacked)]
+  return {
+      "on_ensemble": common.sweep_entry(on_ensemble),
+      "on_member": [common.sweep_entry(s) for s in on_member],
+      "alone": alone,
+  }
 
 
-def run(preset: Preset, data: data_lib.MNIST, work: pathlib.Path,
-        dataset: str) -> dict[str, Any]:
+def run(preset: Preset, data: data_lib.MNIST, work: pathlib.Path, dataset: str) -> dict[str, Any]:
   """Trains and scores an ensemble per seed; returns the results (without ``config``)."""
   model = models.maxout_mlp(units=preset.units)
   eps = preset.eps
   per_seed = []
   for seed in range(preset.seeds):
-    print(f"training {preset.members} maxouts of {preset.units} units at once, "
-          f"ensemble {seed}", flush=True)
+    print(
+        f"training {preset.members} maxouts of {preset.units} units at once, " f"ensemble {seed}",
+        flush=True,
+    )
     stacked, summaries = train_ensemble(preset, seed, data, work)
     sweeps = score(model, stacked, data.test, preset.attacked, eps)
     error, _ = common.at_eps(sweeps["on_ensemble"], 0.0)
@@ -188,35 +216,49 @@ def run(preset: Preset, data: data_lib.MNIST, work: pathlib.Path,
     on_member = [common.at_eps(s, eps) for s in sweeps["on_member"]]
     alone = [common.at_eps(s, 0.0)[0] for s in sweeps["alone"]]
     alone_fgsm = [common.at_eps(s, eps) for s in sweeps["alone"]]
-    per_seed.append({
-        "seed": seed,
-        "ensemble": {"test_error": error, "fgsm_error": fgsm_error,
-                     "fgsm_confidence": fgsm_confidence},
-        "attack_on_one_member": {
-            "fgsm_error": common.mean([e for e, _ in on_member]),
-            "fgsm_confidence": common.mean([c for _, c in on_member]),
-            "per_member_fgsm_error": [e for e, _ in on_member]},
-        "members_alone": {
-            "test_error": common.mean(alone),
-            "fgsm_error": common.mean([e for e, _ in alone_fgsm]),
-            "fgsm_confidence": common.mean([c for _, c in alone_fgsm]),
-            "per_member_test_error": alone},
-        # One population: every member's summary holds the same seconds.
-        "train_seconds": summaries[0]["train_seconds"],
-        "members": summaries, "sweeps": sweeps})
-    print(f"  ensemble test error {error:.2%}; FGSM error {fgsm_error:.1%} "
-          f"attacking the ensemble, "
-          f"{per_seed[-1]['attack_on_one_member']['fgsm_error']:.1%} attacking "
-          "one member", flush=True)
+    per_seed.append(
+        {
+            "seed": seed,
+            "ensemble": {
+                "test_error": error,
+                "fgsm_error": fgsm_error,
+                "fgsm_confidence": fgsm_confidence,
+            },
+            "attack_on_one_member": {
+                "fgsm_error": common.mean([e for e, _ in on_member]),
+                "fgsm_confidence": common.mean([c for _, c in on_member]),
+                "per_member_fgsm_error": [e for e, _ in on_member],
+            },
+            "members_alone": {
+                "test_error": common.mean(alone),
+                "fgsm_error": common.mean([e for e, _ in alone_fgsm]),
+                "fgsm_confidence": common.mean([c for _, c in alone_fgsm]),
+                "per_member_test_error": alone,
+            },
+            # One population: every member's summary holds the same seconds.
+            "train_seconds": summaries[0]["train_seconds"],
+            "members": summaries,
+            "sweeps": sweeps,
+        }
+    )
+    print(
+        f"  ensemble test error {error:.2%}; FGSM error {fgsm_error:.1%} "
+        f"attacking the ensemble, "
+        f"{per_seed[-1]['attack_on_one_member']['fgsm_error']:.1%} attacking "
+        "one member",
+        flush=True,
+    )
 
   def averaged(part: str) -> dict[str, float | None]:
     keys = [k for k in per_seed[0][part] if not k.startswith("per_")]
     return {k: common.mean([run[part][k] for run in per_seed]) for k in keys}
 
   ensemble, one_member = averaged("ensemble"), averaged("attack_on_one_member")
-  note = (f"{preset.members} members of {preset.units} units, {preset.epochs} "
-          f"epochs, {preset.seeds} seed(s); ensemble clean test error "
-          f"{common.percent(ensemble['test_error'], 2)}")
+  note = (
+      f"{preset.members} members of {preset.units} units, {preset.epochs} "
+      f"epochs, {preset.seeds} seed(s); ensemble clean test error "
+      f"{common.percent(ensemble['test_error'], 2)}"
+  )
   label = f"ensemble of {preset.members}"
   trained = common.learnt(ensemble["test_error"])
   results = {
@@ -224,48 +266,57 @@ def run(preset: Preset, data: data_lib.MNIST, work: pathlib.Path,
       "attack_on_one_member": one_member,
       "members_alone": averaged("members_alone"),
       "per_seed": [{k: v for k, v in run.items() if k != "sweeps"} for run in per_seed],
-      "sweep": {f"{label}, attack on the ensemble": common.mean_sweep(
-          [run["sweeps"]["on_ensemble"] for run in per_seed])},
+      "sweep": {
+          f"{label}, attack on the ensemble": common.mean_sweep(
+              [run["sweeps"]["on_ensemble"] for run in per_seed]
+          )
+      },
       "rows": [],
   }
   if common.comparable(dataset):
     results["rows"] = [
-        common.compare("E1.on_ensemble", ensemble["fgsm_error"], 0.10,
-                       ensemble["fgsm_error"] >= 0.5,
-                       f"claim: ensembling is no defence (most inputs fooled); {note}",
-                       trained=trained),
-        common.compare("E1.on_member", one_member["fgsm_error"], 0.10,
-                       one_member["fgsm_error"] < ensemble["fgsm_error"],
-                       "claim: one member's examples fool the ensemble less than its "
-                       f"own; {note}; mean over the {preset.attacked} members attacked",
-                       trained=trained),
+        common.compare(
+            "E1.on_ensemble",
+            ensemble["fgsm_error"],
+            0.10,
+            ensemble["fgsm_error"] >= 0.5,
+            f"claim: ensembling is no defence (most inputs fooled); {note}",
+            trained=trained,
+        ),
+        common.compare(
+            "E1.on_member",
+            one_member["fgsm_error"],
+            0.10,
+            one_member["fgsm_error"] < ensemble["fgsm_error"],
+            "claim: one member's examples fool the ensemble less than its "
+            f"own; {note}; mean over the {preset.attacked} members attacked",
+            trained=trained,
+        ),
     ]
   return results
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   """Runs the experiment; a one-line error and exit status 1 on bad data or settings."""
-  start = time.perf_counter()
-  args = common.parser(PROG, "An ensemble of 12 maxout networks, trained as one "
-                       "vmapped population, under FGSM (row E1).",
-                       PRESETS).parse_args(argv)
-  preset = common.settings(PROG, args, PRESETS)
-  common.check_out(PROG, args.out)
-  data = common.load_data(PROG, args.data_dir, args.dataset)
-  batch = loop.TrainConfig.batch_size
-  if len(data.train_full.y) < batch:
-    common.fail(PROG, f"the training split has {len(data.train_full.y)} examples, fewer "
-                f"than one batch of {batch}")
-  try:
-    results = run(preset, data, args.out / f"{NAME}_runs", args.dataset)
-  except CheckpointError as error:
-    common.fail(PROG, error)
-  results["config"] = {"preset": args.preset, **dataclasses.asdict(preset),
-                       "dataset": args.dataset, "clip": None,
-                       "combination": "mean probabilities", "data_dir": args.data_dir}
-  print(common.format_rows(
-      results["rows"], common.title(args.dataset, args.preset, preset.seeds, preset.eps)))
-  common.write_results(args.out, NAME, results, start)
+  run_ = common.setup(
+      PROG,
+      common.parser(
+          PROG,
+          "An ensemble of 12 maxout networks, trained as one vmapped population, "
+          "under FGSM (row E1).",
+          PRESETS,
+      ),
+      PRESETS,
+      argv,
+  )
+  examples, batch = len(run_.data.train_full.y), loop.TrainConfig.batch_size
+  if examples < batch:
+    common.fail(
+        PROG, f"the training split has {examples} examples, fewer than one " f"batch of {batch}"
+    )
+  with common.one_line_errors(PROG):
+    results = run(run_.preset, run_.data, run_.args.out / f"{NAME}_runs", run_.args.dataset)
+  return common.finish(run_, NAME, results, combination="mean probabilities")
 
 
 if __name__ == "__main__":

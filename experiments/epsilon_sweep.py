@@ -34,18 +34,16 @@ from __future__ import annotations
 import dataclasses
 import json
 import pathlib
-import time
 from typing import Any, Sequence
 
 import jax.numpy as jnp
-import numpy as np
 from matplotlib.figure import Figure
+import numpy as np
 
 import advjax
 from advjax import data as data_lib
 from advjax import models
 from advjax import train
-from advjax.checkpoint import CheckpointError
 from experiments import common
 from experiments import maxout
 from experiments import paper
@@ -88,16 +86,25 @@ PRESETS = {
     # epochs per model, about 3 minutes on 2 CPU cores for both; with them,
     # under a minute. eps_max = 15 shows several linear pieces of every
     # logit, and is our choice.
-    "quick": Preset(dataclasses.replace(maxout.PRESETS["quick"], epochs=8,
-                                        adversarial_epochs=None),
-                    eps_max=15.0, points=301, examples=100, units_shown=8),
+    "quick": Preset(
+        dataclasses.replace(maxout.PRESETS["quick"], epochs=8, adversarial_epochs=None),
+        eps_max=15.0,
+        points=301,
+        examples=100,
+        units_shown=8,
+    ),
     # mnist_maxout's paper-scale pair (1600 units, early stopping, retraining).
-    "paper": Preset(maxout.PRESETS["paper"], eps_max=15.0, points=601,
-                    examples=1000, units_shown=12),
+    "paper": Preset(
+        maxout.PRESETS["paper"], eps_max=15.0, points=601, examples=1000, units_shown=12
+    ),
     # Seconds, for the tests.
-    "tiny": Preset(maxout.Preset(units=8, epochs=1, seeds=1, patience=None,
-                                 retrain=False),
-                   eps_max=2.0, points=11, examples=4, units_shown=2),
+    "tiny": Preset(
+        maxout.Preset(units=8, epochs=1, seeds=1, patience=None, retrain=False),
+        eps_max=2.0,
+        points=11,
+        examples=4,
+        units_shown=2,
+    ),
 }
 
 
@@ -106,8 +113,9 @@ PRESETS = {
 # ---------------------------------------------------------------------------
 
 
-def maxout_pair(preset: Preset, data: data_lib.MNIST, out: pathlib.Path
-                ) -> tuple[models.Classifier, dict[str, Any], str]:
+def maxout_pair(
+    preset: Preset, data: data_lib.MNIST, out: pathlib.Path
+) -> tuple[models.Classifier, dict[str, Any], str]:
   """The clean and adversarial maxouts: mnist_maxout's, else trained here.
 
   Returns:
@@ -117,17 +125,23 @@ def maxout_pair(preset: Preset, data: data_lib.MNIST, out: pathlib.Path
   if path.exists():
     model, params = maxout.load_params(path)
     return model, params, str(path)
-  print(f"{path} not found: training a {preset.maxout.units}-unit maxout pair here",
-        flush=True)
+  print(f"{path} not found: training a {preset.maxout.units}-unit maxout pair here", flush=True)
   work = out / f"{NAME}_runs"
-  settings = dataclasses.replace(preset.maxout, eps=preset.eps, alpha=preset.alpha,
-                                 seeds=1)
+  settings = dataclasses.replace(preset.maxout, eps=preset.eps, alpha=preset.alpha, seeds=1)
   params = {
-      "clean": maxout.train("clean", train.Clean(), "error", settings, data, work,
-                            perturbed=False)[0].params,
+      "clean": maxout.train("clean", train.Clean(), "error", settings, data, work, perturbed=False)[
+          0
+      ].params,
       "adversarial": maxout.train(
-          "adversarial", train.Adversarial(preset.eps, preset.alpha), "fgsm_error",
-          settings, data, work, perturbed=True)[0].params}
+          "adversarial",
+          train.Adversarial(preset.eps, preset.alpha),
+          "fgsm_error",
+          settings,
+          data,
+          work,
+          perturbed=True,
+      )[0].params,
+  }
   return models.maxout_mlp(units=preset.maxout.units), params, f"trained in {work}"
 
 
@@ -136,12 +150,12 @@ def maxout_pair(preset: Preset, data: data_lib.MNIST, out: pathlib.Path
 # ---------------------------------------------------------------------------
 
 
-def logits_along_fgsm(model: models.Classifier, params: Any, x: np.ndarray,
-                      y: np.ndarray, eps_values: np.ndarray) -> np.ndarray:
+def logits_along_fgsm(
+    model: models.Classifier, params: Any, x: np.ndarray, y: np.ndarray, eps_values: np.ndarray
+) -> np.ndarray:
   """Logits at ``x + eps * sign(grad_x J)`` per eps, shape ``(K, n, classes)``."""
   direction = jnp.sign(advjax.input_grad(model.loss_fn(), params, x, y))
-  return np.asarray(advjax.direction_sweep(model.scores, params, x, direction,
-                                           eps_values))
+  return np.asarray(advjax.direction_sweep(model.scores, params, x, direction, eps_values))
 
 
 def line_fit_r2(eps_values: np.ndarray, logits: np.ndarray) -> float:
@@ -171,14 +185,23 @@ def fig4(eps_values: np.ndarray, logits: np.ndarray, label: int) -> Figure:
   axes = figure.subplots()
   colours = [f"C{k}" for k in range(logits.shape[-1])]
   for k in range(logits.shape[-1]):
-    axes.plot(eps_values, logits[:, k], color=colours[k],
-              linewidth=2.5 if k == label else 1.2,
-              label=f"{k}" + (" (true)" if k == label else ""))
+    axes.plot(
+        eps_values,
+        logits[:, k],
+        color=colours[k],
+        linewidth=2.5 if k == label else 1.2,
+        label=f"{k}" + (" (true)" if k == label else ""),
+    )
   predicted = logits.argmax(axis=-1)
   bottom = axes.get_ylim()[0]
-  axes.scatter(eps_values, np.full_like(eps_values, bottom),
-               c=[colours[k] for k in predicted], marker="s", s=12,
-               label="predicted class")
+  axes.scatter(
+      eps_values,
+      np.full_like(eps_values, bottom),
+      c=[colours[k] for k in predicted],
+      marker="s",
+      s=12,
+      label="predicted class",
+  )
   axes.axvline(0, color="grey", linewidth=0.5)
   axes.set_xlabel("eps (x + eps sign(grad_x J))")
   axes.set_ylabel("logit")
@@ -224,8 +247,7 @@ def error_figure(curves: dict[str, dict[str, list[Any]]], eps: float) -> Figure:
   figure = Figure(figsize=(7.5, 4.5), layout="constrained")
   axes = figure.subplots()
   for label, curve in curves.items():
-    axes.plot(curve["eps"], 100 * np.asarray(curve["error"], float), marker=".",
-              label=label)
+    axes.plot(curve["eps"], 100 * np.asarray(curve["error"], float), marker=".", label=label)
   axes.axvline(eps, color="grey", linestyle=":", linewidth=1)
   axes.set_xlabel("eps")
   axes.set_ylabel("test error under FGSM (%)")
@@ -243,26 +265,27 @@ def error_figure(curves: dict[str, dict[str, list[Any]]], eps: float) -> Figure:
 def participation_ratio(kernel: np.ndarray) -> float:
   """Mean over filters (columns) of ``(sum w^2)^2 / (d sum w^4)``, in ``(0, 1]``."""
   squares = np.asarray(kernel, np.float64) ** 2
-  return float(np.mean(squares.sum(0) ** 2
-                       / (kernel.shape[0] * np.maximum((squares ** 2).sum(0), 1e-300))))
+  return float(
+      np.mean(squares.sum(0) ** 2 / (kernel.shape[0] * np.maximum((squares**2).sum(0), 1e-300)))
+  )
 
 
 def weights_figure(kernels: dict[str, np.ndarray], pieces: int, units: int) -> Figure:
   """Draws the first ``units`` maxout units' filters of each model, one row per unit."""
-  figure = Figure(figsize=(0.8 * pieces * len(kernels) + 0.5, 0.8 * units + 0.8),
-                  layout="constrained")
+  figure = Figure(
+      figsize=(0.8 * pieces * len(kernels) + 0.5, 0.8 * units + 0.8), layout="constrained"
+  )
   for axes, (name, kernel) in zip(figure.subplots(1, len(kernels)), kernels.items()):
-    filters = np.asarray(kernel)[:, :units * pieces].T.reshape(units, pieces, 28, 28)
+    filters = np.asarray(kernel)[:, : units * pieces].T.reshape(units, pieces, 28, 28)
     # Each filter on its own scale: their norms differ, their shapes are the point.
-    filters = filters / np.maximum(np.abs(filters).max(axis=(2, 3), keepdims=True),
-                                   1e-12)
+    filters = filters / np.maximum(np.abs(filters).max(axis=(2, 3), keepdims=True), 1e-12)
     tiles = np.pad(filters, ((0, 0), (0, 0), (1, 1), (1, 1)), constant_values=np.nan)
-    axes.imshow(tiles.transpose(0, 2, 1, 3).reshape(units * 30, pieces * 30),
-                cmap="gray", vmin=-1, vmax=1)
+    axes.imshow(
+        tiles.transpose(0, 2, 1, 3).reshape(units * 30, pieces * 30), cmap="gray", vmin=-1, vmax=1
+    )
     axes.set_title(f"{name} maxout")
     axes.set_axis_off()
-  figure.suptitle("First-layer weights: a row per maxout unit, a column per piece "
-                  "(cf. Fig. 3)")
+  figure.suptitle("First-layer weights: a row per maxout unit, a column per piece " "(cf. Fig. 3)")
   return figure
 
 
@@ -271,15 +294,13 @@ def weights_figure(kernels: dict[str, np.ndarray], pieces: int, units: int) -> F
 # ---------------------------------------------------------------------------
 
 
-def run(preset: Preset, data: data_lib.MNIST, out: pathlib.Path,
-        dataset: str) -> dict[str, Any]:
+def run(preset: Preset, data: data_lib.MNIST, out: pathlib.Path, dataset: str) -> dict[str, Any]:
   """Measures and draws the three figures; returns the results (without ``seconds``)."""
   model, params, source = maxout_pair(preset, data, out)
   test = data.test
 
   # Fig. 4.
-  eps_values = np.linspace(-preset.eps_max, preset.eps_max, preset.points,
-                           dtype=np.float32)
+  eps_values = np.linspace(-preset.eps_max, preset.eps_max, preset.points, dtype=np.float32)
   n = min(preset.examples, len(test.y))
   logits = logits_along_fgsm(model, params["clean"], test.x[:n], test.y[:n], eps_values)
   wrong = logits.argmax(-1) != test.y[:n]
@@ -289,33 +310,44 @@ def run(preset: Preset, data: data_lib.MNIST, out: pathlib.Path,
   clean_index = int(np.argmin(np.abs(eps_values)))
   correct = np.flatnonzero(~wrong[clean_index])
   shown = int(correct[0]) if correct.size else 0
-  figures = {"fig4_logits": common.save_figure(
-      fig4(eps_values, logits[:, shown], int(test.y[shown])), out, f"{NAME}_fig4_logits")}
+  figures = {
+      "fig4_logits": common.save_figure(
+          fig4(eps_values, logits[:, shown], int(test.y[shown])), out, f"{NAME}_fig4_logits"
+      )
+  }
 
   # Error against eps.
-  sweep = {f"{name} maxout": maxout.sweep(model, params[name], test,
-                                          common.sweep_grid(preset.eps))
-           for name in maxout.MODEL_NAMES}
+  sweep = {
+      f"{name} maxout": maxout.sweep(model, params[name], test, common.sweep_grid(preset.eps))
+      for name in maxout.MODEL_NAMES
+  }
   others, notes = gather_sweeps(out)
   for note in notes:
     print(f"  left out of the error plot: {note}")
   figures["error_vs_eps"] = common.save_figure(
-      error_figure({**{f"{NAME}: {k}": v for k, v in sweep.items()}, **others},
-                   preset.eps), out, f"{NAME}_error_vs_eps")
+      error_figure({**{f"{NAME}: {k}": v for k, v in sweep.items()}, **others}, preset.eps),
+      out,
+      f"{NAME}_error_vs_eps",
+  )
 
   # Fig. 3.
-  kernels = {name: np.asarray(params[name]["maxout_0"]["kernel"])
-             for name in maxout.MODEL_NAMES}
+  kernels = {name: np.asarray(params[name]["maxout_0"]["kernel"]) for name in maxout.MODEL_NAMES}
   figures["fig3_weights"] = common.save_figure(
-      weights_figure(kernels, model.module.pieces,
-                     min(preset.units_shown, model.module.units)),
-      out, f"{NAME}_fig3_weights")
+      weights_figure(kernels, model.module.pieces, min(preset.units_shown, model.module.units)),
+      out,
+      f"{NAME}_fig3_weights",
+  )
   ratio = {name: participation_ratio(kernel) for name, kernel in kernels.items()}
   results = {
       "maxouts": source,
-      "fig4": {"eps_max": preset.eps_max, "points": preset.points, "examples": n,
-               "line_r2": r2, "wrong_fraction_positive_eps": wrong_fraction,
-               "shown_test_index": shown},
+      "fig4": {
+          "eps_max": preset.eps_max,
+          "points": preset.points,
+          "examples": n,
+          "line_r2": r2,
+          "wrong_fraction_positive_eps": wrong_fraction,
+          "shown_test_index": shown,
+      },
       "participation_ratio": ratio,
       "sweep": sweep,
       "figures": figures,
@@ -323,67 +355,80 @@ def run(preset: Preset, data: data_lib.MNIST, out: pathlib.Path,
       "rows": [],
   }
   if common.comparable(dataset):
-    results["rows"] = rows(sweep, r2, wrong_fraction, ratio,
-                           f"first {n} test images, eps in +-{preset.eps_max}")
+    results["rows"] = rows(
+        sweep, r2, wrong_fraction, ratio, f"first {n} test images, eps in +-{preset.eps_max}"
+    )
   return results
 
 
-def rows(sweep: dict[str, dict[str, list[Any]]], r2: float, wrong_fraction: float,
-         ratio: dict[str, float], examples: str) -> list[dict[str, Any]]:
+def rows(
+    sweep: dict[str, dict[str, list[Any]]],
+    r2: float,
+    wrong_fraction: float,
+    ratio: dict[str, float],
+    examples: str,
+) -> list[dict[str, Any]]:
   """Rows F4 (Fig. 4) and M6's Fig. 3 proxy."""
   # Fig. 4 asks for a trained classifier, else its lines say nothing.
   clean_error, _ = common.at_eps(sweep["clean maxout"], 0.0)
   trained = common.learnt(clean_error)
-  both_trained = trained and common.learnt(
-      common.at_eps(sweep["adversarial maxout"], 0.0)[0])
+  both_trained = trained and common.learnt(common.at_eps(sweep["adversarial maxout"], 0.0)[0])
   localized = ratio["adversarial"] / ratio["clean"]
   # At least a tenth fewer pixels per filter counts as "more localized".
-  fig3_verdict = ("not reproduced" if not both_trained or localized >= 1 else
-                  "reproduced" if localized <= 0.9 else "same direction")
+  fig3_verdict = (
+      "not reproduced"
+      if not both_trained or localized >= 1
+      else "reproduced"
+      if localized <= 0.9
+      else "same direction"
+  )
   figure_note = f"clean maxout (test error {common.percent(clean_error, 2)}), {examples}"
   result = [
       common.paper_row(
-          paper.FIGURES["F4.line_r2"], r2,
+          paper.FIGURES["F4.line_r2"],
+          r2,
           common.judge(r2, 1.0, 0.05, r2 >= 0.8, trained=trained),
-          f"at least 0.95 counts as reproduced, 0.8 as the same direction; "
-          f"{figure_note}"),
+          f"at least 0.95 counts as reproduced, 0.8 as the same direction; " f"{figure_note}",
+      ),
       common.paper_row(
-          paper.FIGURES["F4.wrong_fraction"], wrong_fraction,
+          paper.FIGURES["F4.wrong_fraction"],
+          wrong_fraction,
           common.judge(wrong_fraction, 1.0, 0.5, wrong_fraction > 0, trained=trained),
-          f"at least half counts as reproduced; {figure_note}"),
+          f"at least half counts as reproduced; {figure_note}",
+      ),
       common.paper_row(
-          paper.FIGURES["M6.localized"], localized, fig3_verdict,
+          paper.FIGURES["M6.localized"],
+          localized,
+          fig3_verdict,
           f"at most 0.9 counts as reproduced, below 1 as the same direction; "
           f"clean {ratio['clean']:.3f}, adversarial {ratio['adversarial']:.3f}: the "
-          "mean fraction of pixels a filter uses; see the figure"),
+          "mean fraction of pixels a filter uses; see the figure",
+      ),
   ]
   for row, digits in zip(result, (3, 3, 2)):
     row["display"] = f"{row['measured']:.{digits}f}"
   return result
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   """Runs the experiment; a one-line error and exit status 1 on bad data or settings."""
-  start = time.perf_counter()
-  args = common.parser(PROG, "Fig. 4 (logits along an FGSM direction), error "
-                       "against eps for every model, and Fig. 3 (maxout weights).",
-                       PRESETS, alpha=True).parse_args(argv)
-  preset = common.settings(PROG, args, PRESETS)
-  if preset.seeds != 1:
+  run_ = common.setup(
+      PROG,
+      common.parser(
+          PROG,
+          "Fig. 4 (logits along an FGSM direction), error against eps for every "
+          "model, and Fig. 3 (maxout weights).",
+          PRESETS,
+          alpha=True,
+      ),
+      PRESETS,
+      argv,
+  )
+  if run_.preset.seeds != 1:
     common.fail(PROG, "--seeds must be 1: the figures use one pair of maxouts")
-  common.check_out(PROG, args.out)
-  data = common.load_data(PROG, args.data_dir, args.dataset)
-  try:
-    results = run(preset, data, args.out, args.dataset)
-  except (maxout.ParamsFileError, CheckpointError) as error:
-    common.fail(PROG, error)
-  results["config"] = {"preset": args.preset, **dataclasses.asdict(preset),
-                       "dataset": args.dataset, "clip": None,
-                       "sweep_eps": list(common.sweep_grid(preset.eps)),
-                       "data_dir": args.data_dir}
-  print(common.format_rows(
-      results["rows"], common.title(args.dataset, args.preset, 1, preset.eps)))
-  common.write_results(args.out, NAME, results, start)
+  with common.one_line_errors(PROG, maxout.ParamsFileError):
+    results = run(run_.preset, run_.data, run_.args.out, run_.args.dataset)
+  return common.finish(run_, NAME, results, sweep_eps=list(common.sweep_grid(run_.preset.eps)))
 
 
 if __name__ == "__main__":

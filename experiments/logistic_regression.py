@@ -36,14 +36,14 @@ import pathlib
 from typing import Any, NamedTuple, Sequence
 
 import jax.numpy as jnp
-import numpy as np
 from matplotlib.figure import Figure
+import numpy as np
 
 import advjax
 from advjax import data as data_lib
-from advjax import models
 from advjax import evaluation
 from advjax import loop
+from advjax import models
 from experiments import common
 from experiments import paper
 from experiments import shallow
@@ -68,8 +68,9 @@ class Figure2(NamedTuple):
   adversarial: np.ndarray
 
 
-def closed_form(trained: shallow.Trained, test: data_lib.Split, x_adv: np.ndarray,
-                eps: float) -> dict[str, float]:
+def closed_form(
+    trained: shallow.Trained, test: data_lib.Split, x_adv: np.ndarray, eps: float
+) -> dict[str, float]:
   """Checks the FGSM point and its loss against section 5's closed forms.
 
   Args:
@@ -90,8 +91,12 @@ def closed_form(trained: shallow.Trained, test: data_lib.Split, x_adv: np.ndarra
   worst = float(advjax.logistic_worst_case_loss(w, b, test.x, test.y, eps))
   expected = -test.y[:, None] * np.sign(np.asarray(w))[None, :]
   matches = np.all(np.sign(x_adv - test.x) == expected, axis=1)
-  return {"fgsm_loss": fgsm_loss, "worst_case_loss": worst,
-          "loss_gap": abs(fgsm_loss - worst), "direction_match": float(np.mean(matches))}
+  return {
+      "fgsm_loss": fgsm_loss,
+      "worst_case_loss": worst,
+      "loss_gap": abs(fgsm_loss - worst),
+      "direction_match": float(np.mean(matches)),
+  }
 
 
 def adversarial_reference(out: pathlib.Path) -> float | None:
@@ -103,8 +108,9 @@ def adversarial_reference(out: pathlib.Path) -> float | None:
     return None
 
 
-def l1_runs(preset: shallow.Preset, data: data_lib.MNIST, seed: int,
-            work: pathlib.Path) -> dict[str, Any]:
+def l1_runs(
+    preset: shallow.Preset, data: data_lib.MNIST, seed: int, work: pathlib.Path
+) -> dict[str, Any]:
   """Maxout networks with L1 weight decay, beside the clean one of the shared runs.
 
   Args:
@@ -125,21 +131,30 @@ def l1_runs(preset: shallow.Preset, data: data_lib.MNIST, seed: int,
   for coefficient in L1_COEFFICIENTS:
     # The subset as "validation": fit then records the training error per epoch.
     runs[f"l1_{coefficient:g}"] = shallow.train_cached(
-        f"maxout_l1_{coefficient:g}", maxout, data.train, fixed, work,
-        valid=subset, objective=shallow.L1(coefficient))
+        f"maxout_l1_{coefficient:g}",
+        maxout,
+        data.train,
+        fixed,
+        work,
+        valid=subset,
+        objective=shallow.L1(coefficient),
+    )
   results = {}
   for name, run in runs.items():
     scores = evaluation.evaluate(run.model, run.params, data.test, eps=preset.eps)
     results[name] = {
         "train_error": evaluation.score(run.model, run.params, subset.x, subset.y)[0],
-        "test_error": scores["error"], "fgsm_error": scores["fgsm_error"]}
+        "test_error": scores["error"],
+        "fgsm_error": scores["fgsm_error"],
+    }
     if name != "clean":
       results[name]["train_error_by_epoch"] = [h["valid_error"] for h in run.history]
   return results
 
 
-def measure(preset: shallow.Preset, data: data_lib.MNIST, seed: int,
-            work: pathlib.Path) -> shallow.Measured:
+def measure(
+    preset: shallow.Preset, data: data_lib.MNIST, seed: int, work: pathlib.Path
+) -> shallow.Measured:
   """M2 and its closed form, Fig. 2's inputs, and the L1 runs, for one seed.
 
   Args:
@@ -153,31 +168,43 @@ def measure(preset: shallow.Preset, data: data_lib.MNIST, seed: int,
     ``fgsm_confidence``, ``closed_form``, ``l1``,
     ``adversarial_maxout_fgsm_error``), the sweep and Fig. 2's inputs.
   """
-  train_split, valid, test = (data_lib.binary_subset(s)
-                              for s in (data.train, data.valid, data.test))
+  train_split, valid, test = (
+      data_lib.binary_subset(s) for s in (data.train, data.valid, data.test)
+  )
   logistic = shallow.train_cached(
-      "logistic_regression", models.logistic_regression(), train_split,
-      shallow.config(preset, preset.linear_epochs, seed), work,
-      valid=shallow.validation(preset, valid))
+      "logistic_regression",
+      models.logistic_regression(),
+      train_split,
+      shallow.config(preset, preset.linear_epochs, seed),
+      work,
+      valid=shallow.validation(preset, valid),
+  )
   error, confidence = evaluation.score(logistic.model, logistic.params, test.x, test.y)
-  x_adv = np.asarray(evaluation.fgsm_examples(logistic.model, logistic.params, test.x,
-                                              test.y, preset.eps))
-  fgsm_error, fgsm_confidence = evaluation.score(logistic.model, logistic.params, x_adv,
-                                                 test.y)
-  numbers = {"test_error": error, "test_confidence": common.number(confidence),
-             "fgsm_error": fgsm_error, "fgsm_confidence": common.number(fgsm_confidence),
-             "test_examples": len(test),
-             "closed_form": closed_form(logistic, test, x_adv, preset.eps),
-             "l1": l1_runs(preset, data, seed, work),
-             "adversarial_maxout_fgsm_error": adversarial_reference(work.parent)}
-  shown = np.concatenate([np.flatnonzero(test.y > 0)[:SHOWN],
-                          np.flatnonzero(test.y < 0)[:SHOWN]])
-  gradient = advjax.input_grad(logistic.model.loss_fn(), logistic.params,
-                               test.x[shown[:1]], test.y[shown[:1]])
-  figure = Figure2(np.asarray(logistic.params["Dense_0"]["kernel"][:, 0]),
-                   np.sign(np.asarray(gradient[0])), test.x[shown], x_adv[shown])
-  return shallow.Measured(numbers, {MODEL: shallow.sweep(logistic, test, preset.eps)},
-                          figure)
+  x_adv = np.asarray(
+      evaluation.fgsm_examples(logistic.model, logistic.params, test.x, test.y, preset.eps)
+  )
+  fgsm_error, fgsm_confidence = evaluation.score(logistic.model, logistic.params, x_adv, test.y)
+  numbers = {
+      "test_error": error,
+      "test_confidence": common.number(confidence),
+      "fgsm_error": fgsm_error,
+      "fgsm_confidence": common.number(fgsm_confidence),
+      "test_examples": len(test),
+      "closed_form": closed_form(logistic, test, x_adv, preset.eps),
+      "l1": l1_runs(preset, data, seed, work),
+      "adversarial_maxout_fgsm_error": adversarial_reference(work.parent),
+  }
+  shown = np.concatenate([np.flatnonzero(test.y > 0)[:SHOWN], np.flatnonzero(test.y < 0)[:SHOWN]])
+  gradient = advjax.input_grad(
+      logistic.model.loss_fn(), logistic.params, test.x[shown[:1]], test.y[shown[:1]]
+  )
+  figure = Figure2(
+      np.asarray(logistic.params["Dense_0"]["kernel"][:, 0]),
+      np.sign(np.asarray(gradient[0])),
+      test.x[shown],
+      x_adv[shown],
+  )
+  return shallow.Measured(numbers, {MODEL: shallow.sweep(logistic, test, preset.eps)}, figure)
 
 
 def _mosaic(images: np.ndarray, rows: int) -> np.ndarray:
@@ -193,15 +220,29 @@ def draw(inputs: Figure2, measured: dict[str, Any], preset: shallow.Preset) -> F
   limit = float(np.max(np.abs(inputs.weights))) or 1.0
   panels = [
       (inputs.weights.reshape(28, 28), "(a) weights w", "RdBu_r", -limit, limit),
-      (inputs.gradient_sign.reshape(28, 28), "(b) sign of the input\ngradient of a 3",
-       "gray", -1, 1),
-      (_mosaic(inputs.clean, 2),
-       f"(c) test 3s and 7s\n{common.percent(measured['test_error'])} error", "gray",
-       0, 1),
+      (
+          inputs.gradient_sign.reshape(28, 28),
+          "(b) sign of the input\ngradient of a 3",
+          "gray",
+          -1,
+          1,
+      ),
+      (
+          _mosaic(inputs.clean, 2),
+          f"(c) test 3s and 7s\n{common.percent(measured['test_error'])} error",
+          "gray",
+          0,
+          1,
+      ),
       # Unclipped inputs lie in [-0.25, 1.25]; shown on the same grey scale.
-      (_mosaic(inputs.adversarial, 2),
-       f"(d) FGSM examples, eps {preset.eps:g}\n"
-       f"{common.percent(measured['fgsm_error'])} error", "gray", 0, 1),
+      (
+          _mosaic(inputs.adversarial, 2),
+          f"(d) FGSM examples, eps {preset.eps:g}\n"
+          f"{common.percent(measured['fgsm_error'])} error",
+          "gray",
+          0,
+          1,
+      ),
   ]
   for ax, (image, title, cmap, low, high) in zip(axes, panels):
     ax.imshow(image, cmap=cmap, vmin=low, vmax=high)
@@ -218,35 +259,53 @@ def rows(measured: dict[str, Any]) -> list[dict[str, Any]]:
   stalls = large["train_error"] > paper.FIGURES["L1.large"].value
   trains = small["train_error"] <= 0.05
   no_benefit = small["fgsm_error"] >= l1["clean"]["fgsm_error"] - 0.05
-  compared = (f"clean maxout's {common.percent(l1['clean']['fgsm_error'])} (trained "
-              "for the preset's maxout epochs)")
+  compared = (
+      f"clean maxout's {common.percent(l1['clean']['fgsm_error'])} (trained "
+      "for the preset's maxout epochs)"
+  )
   adversarial = measured["adversarial_maxout_fgsm_error"]
   if adversarial is not None:
-    compared += (f"; the adversarially trained maxout of mnist_maxout.json: "
-                 f"{common.percent(adversarial)}")
+    compared += (
+        f"; the adversarially trained maxout of mnist_maxout.json: "
+        f"{common.percent(adversarial)}"
+    )
   return [
-      shallow.row("M2.test_error", measured["test_error"], 0.01,
-                  lambda error: error <= 0.03,
-                  "claim: the model fits the task well (error at most 3%)"),
-      shallow.row("M2.fgsm_error", measured["fgsm_error"], 0.05,
-                  lambda error: error >= 0.9,
-                  "claim: a linear model is fooled almost always (at least 90%)"),
+      shallow.row(
+          "M2.test_error",
+          measured["test_error"],
+          0.01,
+          lambda error: error <= 0.03,
+          "claim: the model fits the task well (error at most 3%)",
+      ),
+      shallow.row(
+          "M2.fgsm_error",
+          measured["fgsm_error"],
+          0.05,
+          lambda error: error >= 0.9,
+          "claim: a linear model is fooled almost always (at least 90%)",
+      ),
       common.paper_row(
-          paper.FIGURES["L1.large"], large["train_error"],
+          paper.FIGURES["L1.large"],
+          large["train_error"],
           "reproduced" if stalls else "not reproduced",
           f"after {epochs} epochs, first 10,000 training images, dropout off; "
           f"paper: training stalls above 5%; coefficient {L1_COEFFICIENTS[1]}: "
-          f"{common.percent(middle['train_error'])}"),
+          f"{common.percent(middle['train_error'])}",
+      ),
       common.paper_row(
-          paper.FIGURES["L1.small.train_error"], small["train_error"],
+          paper.FIGURES["L1.small.train_error"],
+          small["train_error"],
           "reproduced" if trains else "not reproduced",
           f"coefficient {L1_COEFFICIENTS[-1]}, after {epochs} epochs; 'trains' read "
-          "as at most 5%"),
+          "as at most 5%",
+      ),
       common.paper_row(
-          paper.FIGURES["L1.small.fgsm_error"], small["fgsm_error"],
+          paper.FIGURES["L1.small.fgsm_error"],
+          small["fgsm_error"],
           "reproduced" if no_benefit else "not reproduced",
           f"coefficient {L1_COEFFICIENTS[-1]}, after {epochs} epochs; 'no benefit': "
-          f"within 5 points of, or above, the {compared}"),
+          f"within 5 points of, or above, the {compared}",
+      ),
   ]
 
 
@@ -254,7 +313,10 @@ EXPERIMENT = shallow.Experiment(
     "logistic_regression",
     "Logistic regression on MNIST 3s vs 7s under FGSM with Fig. 2 (row M2), and L1 "
     "weight decay on maxout (row L1).",
-    measure, rows, draw)
+    measure,
+    rows,
+    draw,
+)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:

@@ -19,14 +19,14 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
-import zipfile
 from typing import Any, NamedTuple, Sequence
+import zipfile
 
+from flax import traverse_util
 import jax
 import jax.numpy as jnp
-import numpy as np
-from flax import traverse_util
 from jax.sharding import Mesh
+import numpy as np
 
 import advjax
 from advjax import data as data_lib
@@ -107,9 +107,16 @@ PRESETS = {
     #   worse);
     # - 30 epochs for the clean model (1.2-1.4% test error), 60 for the
     #   adversarial one, whose clean error falls more slowly.
-    "quick": Preset(units=240, epochs=30, adversarial_epochs=60, seeds=1,
-                    patience=None, retrain=True, lr_decay=1.00007,
-                    momentum=(0.7, 0.7)),
+    "quick": Preset(
+        units=240,
+        epochs=30,
+        adversarial_epochs=60,
+        seeds=1,
+        patience=None,
+        retrain=True,
+        lr_decay=1.00007,
+        momentum=(0.7, 0.7),
+    ),
     # The paper's protocol as far as 2 CPU cores allow in 90 minutes, one
     # seed: early stopping on the last 10,000 training images (patience 40),
     # then retraining on all 60,000 for the chosen count. Selection runs at
@@ -120,9 +127,16 @@ PRESETS = {
     # of 1.0000322 per update, which brings the learning rate from 0.1 to
     # 0.004 over the adversarial model's 200 selection epochs (0.02 at the
     # clean model's 100).
-    "long": Preset(units=240, epochs=100, adversarial_epochs=200, seeds=1,
-                   patience=40, retrain=True, lr_decay=1.0000322,
-                   momentum=(0.7, 0.7)),
+    "long": Preset(
+        units=240,
+        epochs=100,
+        adversarial_epochs=200,
+        seeds=1,
+        patience=40,
+        retrain=True,
+        lr_decay=1.0000322,
+        momentum=(0.7, 0.7),
+    ),
     # The paper's own protocol at 240 units (rows M3, M4, M6), the recipe's
     # optimizer unchanged: momentum 0.5 -> 0.7 by epoch 250, decay 1.000004
     # per update, early stopping with patience 100, retraining on all
@@ -152,10 +166,18 @@ class Trained(NamedTuple):
   curve: dict[str, list[Any]]
 
 
-def train(name: str, objective: train_lib.Objective, monitor: str, preset: Preset,
-          data: data_lib.MNIST, work: pathlib.Path, *, perturbed: bool,
-          seeds: Sequence[int] | None = None, mesh: Mesh | None = None
-          ) -> list[Trained]:
+def train(
+    name: str,
+    objective: train_lib.Objective,
+    monitor: str,
+    preset: Preset,
+    data: data_lib.MNIST,
+    work: pathlib.Path,
+    *,
+    perturbed: bool,
+    seeds: Sequence[int] | None = None,
+    mesh: Mesh | None = None,
+) -> list[Trained]:
   """Trains one maxout per seed of ``preset``, as one population, resuming from ``work``.
 
   Args:
@@ -175,45 +197,77 @@ def train(name: str, objective: train_lib.Objective, monitor: str, preset: Prese
     One `Trained` per seed.
   """
   config = loop.TrainConfig(
-      epochs=preset.epochs_of(perturbed), eval_eps=preset.eps, patience=preset.patience,
-      monitor=monitor, learning_rate=preset.learning_rate, lr_decay=preset.lr_decay,
-      momentum=preset.momentum, momentum_epochs=preset.momentum_epochs)
+      epochs=preset.epochs_of(perturbed),
+      eval_eps=preset.eps,
+      patience=preset.patience,
+      monitor=monitor,
+      learning_rate=preset.learning_rate,
+      lr_decay=preset.lr_decay,
+      momentum=preset.momentum,
+      momentum_epochs=preset.momentum_epochs,
+  )
   model = models.maxout_mlp(units=preset.units)
   seeds = tuple(range(preset.seeds) if seeds is None else seeds)
   protocol = preset.patience is not None and preset.retrain
-  split, valid = ((data.train, data.valid) if protocol or not preset.retrain
-                  else (data.train_full, None))
-  workdir = common.run_folder(work, name, {
-      "run": loop.fingerprint(model, objective, config, seeds=seeds, train=split,
-                              valid=valid),
-      "retrain": protocol})
-  label = f"{name} maxout, seed{'s' if len(seeds) > 1 else ''} " + ", ".join(
-      map(str, seeds))
+  split, valid = (
+      (data.train, data.valid) if protocol or not preset.retrain else (data.train_full, None)
+  )
+  workdir = common.run_folder(
+      work,
+      name,
+      {
+          "run": loop.fingerprint(model, objective, config, seeds=seeds, train=split, valid=valid),
+          "retrain": protocol,
+      },
+  )
+  label = f"{name} maxout, seed{'s' if len(seeds) > 1 else ''} " + ", ".join(map(str, seeds))
   print(f"training the {label} in {workdir}", flush=True)
   if protocol:
-    selection, final = loop.fit_and_retrain(model, data, config, seeds=seeds,
-                                            objective=objective, workdir=workdir,
-                                            desc=label, mesh=mesh)
+    selection, final = loop.fit_and_retrain(
+        model,
+        data,
+        config,
+        seeds=seeds,
+        objective=objective,
+        workdir=workdir,
+        desc=label,
+        mesh=mesh,
+    )
   else:
-    final = selection = loop.fit_members(model, split, config, seeds=seeds,
-                                         objective=objective, valid=valid,
-                                         workdir=workdir, desc=label, mesh=mesh)
+    final = selection = loop.fit_members(
+        model,
+        split,
+        config,
+        seeds=seeds,
+        objective=objective,
+        valid=valid,
+        workdir=workdir,
+        desc=label,
+        mesh=mesh,
+    )
   trained = []
   for seed, chosen, result in zip(seeds, selection, final):
     history = (chosen.history + result.history) if protocol else result.history
-    curve = {key: [row.get(key) for row in chosen.history]
-             for key in ("epoch", "valid_error", "valid_fgsm_error")}
-    summary = {"seed": seed, "best_epoch": chosen.best_epoch or None,
-               "epochs_trained": len(history),
-               "train_seconds": sum(row["seconds"] for row in history)}
+    curve = {
+        key: [row.get(key) for row in chosen.history]
+        for key in ("epoch", "valid_error", "valid_fgsm_error")
+    }
+    summary = {
+        "seed": seed,
+        "best_epoch": chosen.best_epoch or None,
+        "epochs_trained": len(history),
+        "train_seconds": sum(row["seconds"] for row in history),
+    }
     # Scored on one device: the test set is small next to training.
-    trained.append(Trained(sharding.local_copy(result.params), summary,
-                           curve if valid is not None else {}))
+    trained.append(
+        Trained(sharding.local_copy(result.params), summary, curve if valid is not None else {})
+    )
   return trained
 
 
-def sweep(model: models.Classifier, params: Any, split: Any,
-          eps_values: Any) -> dict[str, list[Any]]:
+def sweep(
+    model: models.Classifier, params: Any, split: Any, eps_values: Any
+) -> dict[str, list[Any]]:
   """Error and confidence of a softmax maxout under FGSM at each eps, as JSON lists.
 
   One `advjax.epsilon_sweep` through the `LinearFirst` fast path: the input
@@ -228,19 +282,45 @@ def sweep(model: models.Classifier, params: Any, split: Any,
   Returns:
     A `common.sweep_entry`: ``{"eps", "error", "confidence"}``.
   """
-  result = advjax.epsilon_sweep(model.loss_fn(), models.maxout_linear_first(model),
-                                params, split.x, split.y,
-                                np.asarray(eps_values, np.float32), batch_size=500)
+  result = advjax.epsilon_sweep(
+      model.loss_fn(),
+      models.maxout_linear_first(model),
+      params,
+      split.x,
+      split.y,
+      np.asarray(eps_values, np.float32),
+      batch_size=500,
+  )
   return common.sweep_entry(result)
 
 
-def audit(model: models.Classifier, params: Any, test: Any, eps: float,
-          key: jax.Array) -> dict[str, Any]:
+def pgd_error(
+    model: models.Classifier, params: Any, test: Any, eps: float, key: jax.Array
+) -> float:
+  """PGD test error as the audit runs it: random start, 40 steps of 2.5 eps / 40
+  (Madry et al.'s rule), best of 3 restarts, clipped to [0, 1]."""
+  return float(
+      evaluation.pgd_error(
+          model,
+          params,
+          test.x,
+          test.y,
+          eps,
+          step_size=2.5 * eps / 40,
+          num_steps=40,
+          restarts=3,
+          key=key,
+          clip=(0.0, 1.0),
+      )
+  )
+
+
+def audit(
+    model: models.Classifier, params: Any, test: Any, eps: float, key: jax.Array
+) -> dict[str, Any]:
   """The model under attacks stronger than the paper's FGSM, on the test set.
 
-  - ``pgd``: `advjax.evaluation.pgd_error` at eps 0.1 and at ``eps``:
-    random start, 40 steps of 2.5 eps / 40 (Madry et al.'s rule), best of 3
-    restarts, clipped to [0, 1];
+  - ``pgd``: `pgd_error` at eps 0.1 and at ``eps``;
   - ``fgsm_predicted_labels``: FGSM at ``eps`` with the model's predicted
     labels instead of the true ones, which removes label leaking;
   - ``worst_fgsm``: the largest FGSM error over a grid of 20 eps in
@@ -250,19 +330,20 @@ def audit(model: models.Classifier, params: Any, test: Any, eps: float,
     ``{"pgd": {"0.1": error, "0.25": error}, "fgsm_predicted_labels": error,
     "worst_fgsm": {"error", "eps"}}``.
   """
-  pgd = {}
-  for index, radius in enumerate(sorted({0.1, eps})):
-    pgd[f"{radius:g}"] = float(evaluation.pgd_error(
-        model, params, test.x, test.y, radius, step_size=2.5 * radius / 40,
-        num_steps=40, restarts=3, key=jax.random.fold_in(key, index), clip=(0.0, 1.0)))
+  pgd = {
+      f"{radius:g}": pgd_error(model, params, test, radius, jax.random.fold_in(key, index))
+      for index, radius in enumerate(sorted({0.1, eps}))
+  }
   predicted = jnp.argmax(evaluation.probabilities(model, params, test.x), axis=-1)
   x_adv = evaluation.fgsm_examples(model, params, test.x, predicted, eps)
   grid = np.linspace(eps / 20, eps, 20)
   worst = sweep(model, params, test, grid)
   at = int(np.argmax(worst["error"]))
-  return {"pgd": pgd,
-          "fgsm_predicted_labels": evaluation.score(model, params, x_adv, test.y)[0],
-          "worst_fgsm": {"error": worst["error"][at], "eps": float(grid[at])}}
+  return {
+      "pgd": pgd,
+      "fgsm_predicted_labels": evaluation.score(model, params, x_adv, test.y)[0],
+      "worst_fgsm": {"error": worst["error"][at], "eps": float(grid[at])},
+  }
 
 
 class ParamsFileError(ValueError):
@@ -295,9 +376,12 @@ def load_params(path: pathlib.Path) -> tuple[models.Classifier, dict[str, Any]]:
       flat = {tuple(key.split("/")): arrays[key] for key in arrays.files}
   except (OSError, ValueError, zipfile.BadZipFile) as error:
     raise ParamsFileError(f"{path}: unreadable: {error}") from None
-  params = {name: traverse_util.unflatten_dict(
-      {path[1:]: jnp.asarray(value) for path, value in flat.items() if path[0] == name})
-      for name in MODEL_NAMES}
+  params = {
+      name: traverse_util.unflatten_dict(
+          {path[1:]: jnp.asarray(value) for path, value in flat.items() if path[0] == name}
+      )
+      for name in MODEL_NAMES
+  }
   try:
     units = params["clean"]["output"]["kernel"].shape[0]
     pieces = params["clean"]["maxout_0"]["kernel"].shape[1] // units
@@ -306,9 +390,12 @@ def load_params(path: pathlib.Path) -> tuple[models.Classifier, dict[str, Any]]:
     expected = jax.tree.map(jnp.shape, model.init(jax.random.key(0), jnp.zeros((1, 784))))
     for name in MODEL_NAMES:
       if jax.tree.map(jnp.shape, params[name]) != expected:
-        raise ValueError(f"the {name!r} parameters do not have the shapes of a "
-                         f"{units}-unit, {pieces}-piece, {layers}-layer maxout")
+        raise ValueError(
+            f"the {name!r} parameters do not have the shapes of a "
+            f"{units}-unit, {pieces}-piece, {layers}-layer maxout"
+        )
   except (KeyError, ValueError) as error:
-    raise ParamsFileError(f"{path}: expected keys clean/... and adversarial/... of "
-                          f"maxout parameters: {error}") from None
+    raise ParamsFileError(
+        f"{path}: expected keys clean/... and adversarial/... of " f"maxout parameters: {error}"
+    ) from None
   return model, params

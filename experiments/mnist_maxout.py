@@ -38,6 +38,7 @@ the last finished epoch, and after completion only re-evaluates.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import math
 import pathlib
@@ -53,7 +54,6 @@ from advjax import loop
 from advjax import models
 from advjax import sharding
 from advjax import train
-from advjax.checkpoint import CheckpointError
 from experiments import common
 from experiments import maxout
 from experiments import paper
@@ -68,26 +68,35 @@ def results_name(preset_name: str) -> str:
   return NAME if preset_name == "quick" else f"{NAME}_{preset_name}"
 
 
-def measure_seed(model: models.Classifier, params: dict[str, Any], eps: float,
-                 test: Any) -> tuple[dict[str, Any], dict[str, float]]:
+def measure_seed(
+    model: models.Classifier, params: dict[str, Any], eps: float, test: Any
+) -> tuple[dict[str, Any], dict[str, float]]:
   """Both models of one seed on the test set: ``(scores per model, transfer)``."""
   scores, examples = {}, {}
   for name in maxout.MODEL_NAMES:
     error, confidence = evaluation.score(model, params[name], test.x, test.y)
     # Made on the evaluation loss (dropout off), kept for the transfer.
     examples[name] = evaluation.fgsm_examples(model, params[name], test.x, test.y, eps)
-    fgsm_error, fgsm_confidence = evaluation.score(model, params[name], examples[name],
-                                                   test.y)
-    scores[name] = {"test_error": error, "test_confidence": common.number(confidence),
-                    "fgsm_error": fgsm_error,
-                    "fgsm_confidence": common.number(fgsm_confidence)}
-    print(f"  {name}: test error {common.percent(error, 2)}, FGSM error "
-          f"{common.percent(fgsm_error)}", flush=True)
+    fgsm_error, fgsm_confidence = evaluation.score(model, params[name], examples[name], test.y)
+    scores[name] = {
+        "test_error": error,
+        "test_confidence": common.number(confidence),
+        "fgsm_error": fgsm_error,
+        "fgsm_confidence": common.number(fgsm_confidence),
+    }
+    print(
+        f"  {name}: test error {common.percent(error, 2)}, FGSM error "
+        f"{common.percent(fgsm_error)}",
+        flush=True,
+    )
   transfer = {
-      "clean_to_adversarial": evaluation.score(model, params["adversarial"],
-                                               examples["clean"], test.y)[0],
-      "adversarial_to_clean": evaluation.score(model, params["clean"],
-                                               examples["adversarial"], test.y)[0]}
+      "clean_to_adversarial": evaluation.score(
+          model, params["adversarial"], examples["clean"], test.y
+      )[0],
+      "adversarial_to_clean": evaluation.score(
+          model, params["clean"], examples["adversarial"], test.y
+      )[0],
+  }
   return scores, transfer
 
 
@@ -107,16 +116,17 @@ def rows(results: dict[str, Any]) -> list[dict[str, Any]]:
   clean, adversarial = results["models"]["clean"], results["models"]["adversarial"]
   transfer, config = results["transfer"], results["config"]
   difference = adversarial["test_error"] - clean["test_error"]
-  se = standard_error(clean["test_error"], adversarial["test_error"],
-                      results["test_examples"])
-  scale = (f"preset {config['preset']}: {config['units']} units, "
-           f"{config['epochs']}/{config['adversarial_epochs'] or config['epochs']} "
-           f"epochs (clean/adversarial{', most' if config['patience'] else ''}), "
-           f"{config['seeds']} seed(s); clean test errors "
-           f"{common.percent(clean['test_error'], 2)} (clean), "
-           f"{common.percent(adversarial['test_error'], 2)} (adversarial), "
-           f"difference {100 * difference:+.2f} +- {100 * se:.2f} points "
-           f"({TEST_EXAMPLES_NOTE})")
+  se = standard_error(clean["test_error"], adversarial["test_error"], results["test_examples"])
+  scale = (
+      f"preset {config['preset']}: {config['units']} units, "
+      f"{config['epochs']}/{config['adversarial_epochs'] or config['epochs']} "
+      f"epochs (clean/adversarial{', most' if config['patience'] else ''}), "
+      f"{config['seeds']} seed(s); clean test errors "
+      f"{common.percent(clean['test_error'], 2)} (clean), "
+      f"{common.percent(adversarial['test_error'], 2)} (adversarial), "
+      f"difference {100 * difference:+.2f} +- {100 * se:.2f} points "
+      f"({TEST_EXAMPLES_NOTE})"
+  )
   better = difference < 0
   robust = adversarial["fgsm_error"] < clean["fgsm_error"]
   asymmetric = transfer["adversarial_to_clean"] > transfer["clean_to_adversarial"]
@@ -124,30 +134,34 @@ def rows(results: dict[str, Any]) -> list[dict[str, Any]]:
   both = clean_learnt and common.learnt(adversarial["test_error"])
   clean_conf, adversarial_conf = clean["fgsm_confidence"], adversarial["fgsm_confidence"]
   compare = lambda key, measured, tolerance, claim, trained: common.compare(
-      key, measured, tolerance, claim, scale, trained=trained)
+      key, measured, tolerance, claim, scale, trained=trained
+  )
   result = [
-      compare("M3.fgsm_error", clean["fgsm_error"], 0.10, clean["fgsm_error"] >= 0.5,
-              clean_learnt),
-      compare("M3.fgsm_confidence", clean_conf, 0.10, (clean_conf or 0) >= 0.5,
-              clean_learnt),
+      compare("M3.fgsm_error", clean["fgsm_error"], 0.10, clean["fgsm_error"] >= 0.5, clean_learnt),
+      compare("M3.fgsm_confidence", clean_conf, 0.10, (clean_conf or 0) >= 0.5, clean_learnt),
       compare("M4.clean_test_error", clean["test_error"], 0.003, clean_learnt, True),
       # Within tolerance of 0.84% but above the clean model is no improvement.
-      compare("M4.adversarial_test_error", adversarial["test_error"], 0.003, better,
-              both and better),
+      compare(
+          "M4.adversarial_test_error", adversarial["test_error"], 0.003, better, both and better
+      ),
       compare("M6.fgsm_error", adversarial["fgsm_error"], 0.10, robust, both),
-      compare("M6.fgsm_confidence", adversarial_conf, 0.10,
-              (adversarial_conf or 1) < (clean_conf or 1), both),
-      compare("M6.clean_to_adversarial", transfer["clean_to_adversarial"], 0.10,
-              asymmetric, both),
-      compare("M6.adversarial_to_clean", transfer["adversarial_to_clean"], 0.10,
-              asymmetric, both),
+      compare(
+          "M6.fgsm_confidence",
+          adversarial_conf,
+          0.10,
+          (adversarial_conf or 1) < (clean_conf or 1),
+          both,
+      ),
+      compare("M6.clean_to_adversarial", transfer["clean_to_adversarial"], 0.10, asymmetric, both),
+      compare("M6.adversarial_to_clean", transfer["adversarial_to_clean"], 0.10, asymmetric, both),
   ]
   if config["units"] == 1600:
     result += [
-        compare("M5.clean_test_error", clean["test_error"], 0.003, clean_learnt,
-                clean_learnt),
-        compare("M5.adversarial_test_error", adversarial["test_error"], 0.003, better,
-                both and better)]
+        compare("M5.clean_test_error", clean["test_error"], 0.003, clean_learnt, clean_learnt),
+        compare(
+            "M5.adversarial_test_error", adversarial["test_error"], 0.003, better, both and better
+        ),
+    ]
   return result
 
 
@@ -157,39 +171,73 @@ def format_table(results: dict[str, Any]) -> str:
   transfer, config, audit = results["transfer"], results["config"], results["audit"]
   figure = lambda key: paper.FIGURES[key].printed
   lines = [
-      ("clean maxout", "test error", clean["test_error"],
-       f"{figure('M4.clean_test_error')} (M4, 240 units); "
-       f"{figure('M5.clean_test_error')} (M5, 1600)"),
+      (
+          "clean maxout",
+          "test error",
+          clean["test_error"],
+          f"{figure('M4.clean_test_error')} (M4, 240 units); "
+          f"{figure('M5.clean_test_error')} (M5, 1600)",
+      ),
       ("", "FGSM error", clean["fgsm_error"], f"{figure('M3.fgsm_error')} (M3, M6)"),
-      ("", "confidence on FGSM mistakes", clean["fgsm_confidence"],
-       f"{figure('M3.fgsm_confidence')} (M3)"),
-      ("adversarial maxout", "test error", adversarial["test_error"],
-       f"{figure('M4.adversarial_test_error')} (M4, 240 units); "
-       f"{figure('M5.adversarial_test_error')} (M5, 1600)"),
+      (
+          "",
+          "confidence on FGSM mistakes",
+          clean["fgsm_confidence"],
+          f"{figure('M3.fgsm_confidence')} (M3)",
+      ),
+      (
+          "adversarial maxout",
+          "test error",
+          adversarial["test_error"],
+          f"{figure('M4.adversarial_test_error')} (M4, 240 units); "
+          f"{figure('M5.adversarial_test_error')} (M5, 1600)",
+      ),
       ("", "FGSM error", adversarial["fgsm_error"], f"{figure('M6.fgsm_error')} (M6)"),
-      ("", "confidence on FGSM mistakes", adversarial["fgsm_confidence"],
-       f"{figure('M6.fgsm_confidence')} (M6)"),
-      ("transfer", "clean -> adversarial", transfer["clean_to_adversarial"],
-       f"{figure('M6.clean_to_adversarial')} (M6)"),
-      ("", "adversarial -> clean", transfer["adversarial_to_clean"],
-       f"{figure('M6.adversarial_to_clean')} (M6)"),
+      (
+          "",
+          "confidence on FGSM mistakes",
+          adversarial["fgsm_confidence"],
+          f"{figure('M6.fgsm_confidence')} (M6)",
+      ),
+      (
+          "transfer",
+          "clean -> adversarial",
+          transfer["clean_to_adversarial"],
+          f"{figure('M6.clean_to_adversarial')} (M6)",
+      ),
+      (
+          "",
+          "adversarial -> clean",
+          transfer["adversarial_to_clean"],
+          f"{figure('M6.adversarial_to_clean')} (M6)",
+      ),
   ]
   for name in maxout.MODEL_NAMES:
     attacks = audit[name]
-    lines += [(f"{name} maxout" if i == 0 else "", metric, value, "beyond the paper")
-              for i, (metric, value) in enumerate(
-                  [(f"PGD error, eps {radius}", error)
-                   for radius, error in attacks["pgd"].items()]
-                  + [("FGSM error, predicted labels", attacks["fgsm_predicted_labels"]),
-                     (f"worst FGSM error (eps {attacks['worst_fgsm']['eps']:.3g})",
-                      attacks["worst_fgsm"]["error"])])]
+    lines += [
+        (f"{name} maxout" if i == 0 else "", metric, value, "beyond the paper")
+        for i, (metric, value) in enumerate(
+            [(f"PGD error, eps {radius}", error) for radius, error in attacks["pgd"].items()]
+            + [
+                ("FGSM error, predicted labels", attacks["fgsm_predicted_labels"]),
+                (
+                    f"worst FGSM error (eps {attacks['worst_fgsm']['eps']:.3g})",
+                    attacks["worst_fgsm"]["error"],
+                ),
+            ]
+        )
+    ]
   with_paper = common.comparable(config["dataset"])
-  out = [common.title(config["dataset"], config["preset"], config["seeds"],
-                      config["eps"]) + f"; {config['units']} units",
-         f"{'':52}{'ours':>8}" + ("   paper" if with_paper else "")]
-  out += [f"{model:20}{metric:32}{common.percent(value, 2):>8}"
-          + (f"   {reference}" if with_paper else "")
-          for model, metric, value, reference in lines]
+  out = [
+      common.title(config["dataset"], config["preset"], config["seeds"], config["eps"])
+      + f"; {config['units']} units",
+      f"{'':52}{'ours':>8}" + ("   paper" if with_paper else ""),
+  ]
+  out += [
+      f"{model:20}{metric:32}{common.percent(value, 2):>8}"
+      + (f"   {reference}" if with_paper else "")
+      for model, metric, value, reference in lines
+  ]
   out.append("transfer X -> Y: FGSM examples made on X, error of Y on them.")
   return "\n".join(out)
 
@@ -201,11 +249,17 @@ def draw_curves(path: pathlib.Path, curves: dict[str, dict[str, list[Any]]]) -> 
   except ImportError:
     return False
   figure = Figure(figsize=(10, 4), layout="constrained")
-  for axes, key, label in zip(figure.subplots(1, 2), ("valid_error", "valid_fgsm_error"),
-                              ("clean validation error", "FGSM validation error")):
+  for axes, key, label in zip(
+      figure.subplots(1, 2),
+      ("valid_error", "valid_fgsm_error"),
+      ("clean validation error", "FGSM validation error"),
+  ):
     for name, curve in curves.items():
-      axes.plot(curve["epoch"], [100 * (v if v is not None else float("nan"))
-                                 for v in curve[key]], label=f"{name} maxout")
+      axes.plot(
+          curve["epoch"],
+          [100 * (v if v is not None else float("nan")) for v in curve[key]],
+          label=f"{name} maxout",
+      )
     axes.set_xlabel("epoch (selection on the first 50,000 images)")
     axes.set_ylabel(f"{label} (%)")
     axes.set_yscale("log")
@@ -223,26 +277,38 @@ def device_mesh(devices: str) -> Mesh | None:
   else:
     common.fail(PROG, f"--devices must be a count >= 1 or 'all', got {devices!r}")
   if count > jax.device_count():
-    common.fail(PROG, f"--devices {count}: only {jax.device_count()} "
-                      f"{jax.devices()[0].platform} device(s) here (on a CPU, "
-                      "XLA_FLAGS=--xla_force_host_platform_device_count=N makes N)")
+    common.fail(
+        PROG,
+        f"--devices {count}: only {jax.device_count()} "
+        f"{jax.devices()[0].platform} device(s) here (on a CPU, "
+        "XLA_FLAGS=--xla_force_host_platform_device_count=N makes N)",
+    )
   batch = loop.TrainConfig.batch_size  # the recipe's 100, which every preset keeps
   if batch % count:
     common.fail(PROG, f"--devices {count} does not divide the batch of {batch}")
   return None if count == 1 and jax.process_count() == 1 else sharding.data_mesh(count)
 
 
-def run(preset: maxout.Preset, data: data_lib.MNIST, work: pathlib.Path,
-        mesh: Mesh | None) -> tuple[dict[str, Any], dict[str, Any]]:
+def run(
+    preset: maxout.Preset, data: data_lib.MNIST, work: pathlib.Path, mesh: Mesh | None
+) -> tuple[dict[str, Any], dict[str, Any]]:
   """Trains and scores both models of every seed; returns ``(results, seed 0's params)``."""
   model = models.maxout_mlp(units=preset.units)
   trained = {
-      "clean": maxout.train("clean", train.Clean(), "error", preset, data, work,
-                            perturbed=False, mesh=mesh),
-      "adversarial": maxout.train("adversarial",
-                                  train.Adversarial(preset.eps, preset.alpha),
-                                  "fgsm_error", preset, data, work, perturbed=True,
-                                  mesh=mesh)}
+      "clean": maxout.train(
+          "clean", train.Clean(), "error", preset, data, work, perturbed=False, mesh=mesh
+      ),
+      "adversarial": maxout.train(
+          "adversarial",
+          train.Adversarial(preset.eps, preset.alpha),
+          "fgsm_error",
+          preset,
+          data,
+          work,
+          perturbed=True,
+          mesh=mesh,
+      ),
+  }
   per_seed = {name: [] for name in maxout.MODEL_NAMES}
   transfers, audits = [], {name: [] for name in maxout.MODEL_NAMES}
   for seed in range(preset.seeds):
@@ -251,18 +317,27 @@ def run(preset: maxout.Preset, data: data_lib.MNIST, work: pathlib.Path,
     scores, transfer = measure_seed(model, params, preset.eps, data.test)
     for name in maxout.MODEL_NAMES:
       per_seed[name].append({**scores[name], **trained[name][seed].summary})
-      audits[name].append(maxout.audit(model, params[name], data.test, preset.eps,
-                                       jax.random.key(seed)))
+      audits[name].append(
+          maxout.audit(model, params[name], data.test, preset.eps, jax.random.key(seed))
+      )
     transfers.append({"seed": seed, **transfer})
   keys = ("test_error", "test_confidence", "fgsm_error", "fgsm_confidence")
   results = {
-      "models": {name: {**{k: common.mean([r[k] for r in rows]) for k in keys},
-                        "per_seed": rows,
-                        "curves": [t.curve for t in trained[name]]}
-                 for name, rows in per_seed.items()},
-      "transfer": {**{k: common.mean([t[k] for t in transfers])
-                      for k in ("clean_to_adversarial", "adversarial_to_clean")},
-                   "per_seed": transfers},
+      "models": {
+          name: {
+              **{k: common.mean([r[k] for r in rows]) for k in keys},
+              "per_seed": rows,
+              "curves": [t.curve for t in trained[name]],
+          }
+          for name, rows in per_seed.items()
+      },
+      "transfer": {
+          **{
+              k: common.mean([t[k] for t in transfers])
+              for k in ("clean_to_adversarial", "adversarial_to_clean")
+          },
+          "per_seed": transfers,
+      },
       "audit": {name: _mean_audit(runs) for name, runs in audits.items()},
       "test_examples": len(data.test.y),
   }
@@ -271,63 +346,88 @@ def run(preset: maxout.Preset, data: data_lib.MNIST, work: pathlib.Path,
 
 def _mean_audit(runs: list[dict[str, Any]]) -> dict[str, Any]:
   """The seeds' audits averaged (the worst eps: seed 0's), with every seed's kept."""
-  return {"pgd": {radius: common.mean([r["pgd"][radius] for r in runs])
-                  for radius in runs[0]["pgd"]},
-          "fgsm_predicted_labels": common.mean([r["fgsm_predicted_labels"]
-                                                for r in runs]),
-          "worst_fgsm": {"error": common.mean([r["worst_fgsm"]["error"] for r in runs]),
-                         "eps": runs[0]["worst_fgsm"]["eps"]},
-          "per_seed": runs}
+  return {
+      "pgd": {radius: common.mean([r["pgd"][radius] for r in runs]) for radius in runs[0]["pgd"]},
+      "fgsm_predicted_labels": common.mean([r["fgsm_predicted_labels"] for r in runs]),
+      "worst_fgsm": {
+          "error": common.mean([r["worst_fgsm"]["error"] for r in runs]),
+          "eps": runs[0]["worst_fgsm"]["eps"],
+      },
+      "per_seed": runs,
+  }
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-  """Runs the experiment and returns its results; bad data or flags exit with one line."""
-  start = time.perf_counter()
-  parser = common.parser(
-      PROG, "Clean and adversarially trained maxout networks on MNIST "
-      "(Goodfellow et al. 2015, sections 4 and 6).", maxout.PRESETS, alpha=True)
-  parser.add_argument("--units", type=int, help="maxout units per layer")
-  parser.add_argument("--epochs", type=int,
-                      help="epochs of both models (the most, with early stopping)")
-  parser.add_argument("--work", type=pathlib.Path,
-                      help="checkpoint folder; the same command resumes from it "
-                           "(default: OUT/mnist_maxout_runs)")
-  parser.add_argument("--devices", default="1",
-                      help="train data-parallel over this many devices, or 'all' "
-                           "(default: 1); the batch of 100 must split evenly")
-  parser.add_argument("--distributed", action="store_true",
-                      help="join a multi-host run (jax.distributed.initialize); "
-                           "implied by --coordinator")
-  parser.add_argument("--coordinator", help="multi-host: host 0's address, host:port")
-  parser.add_argument("--num-processes", type=int, help="multi-host: number of hosts")
-  parser.add_argument("--process-id", type=int, help="multi-host: this host's index")
-  args = parser.parse_args(argv)
-  preset = common.settings(PROG, args, maxout.PRESETS)
+def size_flags(args: argparse.Namespace, preset: maxout.Preset) -> maxout.Preset:
+  """``--units`` and ``--epochs`` applied to the preset (``--epochs`` sets both models')."""
   for flag in ("units", "epochs"):
     value = common.positive(PROG, flag, getattr(args, flag))
     if value is not None:
       preset = dataclasses.replace(preset, **{flag: value})
   if args.epochs is not None:
     preset = dataclasses.replace(preset, adversarial_epochs=None)
+  return preset
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+  """Runs the experiment and returns its results; bad data or flags exit with one line."""
+  parser = common.parser(
+      PROG,
+      "Clean and adversarially trained maxout networks on MNIST "
+      "(Goodfellow et al. 2015, sections 4 and 6).",
+      maxout.PRESETS,
+      alpha=True,
+  )
+  parser.add_argument("--units", type=int, help="maxout units per layer")
+  parser.add_argument(
+      "--epochs", type=int, help="epochs of both models (the most, with early stopping)"
+  )
+  parser.add_argument(
+      "--work",
+      type=pathlib.Path,
+      help="checkpoint folder; the same command resumes from it "
+      "(default: OUT/mnist_maxout_runs)",
+  )
+  parser.add_argument(
+      "--devices",
+      default="1",
+      help="train data-parallel over this many devices, or 'all' "
+      "(default: 1); the batch of 100 must split evenly",
+  )
+  parser.add_argument(
+      "--distributed",
+      action="store_true",
+      help="join a multi-host run (jax.distributed.initialize); " "implied by --coordinator",
+  )
+  parser.add_argument("--coordinator", help="multi-host: host 0's address, host:port")
+  parser.add_argument("--num-processes", type=int, help="multi-host: number of hosts")
+  parser.add_argument("--process-id", type=int, help="multi-host: this host's index")
+  start = time.perf_counter()
+  args = parser.parse_args(argv)
+  preset = size_flags(args, common.settings(PROG, args, maxout.PRESETS))
   common.check_out(PROG, args.out)
   if args.distributed or args.coordinator:
     sharding.initialize_distributed(
-        coordinator_address=args.coordinator, num_processes=args.num_processes,
-        process_id=args.process_id)
+        coordinator_address=args.coordinator,
+        num_processes=args.num_processes,
+        process_id=args.process_id,
+    )
   mesh = device_mesh(args.devices)
   work = args.work or args.out / f"{NAME}_runs"
   data = common.load_data(PROG, args.data_dir, args.dataset)
-  try:
+  with common.one_line_errors(PROG):
     results, params = run(preset, data, work, mesh)
-  except CheckpointError as error:
-    common.fail(PROG, error)
 
   name = results_name(args.preset)
-  results["config"] = {"preset": args.preset, **dataclasses.asdict(preset),
-                       "dataset": args.dataset, "clip": None,
-                       "data_dir": args.data_dir, "work": str(work),
-                       "devices": 1 if mesh is None else mesh.size,
-                       "platform": jax.devices()[0].platform}
+  results["config"] = {
+      "preset": args.preset,
+      **dataclasses.asdict(preset),
+      "dataset": args.dataset,
+      "clip": None,
+      "data_dir": args.data_dir,
+      "work": str(work),
+      "devices": 1 if mesh is None else mesh.size,
+      "platform": jax.devices()[0].platform,
+  }
   results["rows"] = rows(results) if common.comparable(args.dataset) else []
   # Every host computes the same results; one writes them.
   if jax.process_index() == 0:

@@ -22,14 +22,12 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
-import time
 from typing import Any, Sequence
 
 import advjax
 from advjax import data as data_lib
 from advjax import models
 from advjax import train
-from advjax.checkpoint import CheckpointError
 from experiments import common
 from experiments import maxout
 
@@ -48,8 +46,7 @@ PRESETS = {
     # momentum 0.7 and lr decay 1.00007) for 10 fixed epochs. A noise step
     # costs two passes, as an adversarial one does, hence fewer epochs than
     # mnist_maxout's clean model gets.
-    "quick": dataclasses.replace(maxout.PRESETS["quick"], epochs=10,
-                                 adversarial_epochs=None),
+    "quick": dataclasses.replace(maxout.PRESETS["quick"], epochs=10, adversarial_epochs=None),
     # mnist_maxout's paper scale, so that the controls compare with M5/M6:
     # 1600 units, early stopping on the clean validation error (patience
     # 100), retraining on all 60,000 images, five seeds. A GPU job.
@@ -59,8 +56,9 @@ PRESETS = {
 }
 
 
-def run(preset: maxout.Preset, data: data_lib.MNIST, out: pathlib.Path,
-        dataset: str) -> dict[str, Any]:
+def run(
+    preset: maxout.Preset, data: data_lib.MNIST, out: pathlib.Path, dataset: str
+) -> dict[str, Any]:
   """Trains and scores both noise controls, every seed as one population."""
   model = models.maxout_mlp(units=preset.units)
   grid = common.sweep_grid(preset.eps)
@@ -68,63 +66,90 @@ def run(preset: maxout.Preset, data: data_lib.MNIST, out: pathlib.Path,
   results: dict[str, Any] = {"models": {}, "sweep": {}, "rows": []}
   for kind, (label, noise_fn) in KINDS.items():
     runs = []
-    for trained in maxout.train(f"{kind}-noise",
-                                train.Noise(noise_fn, preset.eps, preset.alpha),
-                                "error", preset, data, out / f"{NAME}_runs",
-                                perturbed=True):
+    for trained in maxout.train(
+        f"{kind}-noise",
+        train.Noise(noise_fn, preset.eps, preset.alpha),
+        "error",
+        preset,
+        data,
+        out / f"{NAME}_runs",
+        perturbed=True,
+    ):
       sweep = maxout.sweep(model, trained.params, data.test, grid)
       error, _ = common.at_eps(sweep, 0.0)
       fgsm_error, fgsm_confidence = common.at_eps(sweep, preset.eps)
-      print(f"  {kind} noise, seed {trained.summary['seed']}: test error {error:.2%}, "
-            f"FGSM error {fgsm_error:.1%}", flush=True)
-      runs.append({"test_error": error, "fgsm_error": fgsm_error,
-                   "fgsm_confidence": fgsm_confidence, "sweep": sweep,
-                   **trained.summary})
-    scores = {key: common.mean([r[key] for r in runs])
-              for key in ("test_error", "fgsm_error", "fgsm_confidence")}
-    results["models"][kind] = {**scores, "per_seed": [
-        {k: v for k, v in r.items() if k != "sweep"} for r in runs]}
+      print(
+          f"  {kind} noise, seed {trained.summary['seed']}: test error {error:.2%}, "
+          f"FGSM error {fgsm_error:.1%}",
+          flush=True,
+      )
+      runs.append(
+          {
+              "test_error": error,
+              "fgsm_error": fgsm_error,
+              "fgsm_confidence": fgsm_confidence,
+              "sweep": sweep,
+              **trained.summary,
+          }
+      )
+    scores = {
+        key: common.mean([r[key] for r in runs])
+        for key in ("test_error", "fgsm_error", "fgsm_confidence")
+    }
+    results["models"][kind] = {
+        **scores,
+        "per_seed": [{k: v for k, v in r.items() if k != "sweep"} for r in runs],
+    }
     results["sweep"][f"maxout, {label}"] = common.mean_sweep([r["sweep"] for r in runs])
     if not comparable:
       continue
-    note = (f"{preset.units} units, {preset.epochs} epochs"
-            f"{' (most; early stopping)' if preset.patience else ''}, "
-            f"{preset.seeds} seed(s); clean test error "
-            f"{common.percent(scores['test_error'], 2)}")
+    note = (
+        f"{preset.units} units, {preset.epochs} epochs"
+        f"{' (most; early stopping)' if preset.patience else ''}, "
+        f"{preset.seeds} seed(s); clean test error "
+        f"{common.percent(scores['test_error'], 2)}"
+    )
     trained_well = common.learnt(scores["test_error"])
     # Noise training leaves the model fooled: what counts is that most FGSM
     # examples still fool it (against 17.9% after adversarial training).
     results["rows"] += [
-        common.compare(f"M7.{kind}.fgsm_error", scores["fgsm_error"], 0.10,
-                       scores["fgsm_error"] >= 0.5,
-                       f"claim: noise leaves most inputs fooled (at least 50%); {note}",
-                       trained=trained_well),
-        common.compare(f"M7.{kind}.fgsm_confidence", scores["fgsm_confidence"], 0.10,
-                       (scores["fgsm_confidence"] or 0) >= 0.5,
-                       f"claim: confidently wrong (above 50%); {note}",
-                       trained=trained_well),
+        common.compare(
+            f"M7.{kind}.fgsm_error",
+            scores["fgsm_error"],
+            0.10,
+            scores["fgsm_error"] >= 0.5,
+            f"claim: noise leaves most inputs fooled (at least 50%); {note}",
+            trained=trained_well,
+        ),
+        common.compare(
+            f"M7.{kind}.fgsm_confidence",
+            scores["fgsm_confidence"],
+            0.10,
+            (scores["fgsm_confidence"] or 0) >= 0.5,
+            f"claim: confidently wrong (above 50%); {note}",
+            trained=trained_well,
+        ),
     ]
   return results
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   """Runs the experiment; a one-line error and exit status 1 on bad data or settings."""
-  start = time.perf_counter()
-  args = common.parser(PROG, "Maxout networks trained with sign or uniform noise "
-                       "instead of adversarial examples (row M7).", PRESETS,
-                       alpha=True).parse_args(argv)
-  preset = common.settings(PROG, args, PRESETS)
-  common.check_out(PROG, args.out)
-  data = common.load_data(PROG, args.data_dir, args.dataset)
-  try:
-    results = run(preset, data, args.out, args.dataset)
-  except CheckpointError as error:
-    common.fail(PROG, error)
-  results["config"] = {"preset": args.preset, **dataclasses.asdict(preset),
-                       "dataset": args.dataset, "clip": None, "data_dir": args.data_dir}
-  print(common.format_rows(
-      results["rows"], common.title(args.dataset, args.preset, preset.seeds, preset.eps)))
-  common.write_results(args.out, NAME, results, start)
+  run_ = common.setup(
+      PROG,
+      common.parser(
+          PROG,
+          "Maxout networks trained with sign or uniform noise instead of adversarial "
+          "examples (row M7).",
+          PRESETS,
+          alpha=True,
+      ),
+      PRESETS,
+      argv,
+  )
+  with common.one_line_errors(PROG):
+    results = run(run_.preset, run_.data, run_.args.out, run_.args.dataset)
+  return common.finish(run_, NAME, results)
 
 
 if __name__ == "__main__":

@@ -44,8 +44,9 @@ from experiments import shallow
 MODEL = "RBF network"
 
 
-def transfer_agreement(labels: np.ndarray, maxout: np.ndarray, softmax: np.ndarray,
-                       rbf: np.ndarray) -> dict[str, float | None]:
+def transfer_agreement(
+    labels: np.ndarray, maxout: np.ndarray, softmax: np.ndarray, rbf: np.ndarray
+) -> dict[str, float | None]:
   """Section 8's agreement numbers from the three models' predicted classes.
 
   Args:
@@ -72,20 +73,21 @@ def transfer_agreement(labels: np.ndarray, maxout: np.ndarray, softmax: np.ndarr
       "maxout_error": shallow.fraction(maxout_wrong),
       "softmax_error": shallow.fraction(softmax_wrong),
       "rbf_error": shallow.fraction(rbf_wrong),
-      "softmax_agrees_on_maxout_mistakes": shallow.fraction(softmax == maxout,
-                                                            maxout_wrong),
+      "softmax_agrees_on_maxout_mistakes": shallow.fraction(softmax == maxout, maxout_wrong),
       "rbf_agrees_on_maxout_mistakes": shallow.fraction(rbf == maxout, maxout_wrong),
       "softmax_agrees_where_both_wrong": shallow.fraction(
-          softmax == maxout, maxout_wrong & softmax_wrong),
-      "rbf_agrees_where_both_wrong": shallow.fraction(rbf == maxout,
-                                                      maxout_wrong & rbf_wrong),
+          softmax == maxout, maxout_wrong & softmax_wrong
+      ),
+      "rbf_agrees_where_both_wrong": shallow.fraction(rbf == maxout, maxout_wrong & rbf_wrong),
       "rbf_agrees_with_softmax_where_both_wrong": shallow.fraction(
-          rbf == softmax, softmax_wrong & rbf_wrong),
+          rbf == softmax, softmax_wrong & rbf_wrong
+      ),
   }
 
 
-def measure(preset: shallow.Preset, data: data_lib.MNIST, seed: int,
-            work: pathlib.Path) -> shallow.Measured:
+def measure(
+    preset: shallow.Preset, data: data_lib.MNIST, seed: int, work: pathlib.Path
+) -> shallow.Measured:
   """The RBF network's scores and the transfer agreements, for one seed.
 
   Args:
@@ -104,15 +106,15 @@ def measure(preset: shallow.Preset, data: data_lib.MNIST, seed: int,
   maxout = shallow.maxout(preset, data, seed, work)
   scores = evaluation.evaluate(rbf.model, rbf.params, test, eps=preset.eps)
   clean_probs = evaluation.probabilities(rbf.model, rbf.params, test.x)
-  x_adv = evaluation.fgsm_examples(maxout.model, maxout.params, test.x, test.y,
-                                   preset.eps)
+  x_adv = evaluation.fgsm_examples(maxout.model, maxout.params, test.x, test.y, preset.eps)
   numbers = {
       "test_error": scores["error"],
       "clean_confidence": float(np.mean(np.max(clean_probs, axis=-1))),
       "fgsm_error": scores["fgsm_error"],
       "fgsm_confidence": common.number(scores["fgsm_confidence"]),
-      "transfer": transfer_agreement(test.y, *(shallow.predictions(m, x_adv)
-                                               for m in (maxout, softmax, rbf))),
+      "transfer": transfer_agreement(
+          test.y, *(shallow.predictions(m, x_adv) for m in (maxout, softmax, rbf))
+      ),
   }
   return shallow.Measured(numbers, {MODEL: shallow.sweep(rbf, test, preset.eps)})
 
@@ -132,28 +134,56 @@ def rows(measured: dict[str, Any]) -> list[dict[str, Any]]:
   mistakes_confidence = measured["fgsm_confidence"]
   less_linear = "claim: the RBF network follows the maxout less than softmax regression"
   return [
-      shallow.row("M8.fgsm_error", measured["fgsm_error"], 0.1, lambda error: error < 0.9,
-                  "claim: fooled clearly less often than the linear models' ~99%"),
-      shallow.row("M8.fgsm_confidence", mistakes_confidence, 0.02,
-                  lambda confidence: confidence <= 0.1,
-                  "claim: fooled only with low confidence (at most 10%)"),
-      shallow.row("M8.clean_confidence", measured["clean_confidence"], 0.1,
-                  lambda c: mistakes_confidence is not None and c > 5 * mistakes_confidence,
-                  "claim: far more confident on clean inputs than on its FGSM "
-                  "mistakes (5 times at least)"),
-      shallow.row("T.softmax_on_maxout_mistakes", softmax_mistakes, 0.1,
-                  _compare(rbf_mistakes, True), less_linear),
-      shallow.row("T.rbf_on_maxout_mistakes", rbf_mistakes, 0.1,
-                  _compare(softmax_mistakes, False), less_linear),
-      shallow.row("T.softmax_where_both_wrong", softmax_both, 0.1,
-                  _compare(rbf_both, True), less_linear),
-      shallow.row("T.rbf_where_both_wrong", rbf_both, 0.1,
-                  _compare(softmax_both, False), less_linear),
-      shallow.row("T.rbf_with_softmax",
-                  transfer["rbf_agrees_with_softmax_where_both_wrong"], 0.1,
-                  lambda agreement: agreement > 2 / 9,
-                  "claim: the RBF network has a strong linear component (agreement "
-                  "above twice the 1/9 of unrelated wrong guesses)"),
+      shallow.row(
+          "M8.fgsm_error",
+          measured["fgsm_error"],
+          0.1,
+          lambda error: error < 0.9,
+          "claim: fooled clearly less often than the linear models' ~99%",
+      ),
+      shallow.row(
+          "M8.fgsm_confidence",
+          mistakes_confidence,
+          0.02,
+          lambda confidence: confidence <= 0.1,
+          "claim: fooled only with low confidence (at most 10%)",
+      ),
+      shallow.row(
+          "M8.clean_confidence",
+          measured["clean_confidence"],
+          0.1,
+          lambda c: mistakes_confidence is not None and c > 5 * mistakes_confidence,
+          "claim: far more confident on clean inputs than on its FGSM "
+          "mistakes (5 times at least)",
+      ),
+      shallow.row(
+          "T.softmax_on_maxout_mistakes",
+          softmax_mistakes,
+          0.1,
+          _compare(rbf_mistakes, True),
+          less_linear,
+      ),
+      shallow.row(
+          "T.rbf_on_maxout_mistakes",
+          rbf_mistakes,
+          0.1,
+          _compare(softmax_mistakes, False),
+          less_linear,
+      ),
+      shallow.row(
+          "T.softmax_where_both_wrong", softmax_both, 0.1, _compare(rbf_both, True), less_linear
+      ),
+      shallow.row(
+          "T.rbf_where_both_wrong", rbf_both, 0.1, _compare(softmax_both, False), less_linear
+      ),
+      shallow.row(
+          "T.rbf_with_softmax",
+          transfer["rbf_agrees_with_softmax_where_both_wrong"],
+          0.1,
+          lambda agreement: agreement > 2 / 9,
+          "claim: the RBF network has a strong linear component (agreement "
+          "above twice the 1/9 of unrelated wrong guesses)",
+      ),
   ]
 
 
@@ -161,7 +191,9 @@ EXPERIMENT = shallow.Experiment(
     "rbf_network",
     "The shallow RBF network on MNIST under FGSM (row M8), and the transfer of FGSM "
     "examples from a maxout network to it and to softmax regression (row T).",
-    measure, rows)
+    measure,
+    rows,
+)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:

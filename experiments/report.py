@@ -60,13 +60,13 @@ def rows_by_id(results: dict[str, dict[str, Any]]) -> dict[str, list[dict[str, A
   return grouped
 
 
-def strongest(rows: list[dict[str, Any]],
-              results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+def strongest(
+    rows: list[dict[str, Any]], results: dict[str, dict[str, Any]]
+) -> list[dict[str, Any]]:
   """The rows of the strongest run among those that measured them (the first by name on a tie)."""
   if not rows:
     return rows
-  best = max(sorted({row["file"] for row in rows}),
-             key=lambda name: strength(results[name]))
+  best = max(sorted({row["file"] for row in rows}), key=lambda name: strength(results[name]))
   return [row for row in rows if row["file"] == best]
 
 
@@ -91,49 +91,67 @@ def _cell(text: Any) -> str:
   return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-def summary_line(row: paper.Row, rows: list[dict[str, Any]],
-                 results: dict[str, dict[str, Any]]) -> list[str]:
+def summary_line(
+    row: paper.Row, rows: list[dict[str, Any]], results: dict[str, dict[str, Any]]
+) -> list[str]:
   """The cells of one summary line: id, experiment, paper, ours, run, verdict."""
   if not rows:
     if row.out_of_scope:
-      return [row.id, row.experiment, row.paper, "-", "-",
-              f"out of scope: {row.out_of_scope}"]
-    where = (f"{row.results}.json has no row {row.id}"
-             if row.results in results else f"no {row.results}.json")
+      return [row.id, row.experiment, row.paper, "-", "-", f"out of scope: {row.out_of_scope}"]
+    where = (
+        f"{row.results}.json has no row {row.id}"
+        if row.results in results
+        else f"no {row.results}.json"
+    )
     return [row.id, row.experiment, row.paper, "-", "-", f"not run ({where})"]
   measured = "; ".join(f"{r['metric']}: {_measured(r)}" for r in rows)
   runs = sorted({f"{r['file']} ({_run_label(results[r['file']])})" for r in rows})
   verdicts = [r["verdict"] for r in rows]
   # The summary's verdict of a row is its weakest measured one.
-  weakest = max(verdicts, key=lambda v: common.VERDICTS.index(v)
-                if v in common.VERDICTS else len(common.VERDICTS))
-  verdict = weakest if len(set(verdicts)) == 1 else (
-      f"{weakest} ({verdicts.count('reproduced')} of {len(verdicts)} reproduced)")
+  weakest = max(
+      verdicts,
+      key=lambda v: common.VERDICTS.index(v) if v in common.VERDICTS else len(common.VERDICTS),
+  )
+  verdict = (
+      weakest
+      if len(set(verdicts)) == 1
+      else (f"{weakest} ({verdicts.count('reproduced')} of {len(verdicts)} reproduced)")
+  )
   return [row.id, row.experiment, row.paper, measured, "; ".join(runs), verdict]
 
 
 def _table(header: Sequence[str], lines: list[list[str]]) -> list[str]:
-  return (["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-          + ["| " + " | ".join(_cell(c) for c in line) + " |" for line in lines])
+  return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + [
+      "| " + " | ".join(_cell(c) for c in line) + " |" for line in lines
+  ]
 
 
 def audit_lines(results: dict[str, dict[str, Any]]) -> list[str]:
-  """The section on stronger attacks: a table per maxout run, and what remains of FGSM's robustness."""
+  """The stronger-attack section: a table per maxout run, and what remains of FGSM's robustness."""
   lines = []
   for name, content in results.items():
     audit = content.get("audit")
     if not audit or "models" not in content:
       continue
     models = content["models"]
-    header = ("model", "FGSM (the paper's)", *(f"PGD-40, eps {r}, 3 restarts"
-                                               for r in audit["clean"]["pgd"]),
-              "FGSM, predicted labels", "worst FGSM over eps")
-    table = [[model, common.percent(models[model]["fgsm_error"]),
-              *(common.percent(error) for error in attacks["pgd"].values()),
-              common.percent(attacks["fgsm_predicted_labels"]),
-              f"{common.percent(attacks['worst_fgsm']['error'])} "
-              f"(eps {attacks['worst_fgsm']['eps']:.3g})"]
-             for model, attacks in audit.items()]
+    header = (
+        "model",
+        "FGSM (the paper's)",
+        *(f"PGD-40, eps {r}, 3 restarts" for r in audit["clean"]["pgd"]),
+        "FGSM, predicted labels",
+        "worst FGSM over eps",
+    )
+    table = [
+        [
+            model,
+            common.percent(models[model]["fgsm_error"]),
+            *(common.percent(error) for error in attacks["pgd"].values()),
+            common.percent(attacks["fgsm_predicted_labels"]),
+            f"{common.percent(attacks['worst_fgsm']['error'])} "
+            f"(eps {attacks['worst_fgsm']['eps']:.3g})",
+        ]
+        for model, attacks in audit.items()
+    ]
     config = content.get("config", {})
     eps = config.get("eps", 0.25)
     adversarial = audit["adversarial"]
@@ -146,14 +164,73 @@ def audit_lines(results: dict[str, dict[str, Any]]) -> list[str]:
         f"predicted labels, and {common.percent(adversarial['worst_fgsm']['error'])} "
         f"at the worst eps of FGSM ({adversarial['worst_fgsm']['eps']:.3g}); the clean "
         f"maxout is at {common.percent(audit['clean']['pgd'].get(f'{eps:g}'))} under "
-        "PGD.")
-    lines += [f"### {name}.json ({_run_label(content)})", "",
-              *_table(header, table), "", sentence, ""]
+        "PGD."
+    )
+    lines += [
+        f"### {name}.json ({_run_label(content)})",
+        "",
+        *_table(header, table),
+        "",
+        sentence,
+        "",
+    ]
   return lines
 
 
-def figures(out: pathlib.Path, results: dict[str, dict[str, Any]],
-            report: pathlib.Path) -> list[str]:
+def study_lines(content: dict[str, Any]) -> list[str]:
+  """The training study's section: a table per group, and where each score is lowest."""
+  config = content.get("config", {})
+  eps = config.get("eps", 0.25)
+  lines = [
+      f"From training_study.json ({_run_label(content)}; "
+      f"{config.get('training', {}).get('units', '?')}-unit maxouts, one seed per "
+      "group): test errors of each member. FGSM and PGD at the attack eps "
+      f"{eps:g}; PGD as above (40 steps, 3 restarts, [0, 1]).",
+      "",
+  ]
+  names = {
+      "eps": ("training eps", f"alpha {config.get('alpha', 0.5):g}"),
+      "alpha": ("alpha", f"training eps {eps:g}"),
+  }
+  for name, group in content["groups"].items():
+    setting, fixed = names[name]
+    rows = group["members"]
+    lines += [
+        f"**{setting} ({fixed})**",
+        "",
+        *_table(
+            (setting, "clean", "FGSM at its training eps", f"FGSM at {eps:g}", f"PGD at {eps:g}"),
+            [
+                [
+                    f"{value:g}",
+                    *(
+                        common.percent(row[key], 2)
+                        for key in ("test_error", "fgsm_error_own_eps", "fgsm_error", "pgd_error")
+                    ),
+                ]
+                for value, row in zip(group["values"], rows)
+            ],
+        ),
+        "",
+    ]
+    pairs = list(zip(group["values"], rows))
+    lowest = lambda key, pairs=pairs: min(pairs, key=lambda pair: pair[1][key])
+    sentences = [
+        f"the {label} is lowest at {setting} {value:g} " f"({common.percent(row[key], 2)})"
+        for key, label in (
+            ("test_error", "clean error"),
+            ("fgsm_error", f"FGSM error at {eps:g}"),
+            ("pgd_error", f"PGD error at {eps:g}"),
+        )
+        for value, row in [lowest(key)]
+    ]
+    lines += [f"Across {setting}: " + "; ".join(sentences) + ".", ""]
+  return lines
+
+
+def figures(
+    out: pathlib.Path, results: dict[str, dict[str, Any]], report: pathlib.Path
+) -> list[str]:
   """Markdown embedding every PNG under ``out``, captioned from the results' ``figures``.
 
   A results file's ``figures`` lists PNG paths relative to ``out``, or maps
@@ -162,16 +239,18 @@ def figures(out: pathlib.Path, results: dict[str, dict[str, Any]],
   captions = {}
   for name, content in results.items():
     listed = content.get("figures") or {}
-    items = (listed.items() if isinstance(listed, dict)
-             else ((pathlib.Path(file).stem, file) for file in listed))
+    items = (
+        listed.items()
+        if isinstance(listed, dict)
+        else ((pathlib.Path(file).stem, file) for file in listed)
+    )
     for caption, file in items:
       captions[pathlib.Path(file).as_posix()] = f"{name}: {caption}"
   lines = []
   for path in sorted(out.rglob("*.png")):
     relative = os.path.relpath(path.resolve(), report.resolve().parent)
     caption = captions.get(path.relative_to(out).as_posix(), path.stem)
-    lines += [f"### {caption}", "", f"![{caption}]({pathlib.Path(relative).as_posix()})",
-              ""]
+    lines += [f"### {caption}", "", f"![{caption}]({pathlib.Path(relative).as_posix()})", ""]
   return lines
 
 
@@ -194,37 +273,69 @@ def render(out: pathlib.Path, report: pathlib.Path) -> str:
       "Where several runs measure a row, the one closest to the paper's protocol "
       "gives it; every run's numbers are in the details below.",
       "",
-      *_table(("id", "experiment", "paper", "measured", "run (preset, seeds)",
-               "verdict"),
-              [summary_line(row, strongest(grouped.get(row.id, []), results), results)
-               for row in paper.ROWS]),
+      *_table(
+          ("id", "experiment", "paper", "measured", "run (preset, seeds)", "verdict"),
+          [
+              summary_line(row, strongest(grouped.get(row.id, []), results), results)
+              for row in paper.ROWS
+          ],
+      ),
       "",
   ]
   if audits:
-    lines += ["## Beyond the paper: the maxouts under stronger attacks", "",
-              "Test error (MNIST test set) under the paper's FGSM and under stronger "
-              "attacks: PGD with a random start, 40 steps of 2.5 eps / 40, best of 3 "
-              "restarts, clipped to [0, 1]; FGSM with the model's predicted labels "
-              "instead of the true ones (no label leaking); and the worst FGSM "
-              "error over 20 eps in (0, eps].", "", *audits]
+    lines += [
+        "## Beyond the paper: the maxouts under stronger attacks",
+        "",
+        "Test error (MNIST test set) under the paper's FGSM and under stronger "
+        "attacks: PGD with a random start, 40 steps of 2.5 eps / 40, best of 3 "
+        "restarts, clipped to [0, 1]; FGSM with the model's predicted labels "
+        "instead of the true ones (no label leaking); and the worst FGSM "
+        "error over 20 eps in (0, eps].",
+        "",
+        *audits,
+    ]
+  if "training_study" in results:
+    lines += [
+        "## Beyond the paper: training eps and alpha",
+        "",
+        *study_lines(results["training_study"]),
+    ]
   lines += [
       "## Every measured number",
       "",
-      *_table(("id", "metric", "paper", "measured", "verdict", "note", "results"),
-              [[row["id"], row["metric"], row["paper"], _measured(row),
-                row["verdict"], row.get("note", ""), f"{row['file']}.json"]
-               for paper_id in known + sorted(set(grouped) - set(known))
-               for row in grouped.get(paper_id, [])]),
+      *_table(
+          ("id", "metric", "paper", "measured", "verdict", "note", "results"),
+          [
+              [
+                  row["id"],
+                  row["metric"],
+                  row["paper"],
+                  _measured(row),
+                  row["verdict"],
+                  row.get("note", ""),
+                  f"{row['file']}.json",
+              ]
+              for paper_id in known + sorted(set(grouped) - set(known))
+              for row in grouped.get(paper_id, [])
+          ],
+      ),
       "",
       "## Runs",
       "",
-      *_table(("results", "preset", "seeds", "data", "device", "seconds"),
-              [[f"{name}.json", str(content.get("config", {}).get("preset", "?")),
-                _seeds(content.get("config", {})),
-                str(content.get("config", {}).get("dataset", "mnist")),
-                str(content.get("config", {}).get("platform", "cpu")),
-                f"{content['seconds']:.0f}" if "seconds" in content else "-"]
-               for name, content in results.items()]),
+      *_table(
+          ("results", "preset", "seeds", "data", "device", "seconds"),
+          [
+              [
+                  f"{name}.json",
+                  str(content.get("config", {}).get("preset", "?")),
+                  _seeds(content.get("config", {})),
+                  str(content.get("config", {}).get("dataset", "mnist")),
+                  str(content.get("config", {}).get("platform", "cpu")),
+                  f"{content['seconds']:.0f}" if "seconds" in content else "-",
+              ]
+              for name, content in results.items()
+          ],
+      ),
       "",
       "## Figures",
       "",
@@ -237,12 +348,18 @@ def main(argv: Sequence[str] | None = None) -> None:
   """Writes the report; a one-line error and exit status 1 without a results folder."""
   parser = argparse.ArgumentParser(
       prog="python -m experiments.report",
-      description="Gathers the experiments' results into a Markdown report.")
-  parser.add_argument("--out", default=common.DEFAULT_OUT, type=pathlib.Path,
-                      help=f"results folder to read (default: {common.DEFAULT_OUT}; "
-                           "the committed reference results are in results)")
-  parser.add_argument("--report", type=pathlib.Path,
-                      help="report to write (default: OUT/REPORT.md)")
+      description="Gathers the experiments' results into a Markdown report.",
+  )
+  parser.add_argument(
+      "--out",
+      default=common.DEFAULT_OUT,
+      type=pathlib.Path,
+      help=f"results folder to read (default: {common.DEFAULT_OUT}; "
+      "the committed reference results are in results)",
+  )
+  parser.add_argument(
+      "--report", type=pathlib.Path, help="report to write (default: OUT/REPORT.md)"
+  )
   args = parser.parse_args(argv)
   if not args.out.is_dir():
     common.fail("experiments.report", f"{args.out}: no such results folder")

@@ -28,8 +28,8 @@ import pathlib
 from typing import Any, Callable, Sequence
 
 import jax
-import numpy as np
 from matplotlib.figure import Figure
+import numpy as np
 
 import advjax
 from advjax import data as data_lib
@@ -41,8 +41,12 @@ THRESHOLD = 0.5
 # The samples' key is folded away from the training seed's stream.
 SAMPLES_STREAM = 9
 CLASSES = 10
-LABELS = {"maxout_softmax": "maxout, softmax", "maxout_sigmoid": "maxout, sigmoids",
-          "softmax_regression": "softmax regression", "rbf_network": "RBF network"}
+LABELS = {
+    "maxout_softmax": "maxout, softmax",
+    "maxout_sigmoid": "maxout, sigmoids",
+    "softmax_regression": "softmax regression",
+    "rbf_network": "RBF network",
+}
 
 
 def rubbish_scores(trained: shallow.Trained, x: np.ndarray) -> dict[str, Any]:
@@ -63,12 +67,16 @@ def rubbish_scores(trained: shallow.Trained, x: np.ndarray) -> dict[str, Any]:
   claimed = np.max(probs, axis=-1) > THRESHOLD
   counts = np.bincount(np.argmax(probs[claimed], axis=-1), minlength=CLASSES)
   shares = counts / claimed.sum() if claimed.any() else [None] * CLASSES
-  return {"error": float(error), "confidence": common.number(confidence),
-          "false_positive_classes": [common.number(s) for s in shares]}
+  return {
+      "error": float(error),
+      "confidence": common.number(confidence),
+      "false_positive_classes": [common.number(s) for s in shares],
+  }
 
 
-def measure(preset: shallow.Preset, data: data_lib.MNIST, seed: int,
-            work: pathlib.Path) -> shallow.Measured:
+def measure(
+    preset: shallow.Preset, data: data_lib.MNIST, seed: int, work: pathlib.Path
+) -> shallow.Measured:
   """Every model's scores on one seed's rubbish inputs.
 
   Args:
@@ -92,8 +100,9 @@ def measure(preset: shallow.Preset, data: data_lib.MNIST, seed: int,
   numbers = {name: rubbish_scores(model, x) for name, model in trained.items()}
   numbers["samples"] = preset.rubbish_samples
   sigmoid = trained["maxout_sigmoid"]
-  return shallow.Measured(numbers, {"maxout (sigmoid outputs)":
-                                    shallow.sweep(sigmoid, data.test, preset.eps)})
+  return shallow.Measured(
+      numbers, {"maxout (sigmoid outputs)": shallow.sweep(sigmoid, data.test, preset.eps)}
+  )
 
 
 def draw(inputs: None, measured: dict[str, Any], preset: shallow.Preset) -> Figure:
@@ -105,19 +114,25 @@ def draw(inputs: None, measured: dict[str, Any], preset: shallow.Preset) -> Figu
   for i, (name, label) in enumerate(LABELS.items()):
     scores = measured[name]
     shares = [share or 0.0 for share in scores["false_positive_classes"]]
-    ax.bar(np.arange(CLASSES) + (i - (len(LABELS) - 1) / 2) * width, shares, width,
-           label=f"{label}: {common.percent(scores['error'])} of rubbish claimed")
+    ax.bar(
+        np.arange(CLASSES) + (i - (len(LABELS) - 1) / 2) * width,
+        shares,
+        width,
+        label=f"{label}: {common.percent(scores['error'])} of rubbish claimed",
+    )
   ax.set_xticks(range(CLASSES))
   ax.set_xlabel("class given probability above 0.5")
   ax.set_ylabel("share of the false positives")
-  ax.set_title(f"{measured['samples']:,} samples of N(0, I): classes of the false "
-               "positives", fontsize=10)
+  ax.set_title(
+      f"{measured['samples']:,} samples of N(0, I): classes of the false " "positives", fontsize=10
+  )
   ax.legend(fontsize=8)
   return figure
 
 
-def _claim_on_classes(shares: list[float | None],
-                      pick: Callable[[np.ndarray], int], cls: int) -> Callable[[float], bool]:
+def _claim_on_classes(
+    shares: list[float | None], pick: Callable[[np.ndarray], int], cls: int
+) -> Callable[[float], bool]:
   """A claim that class ``cls`` is the one ``pick`` (argmax or argmin) selects."""
   return lambda value: pick(np.array([s or 0.0 for s in shares])) == cls
 
@@ -130,27 +145,57 @@ def rows(measured: dict[str, Any]) -> list[dict[str, Any]]:
   high = "claim: confidently wrong (above 50%)"
   others = [m["error"] for m in (softmax_net, sigmoid_net, regression)]
   return [
-      shallow.row("R.maxout_softmax.error", softmax_net["error"], 0.05,
-                  lambda error: error >= 0.5, "claim: most rubbish is given a class"),
-      shallow.row("R.maxout_softmax.confidence", softmax_net["confidence"], 0.1,
-                  lambda c: c > 0.5, high),
-      shallow.row("R.maxout_softmax.fives", shares[5], 0.1,
-                  _claim_on_classes(shares, np.argmax, 5),
-                  "claim: 5 is the most common class"),
-      shallow.row("R.maxout_softmax.eights", shares[8], 0.01,
-                  _claim_on_classes(shares, np.argmin, 8), "claim: 8 is the rarest class"),
-      shallow.row("R.maxout_sigmoid.error", sigmoid_net["error"], 0.1,
-                  lambda error: error < softmax_net["error"],
-                  "claim: below the softmax maxout's error"),
-      shallow.row("R.maxout_sigmoid.confidence", sigmoid_net["confidence"], 0.1,
-                  lambda c: c > 0.5, high),
-      shallow.row("R.softmax_regression.error", regression["error"], 0.1,
-                  lambda error: error > 0.25,
-                  "claim: a linear model gives rubbish a class often (over 25%)"),
-      shallow.row("R.softmax_regression.confidence", regression["confidence"], 0.1,
-                  lambda c: c > 0.5, high),
-      shallow.row("R.rbf.error", rbf["error"], 0.05, lambda error: error < min(others),
-                  "claim: the RBF network claims less rubbish than every other model"),
+      shallow.row(
+          "R.maxout_softmax.error",
+          softmax_net["error"],
+          0.05,
+          lambda error: error >= 0.5,
+          "claim: most rubbish is given a class",
+      ),
+      shallow.row(
+          "R.maxout_softmax.confidence", softmax_net["confidence"], 0.1, lambda c: c > 0.5, high
+      ),
+      shallow.row(
+          "R.maxout_softmax.fives",
+          shares[5],
+          0.1,
+          _claim_on_classes(shares, np.argmax, 5),
+          "claim: 5 is the most common class",
+      ),
+      shallow.row(
+          "R.maxout_softmax.eights",
+          shares[8],
+          0.01,
+          _claim_on_classes(shares, np.argmin, 8),
+          "claim: 8 is the rarest class",
+      ),
+      shallow.row(
+          "R.maxout_sigmoid.error",
+          sigmoid_net["error"],
+          0.1,
+          lambda error: error < softmax_net["error"],
+          "claim: below the softmax maxout's error",
+      ),
+      shallow.row(
+          "R.maxout_sigmoid.confidence", sigmoid_net["confidence"], 0.1, lambda c: c > 0.5, high
+      ),
+      shallow.row(
+          "R.softmax_regression.error",
+          regression["error"],
+          0.1,
+          lambda error: error > 0.25,
+          "claim: a linear model gives rubbish a class often (over 25%)",
+      ),
+      shallow.row(
+          "R.softmax_regression.confidence", regression["confidence"], 0.1, lambda c: c > 0.5, high
+      ),
+      shallow.row(
+          "R.rbf.error",
+          rbf["error"],
+          0.05,
+          lambda error: error < min(others),
+          "claim: the RBF network claims less rubbish than every other model",
+      ),
   ]
 
 
@@ -158,7 +203,10 @@ EXPERIMENT = shallow.Experiment(
     "rubbish",
     "Rubbish-class inputs N(0, I): how often maxout (softmax and sigmoid outputs), "
     "softmax regression and the RBF network give them a class (row R).",
-    measure, rows, draw)
+    measure,
+    rows,
+    draw,
+)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:

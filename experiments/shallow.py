@@ -32,14 +32,13 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
-import time
 from typing import Any, Callable, Literal, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
+from matplotlib.figure import Figure
 import numpy as np
 import optax
-from matplotlib.figure import Figure
 
 import advjax
 from advjax import data as data_lib
@@ -48,7 +47,6 @@ from advjax import loop
 from advjax import models
 from advjax import train
 from advjax.attacks import LossFn
-from advjax.checkpoint import CheckpointError
 from experiments import common
 
 SWEEP_BATCH = 1000
@@ -92,18 +90,40 @@ PRESETS = {
     # minutes of wall time on a busy machine): fixed epochs, no early
     # stopping. 10 maxout epochs reach 1.9% test error, 20 softmax
     # regression epochs 7.6%, 10 RBF epochs 13%.
-    "quick": Preset(seeds=1, maxout_units=240, maxout_epochs=10, linear_epochs=20,
-                    rbf_epochs=10, l1_epochs=5, patience=None,
-                    rubbish_samples=10_000),
+    "quick": Preset(
+        seeds=1,
+        maxout_units=240,
+        maxout_epochs=10,
+        linear_epochs=20,
+        rbf_epochs=10,
+        l1_epochs=5,
+        patience=None,
+        rubbish_samples=10_000,
+    ),
     # The maxout of M3 (240 units) with the recipe's early stopping (patience
     # 100); the same patience for the shallow models, whose training the
     # paper does not describe.
-    "paper": Preset(seeds=1, maxout_units=240, maxout_epochs=1000,
-                    linear_epochs=1000, rbf_epochs=1000, l1_epochs=100,
-                    patience=100, rubbish_samples=10_000),
+    "paper": Preset(
+        seeds=1,
+        maxout_units=240,
+        maxout_epochs=1000,
+        linear_epochs=1000,
+        rbf_epochs=1000,
+        l1_epochs=100,
+        patience=100,
+        rubbish_samples=10_000,
+    ),
     # Seconds: for tests and smoke runs, meaningless numbers.
-    "tiny": Preset(seeds=1, maxout_units=8, maxout_epochs=1, linear_epochs=1,
-                   rbf_epochs=1, l1_epochs=1, patience=None, rubbish_samples=200),
+    "tiny": Preset(
+        seeds=1,
+        maxout_units=8,
+        maxout_epochs=1,
+        linear_epochs=1,
+        rbf_epochs=1,
+        l1_epochs=1,
+        patience=None,
+        rubbish_samples=200,
+    ),
 }
 
 
@@ -147,8 +167,7 @@ class L1:
 
   def __call__(self, loss_fn: LossFn, key: jax.Array) -> LossFn:
     del key
-    return lambda params, x, y: (loss_fn(params, x, y)
-                                 + self.coefficient * l1_norm(params))
+    return lambda params, x, y: (loss_fn(params, x, y) + self.coefficient * l1_norm(params))
 
 
 def l1_norm(params: Params) -> jax.Array:
@@ -165,8 +184,9 @@ def l1_norm(params: Params) -> jax.Array:
     Array(6., dtype=float32)
   """
   leaves = jax.tree_util.tree_leaves_with_path(params)
-  return sum(jnp.sum(jnp.abs(leaf)) for path, leaf in leaves
-             if getattr(path[-1], "key", None) == "kernel")
+  return sum(
+      jnp.sum(jnp.abs(leaf)) for path, leaf in leaves if getattr(path[-1], "key", None) == "kernel"
+  )
 
 
 # ---------------------------------------------------------------------------
@@ -174,11 +194,17 @@ def l1_norm(params: Params) -> jax.Array:
 # ---------------------------------------------------------------------------
 
 
-def train_cached(name: str, model: models.Classifier, split: data_lib.Split,
-                 config: loop.TrainConfig, work: pathlib.Path, *,
-                 valid: data_lib.Split | None = None,
-                 objective: train.Objective = train.Clean(),
-                 adam: float | None = None) -> Trained:
+def train_cached(
+    name: str,
+    model: models.Classifier,
+    split: data_lib.Split,
+    config: loop.TrainConfig,
+    work: pathlib.Path,
+    *,
+    valid: data_lib.Split | None = None,
+    objective: train.Objective = train.Clean(),
+    adam: float | None = None,
+) -> Trained:
   """Trains ``model``, or restores it when an earlier run left it in ``work``.
 
   The run folder is `common.run_folder` ``(work, name, ...)``: its digest
@@ -206,13 +232,20 @@ def train_cached(name: str, model: models.Classifier, split: data_lib.Split,
     ...                        loop.TrainConfig(epochs=20), out / "shallow_runs")
   """
   tx = None if adam is None else optax.adam(adam)
-  workdir = common.run_folder(work, name, {
-      "run": loop.fingerprint(model, objective, config, seeds=[config.seed],
-                              train=split, valid=valid, tx=tx),
-      "adam": adam})
+  workdir = common.run_folder(
+      work,
+      name,
+      {
+          "run": loop.fingerprint(
+              model, objective, config, seeds=[config.seed], train=split, valid=valid, tx=tx
+          ),
+          "adam": adam,
+      },
+  )
   print(f"{name}: training or restoring in {workdir}", flush=True)
-  result = loop.fit(model, split, config, objective=objective, valid=valid, tx=tx,
-                    workdir=workdir, desc=name)
+  result = loop.fit(
+      model, split, config, objective=objective, valid=valid, tx=tx, workdir=workdir, desc=name
+  )
   return Trained(model, result.params, result.history)
 
 
@@ -227,8 +260,7 @@ def config(preset: Preset, epochs: int, seed: int) -> loop.TrainConfig:
   Returns:
     A `advjax.loop.TrainConfig`.
   """
-  return loop.TrainConfig(epochs=epochs, seed=seed, patience=preset.patience,
-                          eval_eps=preset.eps)
+  return loop.TrainConfig(epochs=epochs, seed=seed, patience=preset.patience, eval_eps=preset.eps)
 
 
 def validation(preset: Preset, split: data_lib.Split) -> data_lib.Split | None:
@@ -240,8 +272,9 @@ def validation(preset: Preset, split: data_lib.Split) -> data_lib.Split | None:
   return None if preset.patience is None else split
 
 
-def softmax_regression(preset: Preset, data: data_lib.MNIST, seed: int,
-                       work: pathlib.Path) -> Trained:
+def softmax_regression(
+    preset: Preset, data: data_lib.MNIST, seed: int, work: pathlib.Path
+) -> Trained:
   """The shallow softmax regression of M1, recipe SGD, zero initialisation.
 
   Args:
@@ -256,13 +289,17 @@ def softmax_regression(preset: Preset, data: data_lib.MNIST, seed: int,
   Example:
     >>> softmax = softmax_regression(PRESETS["quick"], data, 0, out / "shallow_runs")
   """
-  return train_cached("softmax_regression", models.softmax_regression(), data.train,
-                      config(preset, preset.linear_epochs, seed), work,
-                      valid=validation(preset, data.valid))
+  return train_cached(
+      "softmax_regression",
+      models.softmax_regression(),
+      data.train,
+      config(preset, preset.linear_epochs, seed),
+      work,
+      valid=validation(preset, data.valid),
+  )
 
 
-def rbf_network(preset: Preset, data: data_lib.MNIST, seed: int,
-                work: pathlib.Path) -> Trained:
+def rbf_network(preset: Preset, data: data_lib.MNIST, seed: int, work: pathlib.Path) -> Trained:
   """The shallow RBF network of M8 (per-class ``exp(q_k)``), trained with Adam.
 
   Args:
@@ -277,13 +314,24 @@ def rbf_network(preset: Preset, data: data_lib.MNIST, seed: int,
   Example:
     >>> rbf = rbf_network(PRESETS["quick"], data, 0, out / "shallow_runs")
   """
-  return train_cached("rbf_network", models.rbf_network(), data.train,
-                      config(preset, preset.rbf_epochs, seed), work,
-                      valid=validation(preset, data.valid), adam=RBF_LEARNING_RATE)
+  return train_cached(
+      "rbf_network",
+      models.rbf_network(),
+      data.train,
+      config(preset, preset.rbf_epochs, seed),
+      work,
+      valid=validation(preset, data.valid),
+      adam=RBF_LEARNING_RATE,
+  )
 
 
-def maxout(preset: Preset, data: data_lib.MNIST, seed: int, work: pathlib.Path,
-           output: Literal["softmax", "sigmoid"] = "softmax") -> Trained:
+def maxout(
+    preset: Preset,
+    data: data_lib.MNIST,
+    seed: int,
+    work: pathlib.Path,
+    output: Literal["softmax", "sigmoid"] = "softmax",
+) -> Trained:
   """The maxout network of M3 (recipe SGD, dropout, max-norm), softmax or sigmoid outputs.
 
   Args:
@@ -300,10 +348,14 @@ def maxout(preset: Preset, data: data_lib.MNIST, seed: int, work: pathlib.Path,
   Example:
     >>> net = maxout(PRESETS["quick"], data, 0, out / "shallow_runs")
   """
-  return train_cached(f"maxout_{output}",
-                      models.maxout_mlp(units=preset.maxout_units, output=output),
-                      data.train, config(preset, preset.maxout_epochs, seed), work,
-                      valid=validation(preset, data.valid))
+  return train_cached(
+      f"maxout_{output}",
+      models.maxout_mlp(units=preset.maxout_units, output=output),
+      data.train,
+      config(preset, preset.maxout_epochs, seed),
+      work,
+      valid=validation(preset, data.valid),
+  )
 
 
 # ---------------------------------------------------------------------------
@@ -311,8 +363,7 @@ def maxout(preset: Preset, data: data_lib.MNIST, seed: int, work: pathlib.Path,
 # ---------------------------------------------------------------------------
 
 
-def sweep(trained: Trained, split: data_lib.Split,
-          eps: float) -> dict[str, list[float | None]]:
+def sweep(trained: Trained, split: data_lib.Split, eps: float) -> dict[str, list[float | None]]:
   """FGSM error and confidence on the mistakes at every eps of `common.sweep_grid`.
 
   One `advjax.epsilon_sweep` over the split (the input gradient is taken once
@@ -337,10 +388,15 @@ def sweep(trained: Trained, split: data_lib.Split,
   if labels.dtype.kind == "f":
     labels = (labels > 0).astype(np.int32)
     loss_fn = lambda params, x, y: model.loss(params, x, 2.0 * y - 1.0)
-  result = advjax.epsilon_sweep(loss_fn, model.probabilities, trained.params,
-                                split.x, labels,
-                                np.asarray(common.sweep_grid(eps), np.float32),
-                                batch_size=SWEEP_BATCH)
+  result = advjax.epsilon_sweep(
+      loss_fn,
+      model.probabilities,
+      trained.params,
+      split.x,
+      labels,
+      np.asarray(common.sweep_grid(eps), np.float32),
+      batch_size=SWEEP_BATCH,
+  )
   return common.sweep_entry(result)
 
 
@@ -410,8 +466,13 @@ def mean_over_seeds(values: Sequence[Any]) -> Any:
   return first
 
 
-def row(key: str, measured: float | None, tolerance: float,
-        claim: Callable[[float], bool], note: str = "") -> dict[str, Any]:
+def row(
+    key: str,
+    measured: float | None,
+    tolerance: float,
+    claim: Callable[[float], bool],
+    note: str = "",
+) -> dict[str, Any]:
   """The `common.compare` row of the paper's ``key``, its claim tested on ``measured``.
 
   The verdict is "reproduced" within ``tolerance`` (absolute, as a fraction)
@@ -433,8 +494,7 @@ def row(key: str, measured: float | None, tolerance: float,
     >>> row("M1.fgsm_error", 0.998, 0.05, lambda e: e > 0.5)["verdict"]
     'reproduced'
   """
-  return common.compare(key, measured, tolerance,
-                        measured is not None and claim(measured), note)
+  return common.compare(key, measured, tolerance, measured is not None and claim(measured), note)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -470,36 +530,27 @@ def main(experiment: Experiment, argv: Sequence[str] | None = None) -> dict[str,
   Example:
     >>> main(EXPERIMENT, ["--preset", "tiny", "--out", "/tmp/results"])
   """
-  start = time.perf_counter()
   prog = f"experiments.{experiment.name}"
-  args = common.parser(prog, experiment.description, PRESETS).parse_args(argv)
-  preset = common.settings(prog, args, PRESETS)
-  common.check_out(prog, args.out)
-  data = common.load_data(prog, args.data_dir, args.dataset)
-  work = args.out / "shallow_runs"
-  try:
-    per_seed = [experiment.measure(preset, data, seed, work)
-                for seed in range(preset.seeds)]
-  except CheckpointError as error:
-    common.fail(prog, error)
+  run = common.setup(prog, common.parser(prog, experiment.description, PRESETS), PRESETS, argv)
+  preset, out = run.preset, run.args.out
+  work = out / "shallow_runs"
+  with common.one_line_errors(prog):
+    per_seed = [experiment.measure(preset, run.data, seed, work) for seed in range(preset.seeds)]
   measured = mean_over_seeds([m.numbers for m in per_seed])
   figures = []
   if experiment.draw is not None:
-    figures.append(common.save_figure(
-        experiment.draw(per_seed[0].figure_inputs, measured, preset), args.out,
-        experiment.name))
+    figures.append(
+        common.save_figure(
+            experiment.draw(per_seed[0].figure_inputs, measured, preset), out, experiment.name
+        )
+    )
   results = {
-      "config": {"preset": args.preset, **dataclasses.asdict(preset),
-                 "dataset": args.dataset, "clip": None,
-                 "sweep_eps": list(common.sweep_grid(preset.eps)),
-                 "data_dir": args.data_dir, "work": str(work)},
       "measured": measured,
       "per_seed": [{"seed": seed, **m.numbers} for seed, m in enumerate(per_seed)],
       "sweep": mean_over_seeds([m.sweep for m in per_seed]),
-      "rows": experiment.rows(measured) if common.comparable(args.dataset) else [],
+      "rows": (experiment.rows(measured) if common.comparable(run.args.dataset) else []),
       "figures": figures,
   }
-  print(common.format_rows(
-      results["rows"], common.title(args.dataset, args.preset, preset.seeds, preset.eps)))
-  common.write_results(args.out, experiment.name, results, start)
-  return results
+  return common.finish(
+      run, experiment.name, results, sweep_eps=list(common.sweep_grid(preset.eps)), work=str(work)
+  )

@@ -25,8 +25,9 @@ from experiments import shallow
 MODEL = "softmax regression"
 
 
-def measure(preset: shallow.Preset, data: data_lib.MNIST, seed: int,
-            work: pathlib.Path) -> shallow.Measured:
+def measure(
+    preset: shallow.Preset, data: data_lib.MNIST, seed: int, work: pathlib.Path
+) -> shallow.Measured:
   """Clean and FGSM scores of one seed's softmax regression on the test set.
 
   Args:
@@ -41,30 +42,44 @@ def measure(preset: shallow.Preset, data: data_lib.MNIST, seed: int,
   """
   softmax = shallow.softmax_regression(preset, data, seed, work)
   scores = evaluation.evaluate(softmax.model, softmax.params, data.test, eps=preset.eps)
-  numbers = {"test_error": scores["error"],
-             "test_confidence": scores["confidence"],
-             "fgsm_error": scores["fgsm_error"],
-             "fgsm_confidence": scores["fgsm_confidence"]}
-  return shallow.Measured({k: common.number(v) for k, v in numbers.items()},
-                          {MODEL: shallow.sweep(softmax, data.test, preset.eps)})
+  numbers = {
+      "test_error": scores["error"],
+      "test_confidence": scores["confidence"],
+      "fgsm_error": scores["fgsm_error"],
+      "fgsm_confidence": scores["fgsm_confidence"],
+  }
+  return shallow.Measured(
+      {k: common.number(v) for k, v in numbers.items()},
+      {MODEL: shallow.sweep(softmax, data.test, preset.eps)},
+  )
 
 
 def rows(measured: dict[str, Any]) -> list[dict[str, Any]]:
   """Row M1: the FGSM error and the confidence on its mistakes."""
   return [
-      shallow.row("M1.fgsm_error", measured["fgsm_error"], 0.05,
-                  lambda error: error >= 0.5,
-                  "claim: a linear model is fooled on most inputs"),
-      shallow.row("M1.fgsm_confidence", measured["fgsm_confidence"], 0.1,
-                  lambda confidence: confidence > 0.5,
-                  "claim: it is fooled with high confidence (over 50%)"),
+      shallow.row(
+          "M1.fgsm_error",
+          measured["fgsm_error"],
+          0.05,
+          lambda error: error >= 0.5,
+          "claim: a linear model is fooled on most inputs",
+      ),
+      shallow.row(
+          "M1.fgsm_confidence",
+          measured["fgsm_confidence"],
+          0.1,
+          lambda confidence: confidence > 0.5,
+          "claim: it is fooled with high confidence (over 50%)",
+      ),
   ]
 
 
 EXPERIMENT = shallow.Experiment(
     "softmax_regression",
     "Shallow softmax regression on MNIST under FGSM (row M1 of the paper).",
-    measure, rows)
+    measure,
+    rows,
+)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:

@@ -5,8 +5,8 @@ import functools
 from absl.testing import parameterized
 import chex
 import jax
-import jax.numpy as jnp
 from jax.experimental import checkify
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -25,8 +25,7 @@ def mlp_loss(params, x, y):
 
 def logistic_problem(seed=0, n=16, d=10):
   rng = np.random.default_rng(seed)
-  params = {"w": jnp.asarray(rng.normal(size=d), jnp.float32),
-            "b": jnp.asarray(0.3, jnp.float32)}
+  params = {"w": jnp.asarray(rng.normal(size=d), jnp.float32), "b": jnp.asarray(0.3, jnp.float32)}
   x = jnp.asarray(rng.uniform(size=(n, d)), jnp.float32)
   y = jnp.asarray(rng.choice([-1.0, 1.0], size=n), jnp.float32)
   return params, x, y
@@ -34,8 +33,11 @@ def logistic_problem(seed=0, n=16, d=10):
 
 def mlp_problem(seed=0, n=8, d=6, hidden=5, classes=3):
   rng = np.random.default_rng(seed)
-  params = {"w1": rng.normal(size=(d, hidden)), "b1": rng.normal(size=hidden),
-            "w2": rng.normal(size=(hidden, classes))}
+  params = {
+      "w1": rng.normal(size=(d, hidden)),
+      "b1": rng.normal(size=hidden),
+      "w2": rng.normal(size=(hidden, classes)),
+  }
   params = jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), params)
   x = jnp.asarray(rng.uniform(size=(n, d)), jnp.float32)
   y = jnp.asarray(rng.integers(0, classes, size=n), jnp.int32)
@@ -56,7 +58,8 @@ class FgsmTest(chex.TestCase):
     chex.assert_trees_all_close(
         logistic(params, x_adv, y),
         advjax.logistic_worst_case_loss(params["w"], params["b"], x, y, eps),
-        rtol=1e-5)
+        rtol=1e-5,
+    )
 
   @chex.variants(with_jit=True, without_jit=True)
   def test_perturbation_has_max_norm_eps_where_gradient_is_nonzero(self):
@@ -95,11 +98,10 @@ class FgsmTest(chex.TestCase):
     params, x, _ = mlp_problem()
     target = jnp.full(x.shape[0], 2, jnp.int32)
     x_adv = advjax.targeted_fgsm(mlp_loss, params, x, target, 0.05)
-    self.assertLess(float(mlp_loss(params, x_adv, target)),
-                    float(mlp_loss(params, x, target)))
+    self.assertLess(float(mlp_loss(params, x_adv, target)), float(mlp_loss(params, x, target)))
     np.testing.assert_array_max_ulp(
-        x_adv, x - 0.05 * jnp.sign(advjax.input_grad(mlp_loss, params, x, target)),
-        maxulp=1)
+        x_adv, x - 0.05 * jnp.sign(advjax.input_grad(mlp_loss, params, x, target)), maxulp=1
+    )
 
   @parameterized.parameters(jnp.float32, jnp.bfloat16)
   def test_output_dtype_follows_input(self, dtype):
@@ -107,8 +109,9 @@ class FgsmTest(chex.TestCase):
     params = jax.tree.map(lambda a: a.astype(dtype), params)
     x = x.astype(dtype)
     self.assertEqual(advjax.fgsm(mlp_loss, params, x, y, 0.1).dtype, dtype)
-    self.assertEqual(advjax.pgd(mlp_loss, params, x, y, 0.1, step_size=0.05,
-                                num_steps=2).dtype, dtype)
+    self.assertEqual(
+        advjax.pgd(mlp_loss, params, x, y, 0.1, step_size=0.05, num_steps=2).dtype, dtype
+    )
 
 
 class BallTest(chex.TestCase):
@@ -126,8 +129,9 @@ class BallTest(chex.TestCase):
     self.assertLessEqual(distance.max(), float(np.float32(eps)))
     self.assertGreater(distance.max(), eps - 2**-7)  # and not needlessly short
 
-  @parameterized.product(dtype=[jnp.bfloat16, jnp.float16, jnp.float32],
-                         eps=[0.1, 0.25, 0.3], jit=[False, True])
+  @parameterized.product(
+      dtype=[jnp.bfloat16, jnp.float16, jnp.float32], eps=[0.1, 0.25, 0.3], jit=[False, True]
+  )
   def test_fgsm_stays_in_the_eps_ball_in_every_dtype(self, dtype, eps, jit):
     params, x, y = self.low_precision_problem(dtype)
     attack = functools.partial(advjax.fgsm, mlp_loss)
@@ -135,12 +139,22 @@ class BallTest(chex.TestCase):
     self.assertEqual(x_adv.dtype, dtype)
     self.assert_in_ball(x_adv, x, eps)
 
-  @parameterized.product(dtype=[jnp.bfloat16, jnp.float16], eps=[0.1, 0.25, 0.3],
-                         random_start=[False, True])
+  @parameterized.product(
+      dtype=[jnp.bfloat16, jnp.float16], eps=[0.1, 0.25, 0.3], random_start=[False, True]
+  )
   def test_pgd_stays_in_its_ball_in_every_dtype(self, dtype, eps, random_start):
     params, x, y = self.low_precision_problem(dtype)
-    x_adv = advjax.pgd(mlp_loss, params, x, y, eps, step_size=eps / 3, num_steps=5,
-                       random_start=random_start, key=jax.random.key(0))
+    x_adv = advjax.pgd(
+        mlp_loss,
+        params,
+        x,
+        y,
+        eps,
+        step_size=eps / 3,
+        num_steps=5,
+        random_start=random_start,
+        key=jax.random.key(0),
+    )
     self.assertEqual(x_adv.dtype, dtype)
     self.assert_in_ball(x_adv, x, eps)
 
@@ -183,14 +197,14 @@ class VmapTest(chex.TestCase):
     eps = jnp.array([0.0, 0.1, 0.2])
     batched = jax.vmap(lambda e: advjax.fgsm(mlp_loss, params, x, y, e))(eps)
     for k in range(3):
-      np.testing.assert_allclose(batched[k], advjax.fgsm(mlp_loss, params, x, y, eps[k]),
-                                 rtol=1e-6)
+      np.testing.assert_allclose(batched[k], advjax.fgsm(mlp_loss, params, x, y, eps[k]), rtol=1e-6)
 
   def test_vmap_over_examples(self):
     params, x, y = logistic_problem()
     single = lambda xi, yi: advjax.fgsm(logistic, params, xi[None], yi[None], 0.25)[0]
-    np.testing.assert_allclose(jax.vmap(single)(x, y),
-                               advjax.fgsm(logistic, params, x, y, 0.25), rtol=1e-6)
+    np.testing.assert_allclose(
+        jax.vmap(single)(x, y), advjax.fgsm(logistic, params, x, y, 0.25), rtol=1e-6
+    )
 
   def test_vmap_over_stacked_params(self):
     members = [mlp_problem(seed)[0] for seed in range(3)]
@@ -198,8 +212,7 @@ class VmapTest(chex.TestCase):
     stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *members)
     batched = jax.vmap(lambda p: advjax.fgsm(mlp_loss, p, x, y, 0.1))(stacked)
     for k, member in enumerate(members):
-      np.testing.assert_allclose(batched[k], advjax.fgsm(mlp_loss, member, x, y, 0.1),
-                                 rtol=1e-6)
+      np.testing.assert_allclose(batched[k], advjax.fgsm(mlp_loss, member, x, y, 0.1), rtol=1e-6)
 
 
 class PgdTest(chex.TestCase):
@@ -207,18 +220,29 @@ class PgdTest(chex.TestCase):
   @chex.variants(with_jit=True, without_jit=True)
   def test_one_step_without_random_start_is_fgsm(self):
     params, x, y = mlp_problem()
-    attack = self.variant(lambda p, x, y: advjax.pgd(
-        mlp_loss, p, x, y, 0.1, step_size=0.1, num_steps=1))
-    np.testing.assert_allclose(attack(params, x, y),
-                               advjax.fgsm(mlp_loss, params, x, y, 0.1), atol=1e-6)
+    attack = self.variant(
+        lambda p, x, y: advjax.pgd(mlp_loss, p, x, y, 0.1, step_size=0.1, num_steps=1)
+    )
+    np.testing.assert_allclose(
+        attack(params, x, y), advjax.fgsm(mlp_loss, params, x, y, 0.1), atol=1e-6
+    )
 
   @parameterized.parameters(False, True)
   def test_stays_in_ball_and_box(self, random_start):
     params, x, y = mlp_problem()
     eps = 0.3
-    x_adv = advjax.pgd(mlp_loss, params, x, y, eps, step_size=0.07, num_steps=10,
-                       clip=(0.0, 1.0), random_start=random_start,
-                       key=jax.random.key(0))
+    x_adv = advjax.pgd(
+        mlp_loss,
+        params,
+        x,
+        y,
+        eps,
+        step_size=0.07,
+        num_steps=10,
+        clip=(0.0, 1.0),
+        random_start=random_start,
+        key=jax.random.key(0),
+    )
     self.assertLessEqual(float(jnp.max(jnp.abs(x_adv - x))), eps + 1e-6)
     self.assertGreaterEqual(float(x_adv.min()), 0.0)
     self.assertLessEqual(float(x_adv.max()), 1.0)
@@ -227,8 +251,9 @@ class PgdTest(chex.TestCase):
     params, x, y = mlp_problem()
     x_fgsm = advjax.fgsm(mlp_loss, params, x, y, 0.1)
     x_pgd = advjax.pgd(mlp_loss, params, x, y, 0.1, step_size=0.02, num_steps=20)
-    self.assertGreaterEqual(float(mlp_loss(params, x_pgd, y)),
-                            float(mlp_loss(params, x_fgsm, y)) - 1e-4)
+    self.assertGreaterEqual(
+        float(mlp_loss(params, x_pgd, y)), float(mlp_loss(params, x_fgsm, y)) - 1e-4
+    )
 
 
 class BadInputTest(chex.TestCase):
@@ -245,8 +270,10 @@ class BadInputTest(chex.TestCase):
       jax.jit(lambda p, x, y: advjax.fgsm(mlp_loss, p, x, y, -1.0))(params, x, y)
 
   @parameterized.named_parameters(
-      ("nan_eps", float("nan"), None), ("negative_eps", -0.1, None),
-      ("clip_lo_above_hi", 0.1, (1.0, 0.0)))
+      ("nan_eps", float("nan"), None),
+      ("negative_eps", -0.1, None),
+      ("clip_lo_above_hi", 0.1, (1.0, 0.0)),
+  )
   def test_traced_bad_arguments_raise_under_checkify(self, eps, clip):
     params, x, y = mlp_problem()
 
@@ -261,8 +288,11 @@ class BadInputTest(chex.TestCase):
 
   def test_traced_good_arguments_pass_checkify(self):
     params, x, y = mlp_problem()
-    attack = jax.jit(lambda eps, step: advjax.pgd(
-        mlp_loss, params, x, y, eps, step_size=step, num_steps=2, clip=(0.0, 1.0)))
+    attack = jax.jit(
+        lambda eps, step: advjax.pgd(
+            mlp_loss, params, x, y, eps, step_size=step, num_steps=2, clip=(0.0, 1.0)
+        )
+    )
     error, x_adv = checkify.checkify(attack)(0.1, 0.05)
     self.assertIsNone(error.get())
     np.testing.assert_array_equal(x_adv, attack(0.1, 0.05))
@@ -289,8 +319,7 @@ class BadInputTest(chex.TestCase):
   def test_pgd_needs_key_for_random_start(self):
     params, x, y = mlp_problem()
     with pytest.raises(ValueError, match="key"):
-      advjax.pgd(mlp_loss, params, x, y, 0.1, step_size=0.1, num_steps=1,
-                 random_start=True)
+      advjax.pgd(mlp_loss, params, x, y, 0.1, step_size=0.1, num_steps=1, random_start=True)
 
   @parameterized.parameters(0, 1.5)
   def test_pgd_num_steps(self, num_steps):

@@ -16,23 +16,40 @@ from typing import Any
 
 import pytest
 
-import benchmarks
 from advjax import data as advjax_data
+import benchmarks
 from benchmarks import __main__ as cli
 from benchmarks import peers as peers_lib
 from benchmarks import report
 from benchmarks import suite
 
 # foolbox 3.3.4 imports a SciPy namespace that SciPy deprecates; not ours to fix.
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:.*scipy.ndimage.filters.*:DeprecationWarning")
+pytestmark = pytest.mark.filterwarnings("ignore:.*scipy.ndimage.filters.*:DeprecationWarning")
 
 TINY = dataclasses.replace(
-    benchmarks.QUICK, units=8, pieces=2, batch=10, test_examples=40, attack_batch=20,
-    sweep_eps=3, sweep_batch=20, members=2, train_steps=2, step_repeats=1,
-    attack_repeats=1, sweep_repeats=1, ensemble_repeats=1, epoch_repeats=1,
-    members_repeats=1, seeds=2,
-    study_eps=(0.0, 0.25), wide_units=12, wide_on_cpu=True, peak_sizes=(64,), peak_repeats=1)
+    benchmarks.QUICK,
+    units=8,
+    pieces=2,
+    batch=10,
+    test_examples=40,
+    attack_batch=20,
+    sweep_eps=3,
+    sweep_batch=20,
+    members=2,
+    train_steps=2,
+    step_repeats=1,
+    attack_repeats=1,
+    sweep_repeats=1,
+    ensemble_repeats=1,
+    epoch_repeats=1,
+    members_repeats=1,
+    seeds=2,
+    study_eps=(0.0, 0.25),
+    wide_units=12,
+    wide_on_cpu=True,
+    peak_sizes=(64,),
+    peak_repeats=1,
+)
 # Two seeds and two eps: the seeds item and the eps study share one compiled program.
 HIDDEN = "torchattacks"
 
@@ -63,14 +80,24 @@ def test_results_json_holds_every_item(run):
   platform = entry["machine"]["platform"]
   assert list(saved) == [platform]
   saved = saved[platform]
-  assert {"machine", "config", "data", "model", "peers", "benchmarks", "seconds",
-          "load_average_end", "matmul_peak"} <= set(saved)
+  assert {
+      "machine",
+      "config",
+      "data",
+      "model",
+      "peers",
+      "benchmarks",
+      "seconds",
+      "load_average_end",
+      "matmul_peak",
+  } <= set(saved)
   assert list(saved["benchmarks"]) == list(suite.KEYS)
   assert saved["config"]["units"] == TINY.units
   assert saved["matmul_peak"]["jax"]["gflops"] > 0
   for section in saved["benchmarks"].values():
-    assert {"title", "target", "gpu_target", "measured", "met", "rows",
-            "ratio_meaning"} <= set(section)
+    assert {"title", "target", "gpu_target", "measured", "met", "rows", "ratio_meaning"} <= set(
+        section
+    )
     for row in section["rows"]:
       if row["status"] == "ok":
         assert row["seconds"] > 0 and row["ratio"] > 0 and row["peak_bytes"] > 0
@@ -127,31 +154,33 @@ def test_each_vmapped_member_is_its_own_run_alone(run, key):
   sequential, vmapped = _rows(entry, key)
   check = vmapped["cross_check"]
   assert check["passed"], check
-  assert (check["max_loss_difference"] * suite.IDENTIFICATION_MARGIN
-          <= check["min_loss_separation"])
+  assert check["max_loss_difference"] * suite.IDENTIFICATION_MARGIN <= check["min_loss_separation"]
   assert sequential["flops"] == vmapped["flops"]
 
 
 def test_the_eps_study_gives_each_member_its_eps(run):
   entry, _ = run
   assert f"eps {', '.join(f'{e:g}' for e in TINY.study_eps)}" in (
-      entry["benchmarks"]["eps_study_epoch"]["title"])
+      entry["benchmarks"]["eps_study_epoch"]["title"]
+  )
   assert _rows(entry, "eps_study_epoch")[1]["name"].startswith(
-      f"one compiled epoch of {len(TINY.study_eps)} ")
-  assert suite.FULL.study_eps == suite.QUICK.study_eps == (0, .05, .1, .15, .2, .25, .3)
+      f"one compiled epoch of {len(TINY.study_eps)} "
+  )
+  assert suite.FULL.study_eps == suite.QUICK.study_eps == (0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3)
 
 
 def test_the_wide_epoch_runs_where_the_config_asks(run):
   entry, _ = run
   (row,) = _rows(entry, "wide_epoch")
   assert row["status"] == "ok" and f"maxout {TINY.wide_units}x" in (
-      entry["benchmarks"]["wide_epoch"]["title"])
+      entry["benchmarks"]["wide_epoch"]["title"]
+  )
 
 
 def test_without_a_gpu_run_the_report_lists_the_gpu_targets(run):
   _, out = run
   text = (out / "RESULTS.md").read_text()
-  gpu = text[text.index("## GPU: not measured"):]
+  gpu = text[text.index("## GPU: not measured") :]
   for seconds in (suite.GPU_EPOCH_SECONDS, suite.GPU_SEEDS_SECONDS, suite.GPU_WIDE_SECONDS):
     assert f"<= {seconds} s (GPU)" in gpu
 

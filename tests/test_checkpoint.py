@@ -15,7 +15,9 @@ import numpy as np
 import pytest
 
 from advjax import checkpoint
-from advjax.checkpoint import CheckpointError, RunCheckpointer, RunMismatchError
+from advjax.checkpoint import CheckpointError
+from advjax.checkpoint import RunCheckpointer
+from advjax.checkpoint import RunMismatchError
 
 FINGERPRINT = {"model": "tiny", "seed": 0, "sizes": (3, 4)}
 
@@ -23,8 +25,10 @@ FINGERPRINT = {"model": "tiny", "seed": 0, "sizes": (3, 4)}
 def arrays_of(epoch: int) -> dict[str, jnp.ndarray]:
   """Distinct arrays per epoch; the weights fill a data file of ~200 kB."""
   rng = np.random.default_rng(epoch)
-  return {"w": jnp.asarray(rng.normal(size=(100, 500)).astype(np.float32)),
-          "step": jnp.asarray(epoch, jnp.int32)}
+  return {
+      "w": jnp.asarray(rng.normal(size=(100, 500)).astype(np.float32)),
+      "step": jnp.asarray(epoch, jnp.int32),
+  }
 
 
 def save_epochs(folder: pathlib.Path, *epochs: int, fingerprint=FINGERPRINT) -> None:
@@ -121,8 +125,7 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_previous(tmp_path, capsys
   assert_arrays_equal(arrays, arrays_of(1))
   err = capsys.readouterr().err
   assert err.count("\n") == 1, err
-  for needle in (str(tmp_path), "skipped damaged checkpoint epoch 2",
-                 "resuming from epoch 1"):
+  for needle in (str(tmp_path), "skipped damaged checkpoint epoch 2", "resuming from epoch 1"):
     assert needle in err, f"{needle!r} not in {err!r}"
 
 

@@ -6,6 +6,8 @@ an auxiliary output, forward mode, the submodules on first use.
 """
 
 import functools
+import importlib
+import inspect
 import re
 import subprocess
 import sys
@@ -20,7 +22,8 @@ import numpy as np
 import optax
 
 import advjax
-from tests.test_attacks import mlp_loss, mlp_problem
+from tests.test_attacks import mlp_loss
+from tests.test_attacks import mlp_problem
 
 D, CLASSES = 6, 3
 
@@ -59,13 +62,16 @@ class EquinoxTest(chex.TestCase):
 
   def test_adversarial_loss_takes_a_whole_equinox_model(self):
     model, (x, y) = eqx_model(), data()
-    value, grads = eqx.filter_value_and_grad(
-        advjax.adversarial_loss(eqx_loss, 0.1, 0.3))(model, x, y)
+    value, grads = eqx.filter_value_and_grad(advjax.adversarial_loss(eqx_loss, 0.1, 0.3))(
+        model, x, y
+    )
     expected_value, expected_grads = eqx.filter_value_and_grad(
-        functools.partial(plain_objective, eqx_loss, eps=0.1, alpha=0.3))(model, x, y)
+        functools.partial(plain_objective, eqx_loss, eps=0.1, alpha=0.3)
+    )(model, x, y)
     chex.assert_trees_all_close(value, expected_value, rtol=1e-6)
-    chex.assert_trees_all_close(eqx.filter(grads, eqx.is_array),
-                                eqx.filter(expected_grads, eqx.is_array), rtol=1e-5)
+    chex.assert_trees_all_close(
+        eqx.filter(grads, eqx.is_array), eqx.filter(expected_grads, eqx.is_array), rtol=1e-5
+    )
 
   def test_epsilon_sweep_takes_an_equinox_model(self):
     model, (x, y) = eqx_model(), data()
@@ -75,8 +81,9 @@ class EquinoxTest(chex.TestCase):
       x_adv = advjax.fgsm(eqx_loss, model, x, y, eps)
       error, _ = advjax.error_and_confidence(eqx_probs(model, x_adv), y)
       self.assertEqual(sweep.error[k], error)
-    logits = advjax.direction_sweep(lambda m, v: jax.vmap(m)(v), model, x,
-                                    jnp.ones_like(x), eps_values)
+    logits = advjax.direction_sweep(
+        lambda m, v: jax.vmap(m)(v), model, x, jnp.ones_like(x), eps_values
+    )
     chex.assert_trees_all_close(logits[1], jax.vmap(model)(x + 0.1), rtol=1e-5)
 
   def test_ensembles_take_equinox_models(self):
@@ -84,20 +91,19 @@ class EquinoxTest(chex.TestCase):
     stacked = advjax.stack(members)
     self.assertEqual(advjax.ensemble_size(stacked), 3)
     self.assertIs(stacked.activation, jnp.tanh)  # shared, not stacked
-    chex.assert_trees_all_equal(eqx.filter(advjax.member(stacked, 1), eqx.is_array),
-                                eqx.filter(members[1], eqx.is_array))
+    chex.assert_trees_all_equal(
+        eqx.filter(advjax.member(stacked, 1), eqx.is_array), eqx.filter(members[1], eqx.is_array)
+    )
     expected = sum(eqx_probs(m, x) for m in members) / 3
-    chex.assert_trees_all_close(advjax.ensemble_probs(eqx_probs, stacked, x),
-                                expected, rtol=1e-6)
+    chex.assert_trees_all_close(advjax.ensemble_probs(eqx_probs, stacked, x), expected, rtol=1e-6)
     x_adv = advjax.fgsm(advjax.ensemble_loss(eqx_probs), stacked, x, y, 0.1)
     chex.assert_shape(x_adv, x.shape)
     initialised = advjax.init_ensemble(
-        lambda key: eqx.nn.MLP(D, CLASSES, 5, 1, activation=jnp.tanh, key=key),
-        jax.random.key(0), 3)
+        lambda key: eqx.nn.MLP(D, CLASSES, 5, 1, activation=jnp.tanh, key=key), jax.random.key(0), 3
+    )
     self.assertEqual(advjax.ensemble_size(initialised), 3)
     with self.assertRaisesRegex(ValueError, r"non-array leaves; leaf \.activation"):
-      advjax.stack([members[0], eqx.tree_at(lambda m: m.activation, members[1],
-                                            jax.nn.relu)])
+      advjax.stack([members[0], eqx.tree_at(lambda m: m.activation, members[1], jax.nn.relu)])
 
   def test_ensemble_step_trains_equinox_members(self):
     optimizer = optax.sgd(0.1)
@@ -106,8 +112,7 @@ class EquinoxTest(chex.TestCase):
     def train_step(state, batch, rng):
       del rng
       model, opt_state = state
-      loss, grads = eqx.filter_value_and_grad(advjax.adversarial_loss(eqx_loss, 0.1))(
-          model, *batch)
+      loss, grads = eqx.filter_value_and_grad(advjax.adversarial_loss(eqx_loss, 0.1))(model, *batch)
       updates, opt_state = optimizer.update(grads, opt_state, model)
       return (eqx.apply_updates(model, updates), opt_state), loss
 
@@ -117,8 +122,11 @@ class EquinoxTest(chex.TestCase):
     for k, state in enumerate(states):
       expected_state, expected_loss = train_step(state, (x, y), rngs[k])
       chex.assert_trees_all_close(losses[k], expected_loss, rtol=1e-6)
-      chex.assert_trees_all_close(eqx.filter(advjax.member(stepped, k), eqx.is_array),
-                                  eqx.filter(expected_state, eqx.is_array), rtol=1e-5)
+      chex.assert_trees_all_close(
+          eqx.filter(advjax.member(stepped, k), eqx.is_array),
+          eqx.filter(expected_state, eqx.is_array),
+          rtol=1e-5,
+      )
 
 
 class GradientTest(chex.TestCase):
@@ -146,8 +154,9 @@ class GradientTest(chex.TestCase):
       return advjax.adversarial_loss(scaled, 0.1)(params, x, y)
 
     grad = jax.grad(functools.partial(objective, "advjax"))(2.0)
-    chex.assert_trees_all_close(grad, jax.grad(functools.partial(objective, "plain"))(2.0),
-                                rtol=1e-6)
+    chex.assert_trees_all_close(
+        grad, jax.grad(functools.partial(objective, "plain"))(2.0), rtol=1e-6
+    )
 
   def test_forward_mode_matches_reverse_mode(self):
     params, x, y = mlp_problem()
@@ -169,12 +178,18 @@ class GradientTest(chex.TestCase):
       loss = advjax.adversarial_loss(mlp_loss, 0.1)
       return jax.grad(lambda p: loss(p, x, y) / jax.lax.axis_size("batch"))(params)
 
-    grads = jax.jit(jax.shard_map(
-        sharded_grad, mesh=mesh, in_specs=(spec(), spec("batch"), spec("batch")),
-        out_specs=spec()))(params, x, y)
+    grads = jax.jit(
+        jax.shard_map(
+            sharded_grad,
+            mesh=mesh,
+            in_specs=(spec(), spec("batch"), spec("batch")),
+            out_specs=spec(),
+        )
+    )(params, x, y)
     # FGSM's sign does not see the loss's scale: each device's x_adv is the global one.
-    chex.assert_trees_all_close(grads, jax.grad(advjax.adversarial_loss(mlp_loss, 0.1))(
-        params, x, y), rtol=1e-5, atol=1e-6)
+    chex.assert_trees_all_close(
+        grads, jax.grad(advjax.adversarial_loss(mlp_loss, 0.1))(params, x, y), rtol=1e-5, atol=1e-6
+    )
 
 
 class BatchNormMLP(nn.Module):
@@ -197,22 +212,26 @@ class AuxTest(chex.TestCase):
 
   def loss_with_aux(self, params, x, y):
     logits, updates = self.model.apply(
-        {"params": params, "batch_stats": self.variables["batch_stats"]}, x,
-        train=True, mutable=["batch_stats"])
+        {"params": params, "batch_stats": self.variables["batch_stats"]},
+        x,
+        train=True,
+        mutable=["batch_stats"],
+    )
     return cross_entropy(logits, y), (logits, updates["batch_stats"])
 
   def test_has_aux_returns_the_clean_pass_aux(self):
     params = self.variables["params"]
     objective = advjax.adversarial_loss(self.loss_with_aux, 0.1, has_aux=True)
     (value, (logits, stats)), grads = jax.value_and_grad(objective, has_aux=True)(
-        params, self.x, self.y)
+        params, self.x, self.y
+    )
     _, (clean_logits, clean_stats) = self.loss_with_aux(params, self.x, self.y)
     chex.assert_trees_all_close((logits, stats), (clean_logits, clean_stats), rtol=1e-6)
     without_aux = lambda p, x, y: self.loss_with_aux(p, x, y)[0]
-    expected_value, expected_grads = jax.value_and_grad(
-        advjax.adversarial_loss(without_aux, 0.1))(params, self.x, self.y)
-    chex.assert_trees_all_close((value, grads), (expected_value, expected_grads),
-                                rtol=1e-6)
+    expected_value, expected_grads = jax.value_and_grad(advjax.adversarial_loss(without_aux, 0.1))(
+        params, self.x, self.y
+    )
+    chex.assert_trees_all_close((value, grads), (expected_value, expected_grads), rtol=1e-6)
 
   def test_aux_costs_no_extra_pass(self):
     if jax.default_backend() != "cpu":
@@ -220,7 +239,8 @@ class AuxTest(chex.TestCase):
     params = self.variables["params"]
     without_aux = lambda p, x, y: self.loss_with_aux(p, x, y)[0]
     with_aux = jax.value_and_grad(
-        advjax.adversarial_loss(self.loss_with_aux, 0.1, has_aux=True), has_aux=True)
+        advjax.adversarial_loss(self.loss_with_aux, 0.1, has_aux=True), has_aux=True
+    )
     plain = jax.value_and_grad(advjax.adversarial_loss(without_aux, 0.1))
 
     def dots(fn):
@@ -233,15 +253,48 @@ class AuxTest(chex.TestCase):
 class SubmodulesTest(parameterized.TestCase):
 
   def test_import_advjax_loads_no_flax_orbax_or_tfds(self):
-    code = ("import sys, advjax\n"
-            "heavy = sorted({m.split('.')[0] for m in sys.modules} &\n"
-            "               {'flax', 'orbax', 'tensorflow_datasets'})\n"
-            "assert not heavy, heavy\n"
-            "assert callable(advjax.data.load_mnist)\n"
-            "assert callable(advjax.models.maxout_mlp)\n"
-            "assert 'flax' in sys.modules\n"
-            "assert callable(advjax.train.create_train_state)\n")
+    code = (
+        "import sys, advjax\n"
+        "heavy = sorted({m.split('.')[0] for m in sys.modules} &\n"
+        "               {'flax', 'orbax', 'tensorflow_datasets'})\n"
+        "assert not heavy, heavy\n"
+        "assert callable(advjax.data.load_mnist)\n"
+        "assert callable(advjax.models.maxout_mlp)\n"
+        "assert 'flax' in sys.modules\n"
+        "assert callable(advjax.train.create_train_state)\n"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
   def test_unknown_names_still_raise_attribute_error(self):
     self.assertFalse(hasattr(advjax, "no_such_module"))
+
+  @parameterized.parameters(
+      "attacks",
+      "checkpoint",
+      "data",
+      "ensembles",
+      "evaluation",
+      "loop",
+      "metrics",
+      "models",
+      "objectives",
+      "sharding",
+      "sweeps",
+      "train",
+  )
+  def test_each_module_lists_its_public_api_in_all(self, name):
+    module = importlib.import_module(f"advjax.{name}")
+    self.assertEqual(module.__all__, sorted(set(module.__all__)))
+    self.assertEqual([n for n in module.__all__ if not hasattr(module, n)], [])
+    # Every public function and class defined here is listed.
+    defined = [
+        n
+        for n, value in vars(module).items()
+        if not n.startswith("_")
+        and (inspect.isfunction(value) or inspect.isclass(value))
+        and getattr(value, "__module__", None) == module.__name__
+    ]
+    self.assertEqual(sorted(set(defined) - set(module.__all__)), [])
+
+  def test_top_level_all_resolves(self):
+    self.assertEqual([n for n in advjax.__all__ if not hasattr(advjax, n)], [])

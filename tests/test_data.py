@@ -457,15 +457,20 @@ def record_probes(monkeypatch, reachable: bool) -> list[tuple[str, int]]:
   """Replaces the network probe by one that answers ``reachable`` and records its targets."""
   probes = []
   monkeypatch.setattr(
-      data, "_network_available",
-      lambda host, port, **kwargs: probes.append((host, port)) or reachable)
+      data,
+      "_network_available",
+      lambda host, port, **kwargs: probes.append((host, port)) or reachable,
+  )
   return probes
 
 
-@pytest.mark.parametrize("name, host, port", [
-    ("mnist", "storage.googleapis.com", 443),
-    ("fashion_mnist", "fashion-mnist.s3-website.eu-central-1.amazonaws.com", 80),
-])
+@pytest.mark.parametrize(
+    "name, host, port",
+    [
+        ("mnist", "storage.googleapis.com", 443),
+        ("fashion_mnist", "fashion-mnist.s3-website.eu-central-1.amazonaws.com", 80),
+    ],
+)
 def test_tfds_offline_fails_fast(monkeypatch, no_env_dir, name, host, port):
   pytest.importorskip("tensorflow_datasets")
   monkeypatch.setattr(data, "_tfds_prepared", lambda tfds, name: False)
@@ -497,8 +502,9 @@ def test_without_tensorflow_datasets_says_what_to_do(monkeypatch, no_env_dir, lo
   monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)
   with pytest.raises(DataError) as err:
     load()
-  assert_one_line_naming(err, "tensorflow-datasets", "pip install tensorflow-datasets",
-                         "--data-dir")
+  assert_one_line_naming(
+      err, "tensorflow-datasets", "pip install tensorflow-datasets", "--data-dir"
+  )
 
 
 def test_network_probe_reports_open_and_unreachable_ports():
@@ -519,6 +525,7 @@ def test_network_probe_reports_open_and_unreachable_ports():
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+
   def log_message(self, *args) -> None:
     pass
 
@@ -555,19 +562,26 @@ def tfds_cache(tmp_path, monkeypatch):
 
 
 def digests(mnist: data.MNIST) -> list[str]:
-  return [hashlib.sha256(array.tobytes()).hexdigest()
-          for split in (mnist.train_full, mnist.test) for array in (split.x, split.y)]
+  return [
+      hashlib.sha256(array.tobytes()).hexdigest()
+      for split in (mnist.train_full, mnist.test)
+      for array in (split.x, split.y)
+  ]
 
 
 def test_download_arrives_through_tfds_without_tensorflow(
-    monkeypatch, no_env_dir, mnist_server, tfds_cache):
+    monkeypatch, no_env_dir, mnist_server, tfds_cache
+):
   url, served = mnist_server
   monkeypatch.setenv("ADVJAX_MNIST_URL", url)
   monkeypatch.setitem(sys.modules, "tensorflow", None)  # Any import of it fails.
   real_probe = data._network_available
   probes = []
-  monkeypatch.setattr(data, "_network_available",
-                      lambda host, port: probes.append((host, port)) or real_probe(host, port))
+  monkeypatch.setattr(
+      data,
+      "_network_available",
+      lambda host, port: probes.append((host, port)) or real_probe(host, port),
+  )
 
   downloaded = data.load_mnist()
 
@@ -589,7 +603,8 @@ def test_download_arrives_through_tfds_without_tensorflow(
 
 
 def test_a_corrupted_download_is_refused_and_fetched_again(
-    monkeypatch, no_env_dir, mnist_server, tfds_cache):
+    monkeypatch, no_env_dir, mnist_server, tfds_cache
+):
   url, served = mnist_server
   good = (served / f"{TEST_LABELS}.gz").read_bytes()
   bad = bytearray(good)
@@ -598,16 +613,20 @@ def test_a_corrupted_download_is_refused_and_fetched_again(
 
   with pytest.raises(DataError) as err:
     data.download_mnist(base_url=url)
-  assert_one_line_naming(err, f"{url}/{TEST_LABELS}.gz", "SHA-256",
-                         hashlib.sha256(good).hexdigest(), "downloads it again")
+  assert_one_line_naming(
+      err,
+      f"{url}/{TEST_LABELS}.gz",
+      "SHA-256",
+      hashlib.sha256(good).hexdigest(),
+      "downloads it again",
+  )
   assert not list((tfds_cache / "mnist").glob(f"*{TEST_LABELS}*"))
 
   (served / f"{TEST_LABELS}.gz").write_bytes(good)
   assert len(data.download_mnist(base_url=url).test) == 10_000
 
 
-def test_fashion_mnist_has_its_own_checksums(monkeypatch, no_env_dir, mnist_server,
-                                             tfds_cache):
+def test_fashion_mnist_has_its_own_checksums(monkeypatch, no_env_dir, mnist_server, tfds_cache):
   url, _ = mnist_server
   monkeypatch.setenv("ADVJAX_FASHION_MNIST_URL", url)
   with pytest.raises(DataError) as err:
@@ -615,22 +634,27 @@ def test_fashion_mnist_has_its_own_checksums(monkeypatch, no_env_dir, mnist_serv
   assert_one_line_naming(err, f"{url}/{IMAGES}.gz", "fashion_mnist", "SHA-256")
 
 
-@pytest.mark.parametrize("name, host, port", [
-    ("mnist", "storage.googleapis.com", 443),
-    ("fashion_mnist", "fashion-mnist.s3-website.eu-central-1.amazonaws.com", 80),
-])
+@pytest.mark.parametrize(
+    "name, host, port",
+    [
+        ("mnist", "storage.googleapis.com", 443),
+        ("fashion_mnist", "fashion-mnist.s3-website.eu-central-1.amazonaws.com", 80),
+    ],
+)
 def test_download_offline_fails_fast(monkeypatch, no_env_dir, tfds_cache, name, host, port):
   probes = record_probes(monkeypatch, reachable=False)
 
   with pytest.raises(DataError) as err:
     data.load_mnist(name=name)
   assert probes == [(host, port)]
-  assert_one_line_naming(err, name, f"{host}:{port}", "unreachable", "--data-dir",
-                         "ADVJAX_DATA_DIR")
+  assert_one_line_naming(
+      err, name, f"{host}:{port}", "unreachable", "--data-dir", "ADVJAX_DATA_DIR"
+  )
 
 
 def test_download_probes_the_url_it_is_given_and_fails_within_seconds(
-    monkeypatch, no_env_dir, tfds_cache):
+    monkeypatch, no_env_dir, tfds_cache
+):
   with socket.socket() as listener:
     listener.bind(("127.0.0.1", 0))
     port = listener.getsockname()[1]
@@ -644,12 +668,15 @@ def test_download_probes_the_url_it_is_given_and_fails_within_seconds(
   assert_one_line_naming(err, f"127.0.0.1:{port}", "unreachable", "--data-dir")
 
 
-@pytest.mark.parametrize("value, needle", [
-    ("", "ADVJAX_MNIST_URL is empty"),
-    ("   ", "ADVJAX_MNIST_URL is empty"),
-    ("storage.googleapis.com/cvdf-datasets/mnist", "not an http:// or https:// URL"),
-    ("ftp://example.org/mnist/", "not an http:// or https:// URL"),
-])
+@pytest.mark.parametrize(
+    "value, needle",
+    [
+        ("", "ADVJAX_MNIST_URL is empty"),
+        ("   ", "ADVJAX_MNIST_URL is empty"),
+        ("storage.googleapis.com/cvdf-datasets/mnist", "not an http:// or https:// URL"),
+        ("ftp://example.org/mnist/", "not an http:// or https:// URL"),
+    ],
+)
 def test_bad_download_url_is_one_line(monkeypatch, no_env_dir, value, needle):
   monkeypatch.setenv("ADVJAX_MNIST_URL", value)
   _forbid_network_probe(monkeypatch)
@@ -668,8 +695,10 @@ def test_known_mnist_checksums_match_the_shared_copy():
   if not SHARED_MNIST.is_dir():
     pytest.skip(f"{SHARED_MNIST} (the project's copy of MNIST) is not here")
   remote = data._REMOTES["mnist"]
-  sums = dict(line.split()[::-1] for line in
-              (SHARED_MNIST / "SHA256SUMS.decompressed").read_text().splitlines())
+  sums = dict(
+      line.split()[::-1]
+      for line in (SHARED_MNIST / "SHA256SUMS.decompressed").read_text().splitlines()
+  )
   assert remote.idx_sha256 == sums
   for base in data.IDX_FILES.values():
     content = gzip.decompress((SHARED_MNIST / f"{base}.gz").read_bytes())

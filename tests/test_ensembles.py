@@ -16,8 +16,11 @@ D, HIDDEN, CLASSES = 6, 5, 3
 
 def init_fn(key):
   k1, k2 = jax.random.split(key)
-  return {"w1": jax.random.normal(k1, (D, HIDDEN)), "b1": jnp.zeros(HIDDEN),
-          "w2": jax.random.normal(k2, (HIDDEN, CLASSES))}
+  return {
+      "w1": jax.random.normal(k1, (D, HIDDEN)),
+      "b1": jnp.zeros(HIDDEN),
+      "w2": jax.random.normal(k2, (HIDDEN, CLASSES)),
+  }
 
 
 def logits_fn(params, x, dropout_key=None):
@@ -116,8 +119,8 @@ class EnsembleAttackTest(parameterized.TestCase):
     params_list = members()
     expected = sum(probs_fn(p, x) for p in params_list) / len(params_list)
     chex.assert_trees_all_close(
-        ensembles.ensemble_probs(probs_fn, ensembles.stack(params_list), x),
-        expected, rtol=1e-6)
+        ensembles.ensemble_probs(probs_fn, ensembles.stack(params_list), x), expected, rtol=1e-6
+    )
 
   def test_fgsm_on_the_ensemble_is_fgsm_of_its_mean_probability_loss(self):
     x, y = data()
@@ -128,11 +131,15 @@ class EnsembleAttackTest(parameterized.TestCase):
       return -jnp.mean(jnp.log(jnp.take_along_axis(probs, y[:, None], 1)))
 
     def attack(loss, params):
-      return jax.jit(lambda p: (loss(p, x, y), advjax.input_grad(loss, p, x, y),
-                                advjax.fgsm(loss, p, x, y, 0.25)))(params)
+      return jax.jit(
+          lambda p: (
+              loss(p, x, y),
+              advjax.input_grad(loss, p, x, y),
+              advjax.fgsm(loss, p, x, y, 0.25),
+          )
+      )(params)
 
-    value, grad, x_adv = attack(ensembles.ensemble_loss(probs_fn),
-                                ensembles.stack(params_list))
+    value, grad, x_adv = attack(ensembles.ensemble_loss(probs_fn), ensembles.stack(params_list))
     expected_value, expected_grad, expected_x_adv = attack(mean_prob_loss, params_list)
     np.testing.assert_allclose(value, expected_value, rtol=1e-6)
     np.testing.assert_allclose(grad, expected_grad, rtol=1e-5, atol=1e-7)
@@ -149,13 +156,14 @@ class EnsembleAttackTest(parameterized.TestCase):
     x, y = data()
     params = members(1)[0]
     stacked = ensembles.stack([params])
-    chex.assert_trees_all_close(ensembles.ensemble_probs(probs_fn, stacked, x),
-                                probs_fn(params, x), rtol=1e-6)
+    chex.assert_trees_all_close(
+        ensembles.ensemble_probs(probs_fn, stacked, x), probs_fn(params, x), rtol=1e-6
+    )
     loss = ensembles.ensemble_loss(probs_fn)
-    chex.assert_trees_all_close(loss(stacked, x, y), cross_entropy(params, x, y),
-                                rtol=1e-5)
-    chex.assert_trees_all_equal(advjax.fgsm(loss, stacked, x, y, 0.25),
-                                advjax.fgsm(cross_entropy, params, x, y, 0.25))
+    chex.assert_trees_all_close(loss(stacked, x, y), cross_entropy(params, x, y), rtol=1e-5)
+    chex.assert_trees_all_equal(
+        advjax.fgsm(loss, stacked, x, y, 0.25), advjax.fgsm(cross_entropy, params, x, y, 0.25)
+    )
 
   def test_underflowed_probabilities_give_finite_gradients(self):
     x, y = data()
@@ -188,13 +196,10 @@ class EnsembleStepTest(parameterized.TestCase):
       batches = [data(seed=10 * t + (0 if shared_batch else i)) for i in range(n)]
       batch = batches[0] if shared_batch else ensembles.stack(batches)
       states, metrics = step(states, batch, rngs)
-      outcomes = [reference_step(state, b, rng)
-                  for state, b, rng in zip(sequential, batches, rngs)]
+      outcomes = [reference_step(state, b, rng) for state, b, rng in zip(sequential, batches, rngs)]
       sequential = [state for state, _ in outcomes]
-      chex.assert_trees_all_close(
-          metrics, ensembles.stack([m for _, m in outcomes]), rtol=1e-5)
-    chex.assert_trees_all_close(ensembles.unstack(states), sequential,
-                                rtol=1e-5, atol=1e-6)
+      chex.assert_trees_all_close(metrics, ensembles.stack([m for _, m in outcomes]), rtol=1e-5)
+    chex.assert_trees_all_close(ensembles.unstack(states), sequential, rtol=1e-5, atol=1e-6)
     # Different seeds and dropout keys keep the members apart.
     self.assertFalse(np.allclose(states[0]["w1"][0], states[0]["w1"][1]))
 
@@ -202,22 +207,21 @@ class EnsembleStepTest(parameterized.TestCase):
     state = init_state(jax.random.key(3))
     batch, rng = data(), jax.random.key(4)
     stacked, metrics = ensembles.ensemble_step(train_step)(
-        ensembles.stack([state]), batch, rng[None])
+        ensembles.stack([state]), batch, rng[None]
+    )
     expected_state, expected_metrics = train_step(state, batch, rng)
-    chex.assert_trees_all_close(ensembles.member(stacked, 0), expected_state,
-                                rtol=1e-5, atol=1e-6)
-    chex.assert_trees_all_close(ensembles.member(metrics, 0), expected_metrics,
-                                rtol=1e-5)
+    chex.assert_trees_all_close(ensembles.member(stacked, 0), expected_state, rtol=1e-5, atol=1e-6)
+    chex.assert_trees_all_close(ensembles.member(metrics, 0), expected_metrics, rtol=1e-5)
 
   def test_step_errors_name_the_argument(self):
     states = ensembles.init_ensemble(init_state, jax.random.key(2), 3)
     x, y = data()
     with self.assertRaisesRegex(ValueError, r"rngs must have one entry per member"):
-      ensembles.ensemble_step(train_step)(states, (x, y),
-                                          jax.random.split(jax.random.key(0), 2))
+      ensembles.ensemble_step(train_step)(states, (x, y), jax.random.split(jax.random.key(0), 2))
     with self.assertRaisesRegex(ValueError, r"batch must have one entry per member"):
       ensembles.ensemble_step(train_step, shared_batch=False)(
-          states, ensembles.stack([(x, y)] * 2), jax.random.split(jax.random.key(0), 3))
+          states, ensembles.stack([(x, y)] * 2), jax.random.split(jax.random.key(0), 3)
+      )
 
 
 if __name__ == "__main__":

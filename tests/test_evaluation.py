@@ -7,7 +7,10 @@ import pytest
 
 import advjax
 from advjax import evaluation
-from tests.test_train import INIT, MODEL, TRAIN, VALID
+from tests.test_train import INIT
+from tests.test_train import MODEL
+from tests.test_train import TRAIN
+from tests.test_train import VALID
 
 
 def trained_params(seed=0):
@@ -17,8 +20,9 @@ def trained_params(seed=0):
 @jax.jit
 def directly(params, x, y):
   x_adv = advjax.fgsm(MODEL.loss_fn(), params, x, y, 0.25)
-  return (advjax.error_and_confidence(MODEL.probabilities(params, x), y)
-          + advjax.error_and_confidence(MODEL.probabilities(params, x_adv), y))
+  return advjax.error_and_confidence(
+      MODEL.probabilities(params, x), y
+  ) + advjax.error_and_confidence(MODEL.probabilities(params, x_adv), y)
 
 
 @pytest.mark.parametrize("batch_size", [16, 50, 1000])
@@ -27,8 +31,7 @@ def test_evaluate_matches_a_direct_computation_whatever_the_batch_size(batch_siz
   expected = directly(params, jnp.asarray(VALID.x), jnp.asarray(VALID.y))
   # 50 examples in batches of 16: the last batch is padded.
   scores = evaluation.evaluate(MODEL, params, VALID, eps=0.25, batch_size=batch_size)
-  np.testing.assert_allclose([scores[name] for name in evaluation.SCORES], expected,
-                             rtol=1e-5)
+  np.testing.assert_allclose([scores[name] for name in evaluation.SCORES], expected, rtol=1e-5)
   assert scores["fgsm_error"] > scores["error"]
 
 
@@ -48,11 +51,16 @@ def test_fgsm_examples_and_probabilities_equal_the_core_functions():
   x, y = jnp.asarray(VALID.x), jnp.asarray(VALID.y)
   np.testing.assert_allclose(
       evaluation.fgsm_examples(MODEL, params, x, y, 0.25, batch_size=16),
-      advjax.fgsm(MODEL.loss_fn(), params, x, y, 0.25), atol=1e-7)
+      advjax.fgsm(MODEL.loss_fn(), params, x, y, 0.25),
+      atol=1e-7,
+  )
   clipped = evaluation.fgsm_examples(MODEL, params, x, y, 0.25, clip=(0.0, 1.0))
   assert float(clipped.min()) >= 0.0 and float(clipped.max()) <= 1.0
-  np.testing.assert_allclose(evaluation.probabilities(MODEL, params, x, batch_size=7),
-                             MODEL.probabilities(params, x), rtol=1e-6)
+  np.testing.assert_allclose(
+      evaluation.probabilities(MODEL, params, x, batch_size=7),
+      MODEL.probabilities(params, x),
+      rtol=1e-6,
+  )
 
 
 def test_score_maps_plus_minus_one_labels_to_classes():
@@ -69,8 +77,9 @@ def test_a_nan_prediction_is_a_mistake():
   x[:5] = np.nan
   error, _ = evaluation.score(MODEL, params, x, VALID.y)
   clean_error, _ = evaluation.score(MODEL, params, VALID.x, VALID.y)
-  wrong_before = np.asarray(evaluation.probabilities(MODEL, params, VALID.x[:5])).argmax(
-      1) != VALID.y[:5]
+  wrong_before = (
+      np.asarray(evaluation.probabilities(MODEL, params, VALID.x[:5])).argmax(1) != VALID.y[:5]
+  )
   assert error == pytest.approx(clean_error + (5 - wrong_before.sum()) / 50)
 
 

@@ -17,7 +17,10 @@ import pytest
 from advjax import checkpoint
 from advjax import loop
 from advjax import train
-from tests.test_train import MODEL, TRAIN, VALID, Split
+from tests.test_train import MODEL
+from tests.test_train import TRAIN
+from tests.test_train import VALID
+from tests.test_train import Split
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CONFIG = loop.TrainConfig(epochs=3, eval_eps=0.25, batch_size=20, eval_batch_size=64)
@@ -42,19 +45,24 @@ def assert_histories_close(a, b):
 def test_same_seed_gives_bit_identical_parameters():
   a = loop.fit(MODEL, TRAIN, CONFIG, objective=train.Adversarial(0.25))
   b = loop.fit(MODEL, TRAIN, CONFIG, objective=train.Adversarial(0.25))
-  c = loop.fit(MODEL, TRAIN, dataclasses.replace(CONFIG, seed=1),
-               objective=train.Adversarial(0.25))
+  c = loop.fit(MODEL, TRAIN, dataclasses.replace(CONFIG, seed=1), objective=train.Adversarial(0.25))
   assert_trees_equal(a.params, b.params)
   assert not np.array_equal(a.params["output"]["kernel"], c.params["output"]["kernel"])
 
 
 def test_members_equal_separate_runs_with_their_histories():
   config = dataclasses.replace(CONFIG, patience=2, epochs=4)
-  members = loop.fit_members(MODEL, TRAIN, config, seeds=[3, 5],
-                             objective=train.Adversarial(0.25), valid=VALID)
+  members = loop.fit_members(
+      MODEL, TRAIN, config, seeds=[3, 5], objective=train.Adversarial(0.25), valid=VALID
+  )
   for seed, result in zip([3, 5], members):
-    alone = loop.fit(MODEL, TRAIN, dataclasses.replace(config, seed=seed),
-                     objective=train.Adversarial(0.25), valid=VALID)
+    alone = loop.fit(
+        MODEL,
+        TRAIN,
+        dataclasses.replace(config, seed=seed),
+        objective=train.Adversarial(0.25),
+        valid=VALID,
+    )
     assert_trees_equal(result.params, alone.params)
     assert_histories_close(result.history, alone.history)
     assert (result.best_epoch, result.best_value) == (alone.best_epoch, alone.best_value)
@@ -86,13 +94,13 @@ def crash_on_epoch(monkeypatch, epoch):
 def test_resume_after_a_crash_matches_an_uninterrupted_run(tmp_path, monkeypatch):
   objective = train.Noise(train.objectives.sign_noise, 0.1)  # Uses its PRNG key too.
   config = dataclasses.replace(CONFIG, patience=5)
-  straight = loop.fit(MODEL, TRAIN, config, objective=objective, valid=VALID,
-                      workdir=tmp_path / "straight")
+  straight = loop.fit(
+      MODEL, TRAIN, config, objective=objective, valid=VALID, workdir=tmp_path / "straight"
+  )
   with monkeypatch.context() as patch:
     crash_on_epoch(patch, 3)
     with pytest.raises(Crash):
-      loop.fit(MODEL, TRAIN, config, objective=objective, valid=VALID,
-               workdir=tmp_path / "crashed")
+      loop.fit(MODEL, TRAIN, config, objective=objective, valid=VALID, workdir=tmp_path / "crashed")
   metrics = tmp_path / "crashed" / "metrics.jsonl"
   assert len(metrics.read_text().splitlines()) == 2
   # A line written after the last checkpoint must not survive the resume.
@@ -100,21 +108,23 @@ def test_resume_after_a_crash_matches_an_uninterrupted_run(tmp_path, monkeypatch
     f.write('{"epoch": 3, "loss": 0.0}\n')
   with monkeypatch.context() as patch:
     trained = crash_on_epoch(patch, 0)
-    resumed = loop.fit(MODEL, TRAIN, config, objective=objective, valid=VALID,
-                       workdir=tmp_path / "crashed")
+    resumed = loop.fit(
+        MODEL, TRAIN, config, objective=objective, valid=VALID, workdir=tmp_path / "crashed"
+    )
   assert len(trained) == 1  # Only epoch 3 was left to train.
   assert_trees_equal(straight.params, resumed.params)
   assert without_time(straight.history) == without_time(resumed.history)
-  assert (straight.best_epoch, straight.best_value) == (resumed.best_epoch,
-                                                        resumed.best_value)
+  assert (straight.best_epoch, straight.best_value) == (resumed.best_epoch, resumed.best_value)
   lines = [json.loads(line) for line in metrics.read_text().splitlines()]
-  assert without_time(lines) == [{"member": 0, "seed": 0, **row}
-                                 for row in without_time(straight.history)]
+  assert without_time(lines) == [
+      {"member": 0, "seed": 0, **row} for row in without_time(straight.history)
+  ]
   # A finished run resumes as finished: no epoch is trained again.
   with monkeypatch.context() as patch:
     trained = crash_on_epoch(patch, 1)
-    again = loop.fit(MODEL, TRAIN, config, objective=objective, valid=VALID,
-                     workdir=tmp_path / "crashed")
+    again = loop.fit(
+        MODEL, TRAIN, config, objective=objective, valid=VALID, workdir=tmp_path / "crashed"
+    )
   assert not trained
   assert_trees_equal(again.params, straight.params)
 
@@ -122,11 +132,15 @@ def test_resume_after_a_crash_matches_an_uninterrupted_run(tmp_path, monkeypatch
 def test_resume_refuses_a_folder_of_another_run(tmp_path):
   loop.fit(MODEL, TRAIN, dataclasses.replace(CONFIG, epochs=1), workdir=tmp_path)
   with pytest.raises(checkpoint.RunMismatchError, match="other settings"):
-    loop.fit(MODEL, TRAIN, dataclasses.replace(CONFIG, epochs=1, seed=3),
-             workdir=tmp_path)
+    loop.fit(MODEL, TRAIN, dataclasses.replace(CONFIG, epochs=1, seed=3), workdir=tmp_path)
   with pytest.raises(checkpoint.RunMismatchError, match="other settings"):
-    loop.fit(MODEL, TRAIN, dataclasses.replace(CONFIG, epochs=1), workdir=tmp_path,
-             objective=train.Adversarial(0.1))
+    loop.fit(
+        MODEL,
+        TRAIN,
+        dataclasses.replace(CONFIG, epochs=1),
+        workdir=tmp_path,
+        objective=train.Adversarial(0.1),
+    )
 
 
 def scripted_scores(monkeypatch, errors):
@@ -135,8 +149,12 @@ def scripted_scores(monkeypatch, errors):
 
   def fake(model, stacked_params, split, **kwargs):
     value = np.atleast_1d(np.asarray(next(values), np.float64))
-    return {"error": value, "confidence": np.full_like(value, 0.5),
-            "fgsm_error": 1 - value, "fgsm_confidence": np.full_like(value, 0.5)}
+    return {
+        "error": value,
+        "confidence": np.full_like(value, 0.5),
+        "fgsm_error": 1 - value,
+        "fgsm_confidence": np.full_like(value, 0.5),
+    }
 
   monkeypatch.setattr(loop.evaluation, "evaluate_members", fake)
 
@@ -161,35 +179,43 @@ def test_early_stopping_on_the_adversarial_error(monkeypatch):
 def test_each_member_stops_on_its_own(monkeypatch):
   config = dataclasses.replace(CONFIG, epochs=6, patience=2)
   # Member 0 is best at epoch 1 and stops after 3; member 1 improves until 4.
-  scripted_scores(monkeypatch, [[0.2, 0.9], [0.3, 0.8], [0.3, 0.7], [0.5, 0.6],
-                                [0.5, 0.6], [0.5, 0.6]])
+  scripted_scores(
+      monkeypatch, [[0.2, 0.9], [0.3, 0.8], [0.3, 0.7], [0.5, 0.6], [0.5, 0.6], [0.5, 0.6]]
+  )
   first, second = loop.fit_members(MODEL, TRAIN, config, seeds=[0, 1], valid=VALID)
   assert (first.best_epoch, len(first.history)) == (1, 3)
   assert (second.best_epoch, len(second.history)) == (4, 6)
-  alone = {epochs: loop.fit(MODEL, TRAIN, dataclasses.replace(config, epochs=epochs,
-                                                              patience=None, seed=seed))
-           for seed, epochs in ((0, 1), (1, 4))}
+  alone = {
+      epochs: loop.fit(
+          MODEL, TRAIN, dataclasses.replace(config, epochs=epochs, patience=None, seed=seed)
+      )
+      for seed, epochs in ((0, 1), (1, 4))
+  }
   assert_trees_equal(first.params, alone[1].params)
   assert_trees_equal(second.params, alone[4].params)
 
 
-def test_fit_and_retrain_retrains_each_seed_for_its_best_epoch_count(
-    monkeypatch, tmp_path):
-  data = type("Data", (), {"train": TRAIN, "valid": VALID,
-                           "train_full": Split(np.concatenate([TRAIN.x, VALID.x]),
-                                               np.concatenate([TRAIN.y, VALID.y]))})
-  scripted_scores(monkeypatch, [[0.5, 0.5], [0.2, 0.4], [0.4, 0.3], [0.4, 0.4],
-                                [0.4, 0.4]])
+def test_fit_and_retrain_retrains_each_seed_for_its_best_epoch_count(monkeypatch, tmp_path):
+  data = type(
+      "Data",
+      (),
+      {
+          "train": TRAIN,
+          "valid": VALID,
+          "train_full": Split(
+              np.concatenate([TRAIN.x, VALID.x]), np.concatenate([TRAIN.y, VALID.y])
+          ),
+      },
+  )
+  scripted_scores(monkeypatch, [[0.5, 0.5], [0.2, 0.4], [0.4, 0.3], [0.4, 0.4], [0.4, 0.4]])
   config = dataclasses.replace(CONFIG, epochs=10, patience=2)
-  selection, final = loop.fit_and_retrain(MODEL, data, config, seeds=[0, 7],
-                                          workdir=tmp_path)
+  selection, final = loop.fit_and_retrain(MODEL, data, config, seeds=[0, 7], workdir=tmp_path)
   assert [r.best_epoch for r in selection] == [2, 3]
   assert [[row["epoch"] for row in r.history] for r in final] == [[1, 2], [1, 2, 3]]
   assert "valid_error" not in final[0].history[0]
   assert (tmp_path / "retrain" / "metrics.jsonl").exists()
   for result, seed, epochs in zip(final, [0, 7], [2, 3]):
-    direct = loop.fit(MODEL, data.train_full,
-                      dataclasses.replace(CONFIG, epochs=epochs, seed=seed))
+    direct = loop.fit(MODEL, data.train_full, dataclasses.replace(CONFIG, epochs=epochs, seed=seed))
     assert_trees_equal(result.params, direct.params)
 
 
@@ -210,20 +236,27 @@ def test_fit_rejects_bad_settings():
     loop.fit_members(MODEL, TRAIN, CONFIG, seeds=[0, 1], member_epochs=[1, 4])
 
 
-def test_without_a_terminal_every_epoch_is_one_line_and_a_resume_says_so(
-    tmp_path, capsys):
+def test_without_a_terminal_every_epoch_is_one_line_and_a_resume_says_so(tmp_path, capsys):
   config = dataclasses.replace(CONFIG, epochs=2)
-  loop.fit(MODEL, TRAIN, dataclasses.replace(config, epochs=1), valid=VALID,
-           workdir=tmp_path / "other", desc="clean")
+  loop.fit(
+      MODEL,
+      TRAIN,
+      dataclasses.replace(config, epochs=1),
+      valid=VALID,
+      workdir=tmp_path / "other",
+      desc="clean",
+  )
   lines = capsys.readouterr().out.splitlines()
   assert len(lines) == 1 and lines[0].startswith("clean: epoch 1/1 loss ")
   assert "valid error" in lines[0] and lines[0].endswith(" s")
-  loop.fit(MODEL, TRAIN, dataclasses.replace(config, epochs=1), workdir=tmp_path / "run",
-           desc="clean")
+  loop.fit(
+      MODEL, TRAIN, dataclasses.replace(config, epochs=1), workdir=tmp_path / "run", desc="clean"
+  )
   capsys.readouterr()
   # The same call again finds the run finished after its one epoch.
-  loop.fit(MODEL, TRAIN, dataclasses.replace(config, epochs=1), workdir=tmp_path / "run",
-           desc="clean")
+  loop.fit(
+      MODEL, TRAIN, dataclasses.replace(config, epochs=1), workdir=tmp_path / "run", desc="clean"
+  )
   out = capsys.readouterr().out
   assert f"clean: resuming after epoch 1 from {tmp_path / 'run'}" in out
   loop.fit(MODEL, TRAIN, config, progress=False)
@@ -260,9 +293,12 @@ def test_kill_9_then_rerun_resumes_to_the_same_result(tmp_path):
   script.write_text(KILL_SCRIPT.format(repo=str(REPO)))
   env = {**os.environ, "PYTHONPATH": str(REPO)}
   workdir = tmp_path / "run"
-  process = subprocess.Popen([sys.executable, str(script), str(workdir), str(epochs)],
-                             env=env, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)
+  process = subprocess.Popen(
+      [sys.executable, str(script), str(workdir), str(epochs)],
+      env=env,
+      stdout=subprocess.DEVNULL,
+      stderr=subprocess.DEVNULL,
+  )
   metrics = workdir / "metrics.jsonl"
   deadline = time.monotonic() + 60
   while time.monotonic() < deadline and process.poll() is None:
@@ -274,10 +310,10 @@ def test_kill_9_then_rerun_resumes_to_the_same_result(tmp_path):
   before = metrics.read_text().splitlines()
   assert 4 <= len(before) < 2 * epochs, "the run should have died part way"
   config = dataclasses.replace(CONFIG, epochs=epochs)
-  resumed = loop.fit_members(MODEL, TRAIN, config, seeds=[0, 1],
-                             objective=train.Adversarial(0.25), workdir=workdir)
-  straight = loop.fit_members(MODEL, TRAIN, config, seeds=[0, 1],
-                              objective=train.Adversarial(0.25))
+  resumed = loop.fit_members(
+      MODEL, TRAIN, config, seeds=[0, 1], objective=train.Adversarial(0.25), workdir=workdir
+  )
+  straight = loop.fit_members(MODEL, TRAIN, config, seeds=[0, 1], objective=train.Adversarial(0.25))
   for a, b in zip(resumed, straight):
     assert_trees_equal(a.params, b.params)
     assert without_time(a.history) == without_time(b.history)

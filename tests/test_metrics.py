@@ -1,13 +1,14 @@
 """Tests of the paper's scores: error, confidence on the mistakes, and the NaN rule."""
 
-import chex
 from absl.testing import parameterized
-import jax
+import chex
 import jax.numpy as jnp
 import numpy as np
 
 import advjax
-from tests.test_sweeps import loss_fn, probs_fn, problem
+from tests.test_sweeps import loss_fn
+from tests.test_sweeps import problem
+from tests.test_sweeps import probs_fn
 
 NAN = float("nan")
 
@@ -38,8 +39,9 @@ class NanTest(parameterized.TestCase):
 
   def test_mistakes_flags_wrong_rows_and_rows_holding_a_nan(self):
     probs = jnp.array([[0.9, 0.1], [0.2, 0.8], [NAN, NAN], [NAN, 0.1], [0.9, NAN]])
-    np.testing.assert_array_equal(advjax.mistakes(probs, jnp.array([0, 0, 0, 0, 0])),
-                                  [False, True, True, True, True])
+    np.testing.assert_array_equal(
+        advjax.mistakes(probs, jnp.array([0, 0, 0, 0, 0])), [False, True, True, True, True]
+    )
 
   def test_a_nan_row_labelled_zero_is_an_error(self):
     probs = jnp.array([[NAN, NAN, NAN], [0.1, 0.8, 0.1]])
@@ -58,8 +60,9 @@ class NanTest(parameterized.TestCase):
     params = {**params, "w1": params["w1"].at[0, 0].set(NAN)}
     y = jnp.zeros(x.shape[0], jnp.int32)  # the class a NaN argmax lands on
     for batch_size in (None, 4):
-      sweep = advjax.epsilon_sweep(loss_fn, probs_fn, params, x, y, [0.0, 0.1, 0.3],
-                                   batch_size=batch_size)
+      sweep = advjax.epsilon_sweep(
+          loss_fn, probs_fn, params, x, y, [0.0, 0.1, 0.3], batch_size=batch_size
+      )
       np.testing.assert_array_equal(sweep.error, 1.0)
       error, _ = advjax.error_and_confidence(probs_fn(params, x), y)
       self.assertEqual(float(error), 1.0)
@@ -70,6 +73,5 @@ class NanTest(parameterized.TestCase):
     y = jnp.where(jnp.arange(x.shape[0]) < 3, 0, y)
     sweep = advjax.epsilon_sweep(loss_fn, probs_fn, params, x, y, [0.0, 0.2])
     wrong_elsewhere = np.asarray(advjax.mistakes(probs_fn(params, x[3:]), y[3:])).sum()
-    self.assertAlmostEqual(float(sweep.error[0]), (3 + wrong_elsewhere) / x.shape[0],
-                           places=6)
+    self.assertAlmostEqual(float(sweep.error[0]), (3 + wrong_elsewhere) / x.shape[0], places=6)
     self.assertTrue(np.all(sweep.error >= 0.3))

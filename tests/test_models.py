@@ -35,17 +35,21 @@ def probabilities(model, params, x):
 
 
 def kernels(params):
-  return [leaf for path, leaf in jax.tree_util.tree_leaves_with_path(params)
-          if path[-1].key == "kernel"]
+  return [
+      leaf for path, leaf in jax.tree_util.tree_leaves_with_path(params) if path[-1].key == "kernel"
+  ]
 
 
-@pytest.mark.parametrize("model, shape", [
-    (models.softmax_regression(), (6, 10)),
-    (models.maxout_mlp(units=12, pieces=3), (6, 10)),
-    (models.maxout_mlp(units=12, output="sigmoid"), (6, 10)),
-    (models.rbf_network(), (6, 10)),
-    (models.logistic_regression(), (6,)),
-])
+@pytest.mark.parametrize(
+    "model, shape",
+    [
+        (models.softmax_regression(), (6, 10)),
+        (models.maxout_mlp(units=12, pieces=3), (6, 10)),
+        (models.maxout_mlp(units=12, output="sigmoid"), (6, 10)),
+        (models.rbf_network(), (6, 10)),
+        (models.logistic_regression(), (6,)),
+    ],
+)
 def test_scores_probabilities_and_loss_shapes(model, shape):
   params = init(model, X)
   y = jnp.where(Y % 2 == 0, 1.0, -1.0) if len(shape) == 1 else Y
@@ -53,8 +57,12 @@ def test_scores_probabilities_and_loss_shapes(model, shape):
   @jax.jit
   def outputs(params):
     # The loss plugs into the attacks as it is.
-    return (model.scores(params, X), model.probabilities(params, X),
-            model.loss(params, X, y), advjax.fgsm(model.loss_fn(), params, X, y, 0.25))
+    return (
+        model.scores(params, X),
+        model.probabilities(params, X),
+        model.loss(params, X, y),
+        advjax.fgsm(model.loss_fn(), params, X, y, 0.25),
+    )
 
   logits, probs, loss, x_adv = outputs(params)
   assert logits.shape == shape
@@ -79,24 +87,23 @@ def test_maxout_layout_and_initialisation():
 
 
 def test_maxout_takes_the_max_over_the_pieces_of_each_unit():
-  model = models.maxout_mlp(units=2, pieces=3, layers=1, classes=1,
-                            max_col_norm=None)
+  model = models.maxout_mlp(units=2, pieces=3, layers=1, classes=1, max_col_norm=None)
   params = init(model, jnp.zeros((1, 2)))
   # Unit 0 owns columns 0..2, unit 1 columns 3..5; the output sums the units.
-  params["maxout_0"]["kernel"] = jnp.array([[1., -1., 0., 2., 0., 0.],
-                                            [0., 0., 1., 0., -3., 0.]])
+  params["maxout_0"]["kernel"] = jnp.array(
+      [[1.0, -1.0, 0.0, 2.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0, -3.0, 0.0]]
+  )
   params["output"]["kernel"] = jnp.ones((2, 1))
-  x = jnp.array([[1., 2.]])
+  x = jnp.array([[1.0, 2.0]])
   # Unit 0: max(1, -1, 2) = 2; unit 1: max(2, -6, 0) = 2.
-  np.testing.assert_allclose(scores(model, params, x), [[4.]])
+  np.testing.assert_allclose(scores(model, params, x), [[4.0]])
 
 
 def test_clip_column_norms_closed_form():
-  kernel = jnp.array([[3., 0.3, 0.], [4., 0.4, 0.]])  # column norms 5, 0.5, 0
-  bias = jnp.array([10., 10., 10.])
+  kernel = jnp.array([[3.0, 0.3, 0.0], [4.0, 0.4, 0.0]])  # column norms 5, 0.5, 0
+  bias = jnp.array([10.0, 10.0, 10.0])
   out = models.clip_column_norms({"kernel": kernel, "bias": bias}, 1.9365)
-  np.testing.assert_allclose(out["kernel"][:, 0], [0.6 * 1.9365, 0.8 * 1.9365],
-                             rtol=1e-6)
+  np.testing.assert_allclose(out["kernel"][:, 0], [0.6 * 1.9365, 0.8 * 1.9365], rtol=1e-6)
   # Columns within the bound, and biases, are left exactly as they were.
   np.testing.assert_array_equal(out["kernel"][:, 1:], kernel[:, 1:])
   np.testing.assert_array_equal(out["bias"], bias)
@@ -110,7 +117,7 @@ def test_constrain_bounds_every_column_of_every_layer():
     norms = jnp.linalg.norm(kernel, axis=0)
     # Every column was too long, so every column now sits on the bound.
     np.testing.assert_allclose(norms, models.MAX_COL_NORM, rtol=1e-5)
-  assert float(jnp.min(constrained["output"]["bias"])) == 10.
+  assert float(jnp.min(constrained["output"]["bias"])) == 10.0
   unconstrained = models.maxout_mlp(units=8, pieces=2, max_col_norm=None)
   assert unconstrained.constrain(params) is params
 
@@ -132,9 +139,9 @@ def test_input_dropout_is_inverted_with_keep_probability():
   model = models.maxout_mlp(units=4, input_keep=0.8, hidden_keep=0.5)
   x = jnp.full((200, 784), 0.5)
   params = init(model, x)
-  _, state = jax.jit(functools.partial(
-      model.module.apply, train=True, capture_intermediates=True))(
-          {"params": params}, x, rngs={"dropout": jax.random.key(3)})
+  _, state = jax.jit(functools.partial(model.module.apply, train=True, capture_intermediates=True))(
+      {"params": params}, x, rngs={"dropout": jax.random.key(3)}
+  )
   dropped_input = np.asarray(state["intermediates"]["Dropout_0"]["__call__"][0])
   # Kept pixels are scaled by 1/0.8; about 20% are zeroed.
   assert set(np.unique(dropped_input).round(6)) == {0.0, 0.625}
@@ -151,8 +158,7 @@ def test_rbf_matches_its_formula_and_is_confident_only_near_its_centre():
   assert jax.tree.map(jnp.shape, init(model, x)) == jax.tree.map(jnp.shape, params)
   beta = np.log(2.0)  # softplus(0)
   expected = -beta * np.sum((x[:, None, :] - mu[None]) ** 2, axis=-1)
-  np.testing.assert_allclose(scores(model, params, x), expected, rtol=1e-5,
-                             atol=1e-6)
+  np.testing.assert_allclose(scores(model, params, x), expected, rtol=1e-5, atol=1e-6)
   at_centre = probabilities(model, params, mu)
   np.testing.assert_allclose(np.diag(at_centre), 1.0, rtol=1e-5)
   far = probabilities(model, params, mu + 10.0)
@@ -174,23 +180,20 @@ def test_exp_head_loss_is_binary_cross_entropy_of_exp_q():
   q = jnp.array([[-0.1, -2.0, -30.0]])
   p = jnp.exp(q)
   expected = -(jnp.log(p[0, 0]) + jnp.log(1 - p[0, 1]) + jnp.log(1 - p[0, 2]))
-  np.testing.assert_allclose(models.EXP.loss(q, jnp.array([0])), expected,
-                             rtol=1e-5)
+  np.testing.assert_allclose(models.EXP.loss(q, jnp.array([0])), expected, rtol=1e-5)
 
 
 def test_sigmoid_head_is_per_class_binary_cross_entropy():
   logits = jnp.array([[2.0, -1.0, 0.5]])
   p = jax.nn.sigmoid(logits)
   expected = -(jnp.log(p[0, 1]) + jnp.log(1 - p[0, 0]) + jnp.log(1 - p[0, 2]))
-  np.testing.assert_allclose(models.SIGMOID.loss(logits, jnp.array([1])),
-                             expected, rtol=1e-5)
+  np.testing.assert_allclose(models.SIGMOID.loss(logits, jnp.array([1])), expected, rtol=1e-5)
 
 
 def test_softmax_probabilities_sum_to_one():
   model = models.maxout_mlp(units=8)
   params = jax.tree.map(lambda p: p * 300, init(model, X))
-  np.testing.assert_allclose(np.sum(probabilities(model, params, X), -1), 1.0,
-                             rtol=1e-5)
+  np.testing.assert_allclose(np.sum(probabilities(model, params, X), -1), 1.0, rtol=1e-5)
 
 
 def test_logistic_regression_agrees_with_the_core_loss():
@@ -199,11 +202,11 @@ def test_logistic_regression_agrees_with_the_core_loss():
   params = {"Dense_0": {"kernel": w[:, None], "bias": jnp.array([0.3])}}
   assert jax.tree.map(jnp.shape, init(model, X)) == jax.tree.map(jnp.shape, params)
   y = jnp.where(Y % 2 == 0, 1.0, -1.0)
-  np.testing.assert_allclose(jax.jit(model.loss)(params, X, y),
-                             jax.jit(advjax.logistic_loss)(w, 0.3, X, y), rtol=1e-5)
+  np.testing.assert_allclose(
+      jax.jit(model.loss)(params, X, y), jax.jit(advjax.logistic_loss)(w, 0.3, X, y), rtol=1e-5
+  )
   probs = probabilities(model, params, X)
-  np.testing.assert_allclose(probs[:, 1], 1 / (1 + np.exp(-(np.asarray(X) @ w + 0.3))),
-                             rtol=1e-5)
+  np.testing.assert_allclose(probs[:, 1], 1 / (1 + np.exp(-(np.asarray(X) @ w + 0.3))), rtol=1e-5)
 
 
 def test_classifiers_are_hashable_static_arguments():
@@ -211,10 +214,17 @@ def test_classifiers_are_hashable_static_arguments():
   assert models.maxout_mlp() != models.maxout_mlp(output="sigmoid")
 
 
-@pytest.mark.parametrize("kwargs", [
-    {"units": 0}, {"pieces": 2.5}, {"input_keep": 0.0}, {"hidden_keep": 1.5},
-    {"output": "tanh"}, {"max_col_norm": -1.0},
-])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"units": 0},
+        {"pieces": 2.5},
+        {"input_keep": 0.0},
+        {"hidden_keep": 1.5},
+        {"output": "tanh"},
+        {"max_col_norm": -1.0},
+    ],
+)
 def test_maxout_rejects_bad_settings(kwargs):
   with pytest.raises(ValueError):
     models.maxout_mlp(**kwargs)
@@ -229,8 +239,7 @@ def test_maxout_linear_first_equals_the_model_and_rejects_other_models():
   model = models.maxout_mlp(units=6, pieces=3, classes=4)
   x = jax.random.uniform(jax.random.key(0), (5, 12))
   params = model.init(jax.random.key(1), x)
-  params = jax.tree.map(lambda p: p + 0.1 * jax.random.normal(jax.random.key(2), p.shape),
-                        params)
+  params = jax.tree.map(lambda p: p + 0.1 * jax.random.normal(jax.random.key(2), p.shape), params)
   split = models.maxout_linear_first(model)
   np.testing.assert_allclose(split(params, x), model.probabilities(params, x), rtol=1e-5)
   with pytest.raises(ValueError, match="maxout"):

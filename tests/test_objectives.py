@@ -2,16 +2,19 @@
 
 import re
 
-import chex
 from absl.testing import parameterized
+import chex
 import jax
-import jax.numpy as jnp
 from jax.experimental import checkify
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import advjax
-from tests.test_attacks import logistic, logistic_problem, mlp_loss, mlp_problem
+from tests.test_attacks import logistic
+from tests.test_attacks import logistic_problem
+from tests.test_attacks import mlp_loss
+from tests.test_attacks import mlp_problem
 
 
 def separate_gradient(loss_fn, params, x, y, eps, alpha):
@@ -29,35 +32,38 @@ class AdversarialLossTest(chex.TestCase):
   def test_gradient_is_weighted_sum_of_clean_and_adversarial(self, alpha):
     params, x, y = mlp_problem()
     grad = self.variant(jax.grad(advjax.adversarial_loss(mlp_loss, 0.1, alpha)))
-    chex.assert_trees_all_close(grad(params, x, y),
-                                separate_gradient(mlp_loss, params, x, y, 0.1, alpha),
-                                rtol=1e-5, atol=1e-6)
+    chex.assert_trees_all_close(
+        grad(params, x, y),
+        separate_gradient(mlp_loss, params, x, y, 0.1, alpha),
+        rtol=1e-5,
+        atol=1e-6,
+    )
 
   def test_value_is_weighted_sum(self):
     params, x, y = mlp_problem()
     x_adv = advjax.fgsm(mlp_loss, params, x, y, 0.1)
     expected = 0.3 * mlp_loss(params, x, y) + 0.7 * mlp_loss(params, x_adv, y)
-    value, _ = jax.value_and_grad(advjax.adversarial_loss(mlp_loss, 0.1, 0.3))(
-        params, x, y)
-    chex.assert_trees_all_close(advjax.adversarial_loss(mlp_loss, 0.1, 0.3)(params, x, y),
-                                expected, rtol=1e-6)
+    value, _ = jax.value_and_grad(advjax.adversarial_loss(mlp_loss, 0.1, 0.3))(params, x, y)
+    chex.assert_trees_all_close(
+        advjax.adversarial_loss(mlp_loss, 0.1, 0.3)(params, x, y), expected, rtol=1e-6
+    )
     chex.assert_trees_all_close(value, expected, rtol=1e-6)
 
   def test_logistic_regression_reaches_the_closed_form(self):
     params, x, y = logistic_problem()
     value = advjax.adversarial_loss(logistic, 0.25, alpha=0.0)(params, x, y)
     chex.assert_trees_all_close(
-        value, advjax.logistic_worst_case_loss(params["w"], params["b"], x, y, 0.25),
-        rtol=1e-5)
+        value, advjax.logistic_worst_case_loss(params["w"], params["b"], x, y, 0.25), rtol=1e-5
+    )
 
   @parameterized.parameters((0.0, 0.5), (0.1, 1.0))
   def test_reduces_to_the_clean_loss(self, eps, alpha):
     params, x, y = mlp_problem()
     adversarial = advjax.adversarial_loss(mlp_loss, eps, alpha)
-    chex.assert_trees_all_close(adversarial(params, x, y), mlp_loss(params, x, y),
-                                rtol=1e-6)
-    chex.assert_trees_all_close(jax.grad(adversarial)(params, x, y),
-                                jax.grad(mlp_loss)(params, x, y), rtol=1e-5, atol=1e-7)
+    chex.assert_trees_all_close(adversarial(params, x, y), mlp_loss(params, x, y), rtol=1e-6)
+    chex.assert_trees_all_close(
+        jax.grad(adversarial)(params, x, y), jax.grad(mlp_loss)(params, x, y), rtol=1e-5, atol=1e-7
+    )
 
   def test_costs_two_forward_and_three_backward_passes(self):
     # A two-layer model runs 2 matrix products per forward pass, 2 in the
@@ -82,8 +88,7 @@ class AdversarialLossTest(chex.TestCase):
   def test_gradient_with_respect_to_x_treats_x_adv_as_constant(self):
     params, x, y = mlp_problem()
     grad_x = jax.grad(advjax.adversarial_loss(mlp_loss, 0.1, 0.5), argnums=1)(params, x, y)
-    chex.assert_trees_all_close(grad_x, 0.5 * advjax.input_grad(mlp_loss, params, x, y),
-                                rtol=1e-6)
+    chex.assert_trees_all_close(grad_x, 0.5 * advjax.input_grad(mlp_loss, params, x, y), rtol=1e-6)
 
   def test_vmap_over_eps_and_over_stacked_params(self):
     params, x, y = mlp_problem()
@@ -91,16 +96,20 @@ class AdversarialLossTest(chex.TestCase):
     values = jax.vmap(lambda e: advjax.adversarial_loss(mlp_loss, e)(params, x, y))(eps)
     for k in range(3):
       chex.assert_trees_all_close(
-          values[k], advjax.adversarial_loss(mlp_loss, float(eps[k]))(params, x, y),
-          rtol=1e-6)
+          values[k], advjax.adversarial_loss(mlp_loss, float(eps[k]))(params, x, y), rtol=1e-6
+      )
     members = [mlp_problem(seed)[0] for seed in range(3)]
     stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *members)
-    grads = jax.vmap(jax.grad(advjax.adversarial_loss(mlp_loss, 0.1)),
-                     in_axes=(0, None, None))(stacked, x, y)
+    grads = jax.vmap(jax.grad(advjax.adversarial_loss(mlp_loss, 0.1)), in_axes=(0, None, None))(
+        stacked, x, y
+    )
     for k, member in enumerate(members):
-      chex.assert_trees_all_close(jax.tree.map(lambda g: g[k], grads),
-                                  separate_gradient(mlp_loss, member, x, y, 0.1, 0.5),
-                                  rtol=1e-5, atol=1e-6)
+      chex.assert_trees_all_close(
+          jax.tree.map(lambda g, k=k: g[k], grads),
+          separate_gradient(mlp_loss, member, x, y, 0.1, 0.5),
+          rtol=1e-5,
+          atol=1e-6,
+      )
 
   def test_no_retrace_when_eps_changes(self):
     params, x, y = mlp_problem()
@@ -134,14 +143,17 @@ class AdversarialLossTest(chex.TestCase):
     with pytest.raises(ValueError, match="batch size"):
       advjax.adversarial_loss(mlp_loss, 0.1)(params, x, y[:3])
 
-
   @parameterized.named_parameters(
-      ("nan_eps", float("nan"), 0.5), ("negative_eps", -0.1, 0.5),
-      ("alpha_above_one", 0.1, 1.5), ("nan_alpha", 0.1, float("nan")))
+      ("nan_eps", float("nan"), 0.5),
+      ("negative_eps", -0.1, 0.5),
+      ("alpha_above_one", 0.1, 1.5),
+      ("nan_alpha", 0.1, float("nan")),
+  )
   def test_traced_bad_eps_or_alpha_raise_under_checkify(self, eps, alpha):
     params, x, y = mlp_problem()
-    step = jax.jit(lambda eps, alpha: jax.grad(advjax.adversarial_loss(
-        mlp_loss, eps, alpha))(params, x, y))
+    step = jax.jit(
+        lambda eps, alpha: jax.grad(advjax.adversarial_loss(mlp_loss, eps, alpha))(params, x, y)
+    )
     error, _ = checkify.checkify(step)(eps, alpha)
     with pytest.raises(checkify.JaxRuntimeError, match="eps|alpha"):
       error.throw()
@@ -162,7 +174,7 @@ class ControlsTest(chex.TestCase):
     noisy = advjax.uniform_noise(jax.random.key(0), x, 0.25)
     self.assertLessEqual(float(jnp.max(jnp.abs(noisy))), 0.25)
     # U(-eps, eps) has variance eps^2 / 3.
-    np.testing.assert_allclose(float(jnp.var(noisy)), 0.25 ** 2 / 3, rtol=0.05)
+    np.testing.assert_allclose(float(jnp.var(noisy)), 0.25**2 / 3, rtol=0.05)
 
   def test_rubbish_inputs_are_standard_normal(self):
     samples = advjax.rubbish_inputs(jax.random.key(0), 1000)
@@ -177,5 +189,6 @@ class ControlsTest(chex.TestCase):
     key = jax.random.key(1)
     loss = advjax.noise_loss(mlp_loss, advjax.sign_noise, key, 0.1, 0.5)
     expected = 0.5 * mlp_loss(params, x, y) + 0.5 * mlp_loss(
-        params, advjax.sign_noise(key, x, 0.1), y)
+        params, advjax.sign_noise(key, x, 0.1), y
+    )
     chex.assert_trees_all_close(loss(params, x, y), expected, rtol=1e-6)

@@ -15,11 +15,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import traverse_util
 
 import advjax
 from advjax import loop
 from advjax import models
+from advjax import train
 from experiments import all as experiments_all
 from experiments import common
 from experiments import ensemble
@@ -29,12 +29,29 @@ from experiments import mnist_maxout
 from experiments import noise_controls
 from experiments import paper
 from experiments import report
+from experiments import training_study
 from tests.test_mnist_maxout import write_idx
 
 # The ids of ../shared/PAPER.md's table, written out here independently of
 # experiments.paper.ROWS, so that a row dropped from the report fails a test.
-PAPER_IDS = ("M1", "M2", "M3", "M4", "M5", "M6", "M7", "L1", "M8", "T", "F4", "E1",
-             "DBM", "R", "C10", "IN")
+PAPER_IDS = (
+    "M1",
+    "M2",
+    "M3",
+    "M4",
+    "M5",
+    "M6",
+    "M7",
+    "L1",
+    "M8",
+    "T",
+    "F4",
+    "E1",
+    "DBM",
+    "R",
+    "C10",
+    "IN",
+)
 
 
 # ---------------------------------------------------------------------------
@@ -48,29 +65,57 @@ def write_json(folder: pathlib.Path, name: str, content: dict) -> None:
 
 
 def row(row_id: str, verdict: str, measured: float = 0.5, metric: str = "FGSM error"):
-  return {"id": row_id, "metric": metric, "paper": "99.9%", "measured": measured,
-          "verdict": verdict, "note": f"note of {row_id}"}
+  return {
+      "id": row_id,
+      "metric": metric,
+      "paper": "99.9%",
+      "measured": measured,
+      "verdict": verdict,
+      "note": f"note of {row_id}",
+  }
 
 
-def maxout_results(preset: str = "quick", adversarial_error: float = 0.011,
-                   units: int = 240) -> dict:
+def maxout_results(
+    preset: str = "quick", adversarial_error: float = 0.011, units: int = 240
+) -> dict:
   """mnist_maxout.json as that script writes it: models, transfer, audit, config, rows."""
   results = {
       "models": {
-          "clean": {"test_error": 0.012, "test_confidence": 0.9, "fgsm_error": 0.91,
-                    "fgsm_confidence": 0.95},
-          "adversarial": {"test_error": adversarial_error, "test_confidence": 0.9,
-                          "fgsm_error": 0.30, "fgsm_confidence": 0.80}},
+          "clean": {
+              "test_error": 0.012,
+              "test_confidence": 0.9,
+              "fgsm_error": 0.91,
+              "fgsm_confidence": 0.95,
+          },
+          "adversarial": {
+              "test_error": adversarial_error,
+              "test_confidence": 0.9,
+              "fgsm_error": 0.30,
+              "fgsm_confidence": 0.80,
+          },
+      },
       "transfer": {"clean_to_adversarial": 0.25, "adversarial_to_clean": 0.45},
-      "audit": {name: {"pgd": {"0.1": 0.5, "0.25": pgd},
-                       "fgsm_predicted_labels": 0.35,
-                       "worst_fgsm": {"error": 0.6, "eps": 0.1}}
-                for name, pgd in (("clean", 1.0), ("adversarial", 0.97))},
+      "audit": {
+          name: {
+              "pgd": {"0.1": 0.5, "0.25": pgd},
+              "fgsm_predicted_labels": 0.35,
+              "worst_fgsm": {"error": 0.6, "eps": 0.1},
+          }
+          for name, pgd in (("clean", 1.0), ("adversarial", 0.97))
+      },
       "test_examples": 10_000,
-      "config": {"preset": preset, "units": units, "epochs": 40,
-                 "adversarial_epochs": 60, "patience": None, "seeds": 1, "eps": 0.25,
-                 "dataset": "mnist"},
-      "seconds": 600.0}
+      "config": {
+          "preset": preset,
+          "units": units,
+          "epochs": 40,
+          "adversarial_epochs": 60,
+          "patience": None,
+          "seeds": 1,
+          "eps": 0.25,
+          "dataset": "mnist",
+      },
+      "seconds": 600.0,
+  }
   results["rows"] = mnist_maxout.rows(results)
   return results
 
@@ -78,18 +123,31 @@ def maxout_results(preset: str = "quick", adversarial_error: float = 0.011,
 def summary_lines(text: str) -> dict[str, str]:
   """The summary table's lines, keyed by their id."""
   summary = text.split("## Summary")[1].split("\n## ")[0]
-  return {line.split("|")[1].strip(): line for line in summary.splitlines()
-          if line.startswith("| ") and not line.startswith("| id ")}
+  return {
+      line.split("|")[1].strip(): line
+      for line in summary.splitlines()
+      if line.startswith("| ") and not line.startswith("| id ")
+  }
 
 
 def test_the_report_has_every_paper_row_and_passes_verdicts_through(tmp_path):
   out = tmp_path / "results"
-  write_json(out, "softmax_regression", {
-      "config": {"preset": "quick", "seeds": 3},
-      "rows": [row("M1", "reproduced", 0.995),
-               row("M1", "same direction", 0.6, "confidence on the mistakes")]})
-  write_json(out, "ensemble", {"config": {"preset": "paper", "seeds": 1},
-                               "rows": [row("E1", "not reproduced", 0.42)]})
+  write_json(
+      out,
+      "softmax_regression",
+      {
+          "config": {"preset": "quick", "seeds": 3},
+          "rows": [
+              row("M1", "reproduced", 0.995),
+              row("M1", "same direction", 0.6, "confidence on the mistakes"),
+          ],
+      },
+  )
+  write_json(
+      out,
+      "ensemble",
+      {"config": {"preset": "paper", "seeds": 1}, "rows": [row("E1", "not reproduced", 0.42)]},
+  )
   write_json(out, "mnist_maxout", maxout_results())
   (out / "figures").mkdir()
   (out / "figures" / "ensemble_curve.png").write_bytes(b"not really a png")
@@ -134,8 +192,7 @@ def test_the_report_says_what_stronger_attacks_leave_of_the_robustness(tmp_path)
   text = report.render(tmp_path, tmp_path / "REPORT.md")
   section = text.split("## Beyond the paper")[1].split("\n## ")[0]
   assert "| adversarial | 30.0% | 50.0% | 97.0% | 35.0% | 60.0% (eps 0.1) |" in section
-  assert ("FGSM error of 30.0% at eps 0.25 becomes 97.0% under PGD at the same eps"
-          in section)
+  assert "FGSM error of 30.0% at eps 0.25 becomes 97.0% under PGD at the same eps" in section
 
 
 def test_maxout_rows_judge_the_numbers():
@@ -169,8 +226,11 @@ def test_the_driver_runs_every_experiment_the_report_expects():
 
 def test_the_driver_runs_the_experiments_in_order_then_the_report(tmp_path, monkeypatch):
   out = tmp_path / "results"
-  write_json(out, "ensemble", {"config": {"preset": "quick", "seeds": 1},
-                               "rows": [row("E1", "reproduced")]})
+  write_json(
+      out,
+      "ensemble",
+      {"config": {"preset": "quick", "seeds": 1}, "rows": [row("E1", "reproduced")]},
+  )
   calls = []
 
   def fake_run(name, flags):
@@ -179,8 +239,9 @@ def test_the_driver_runs_the_experiments_in_order_then_the_report(tmp_path, monk
 
   monkeypatch.setattr(experiments_all, "run_experiment", fake_run)
   with pytest.raises(SystemExit) as exit_info:
-    experiments_all.main(["--data-dir", "mnist", "--out", str(out),
-                          "--report", str(tmp_path / "REPORT.md")])
+    experiments_all.main(
+        ["--data-dir", "mnist", "--out", str(out), "--report", str(tmp_path / "REPORT.md")]
+    )
   assert "failed: rubbish" in str(exit_info.value)
   assert [name for name, _ in calls] == list(experiments_all.EXPERIMENTS)
   assert calls[0][1] == ["--preset", "quick", "--out", str(out), "--data-dir", "mnist"]
@@ -259,8 +320,10 @@ def test_the_scripts_write_their_results_and_figures(tiny_mnist, tmp_path, capsy
 
 def test_epsilon_sweep_reads_mnist_maxouts_parameters(tiny_mnist, tmp_path):
   model = models.maxout_mlp(units=6, pieces=3)
-  pair = {name: model.init(jax.random.key(seed), jnp.zeros((1, 784)))
-          for seed, name in enumerate(maxout.MODEL_NAMES)}
+  pair = {
+      name: model.init(jax.random.key(seed), jnp.zeros((1, 784)))
+      for seed, name in enumerate(maxout.MODEL_NAMES)
+  }
   path = tmp_path / epsilon_sweep.PARAMS_FILE
   maxout.save_params(path, pair)
   loaded_model, loaded = maxout.load_params(path)
@@ -269,8 +332,7 @@ def test_epsilon_sweep_reads_mnist_maxouts_parameters(tiny_mnist, tmp_path):
 
   np.savez(path, **{"clean/output/kernel": np.zeros(3)})
   with pytest.raises(SystemExit) as exit_info:
-    epsilon_sweep.main(["--preset", "tiny", "--data-dir", str(tiny_mnist),
-                        "--out", str(tmp_path)])
+    epsilon_sweep.main(["--preset", "tiny", "--data-dir", str(tiny_mnist), "--out", str(tmp_path)])
   message = str(exit_info.value)
   assert "\n" not in message and epsilon_sweep.PARAMS_FILE in message
 
@@ -288,26 +350,25 @@ def test_an_ensembles_members_are_its_seeds_trained_alone(tiny_mnist, tmp_path):
   model = models.maxout_mlp(units=preset.units)
   config = loop.TrainConfig(epochs=preset.epochs, eval_eps=preset.eps, seed=4)
   alone = loop.fit(model, data.train_full, config)
-  chex.assert_trees_all_close(advjax.member(stacked, 1), alone.params, rtol=1e-5,
-                              atol=1e-7)
+  chex.assert_trees_all_close(advjax.member(stacked, 1), alone.params, rtol=1e-5, atol=1e-7)
   assert not np.allclose(stacked["output"]["kernel"][0], stacked["output"]["kernel"][1])
 
 
 def test_the_ensemble_attacks_match_fgsm_on_the_ensemble_and_on_a_member():
   model = models.maxout_mlp(units=4, pieces=2)
-  stacked = advjax.init_ensemble(
-      lambda k: model.init(k, jnp.zeros((1, 784))), jax.random.key(0), 3)
+  stacked = advjax.init_ensemble(lambda k: model.init(k, jnp.zeros((1, 784))), jax.random.key(0), 3)
   x = jax.random.uniform(jax.random.key(1), (6, 784))
   y = jnp.arange(6) % 10
   attacks = ensemble.attacks(model)
   probs = lambda p, xs: advjax.ensemble_probs(model.probabilities, p, xs)
   expected = {
-      "ensemble": advjax.fgsm(advjax.ensemble_loss(model.probabilities), stacked, x, y,
-                              0.25),
-      "member": advjax.fgsm(model.loss_fn(), advjax.member(stacked, 2), x, y, 0.25)}
+      "ensemble": advjax.fgsm(advjax.ensemble_loss(model.probabilities), stacked, x, y, 0.25),
+      "member": advjax.fgsm(model.loss_fn(), advjax.member(stacked, 2), x, y, 0.25),
+  }
   for name, (loss_fn, probs_fn) in attacks.items():
-    sweep = advjax.epsilon_sweep(loss_fn, probs_fn, (stacked, jnp.int32(2)), x, y,
-                                 jnp.array([0.0, 0.25]))
+    sweep = advjax.epsilon_sweep(
+        loss_fn, probs_fn, (stacked, jnp.int32(2)), x, y, jnp.array([0.0, 0.25])
+    )
     error, confidence = advjax.error_and_confidence(probs(stacked, expected[name]), y)
     np.testing.assert_allclose(sweep.error[1], error)
     np.testing.assert_allclose(sweep.confidence[1], confidence, rtol=1e-5)
@@ -317,7 +378,7 @@ def test_line_fit_and_participation_ratio():
   eps = np.linspace(-1, 1, 21)
   kinked = np.stack([np.abs(eps), 3 * eps + 1], -1)[:, None, :]  # (K, 1, 2)
   assert epsilon_sweep.line_fit_r2(eps, kinked) == pytest.approx(1.0)
-  curved = (eps ** 2)[:, None, None]
+  curved = (eps**2)[:, None, None]
   assert epsilon_sweep.line_fit_r2(eps, curved) < 0.99
   one_pixel = np.zeros((784, 1))
   one_pixel[3] = 2.0
@@ -333,5 +394,44 @@ def test_gather_sweeps_reads_both_layouts_and_notes_the_rest(tmp_path):
   write_json(tmp_path, "epsilon_sweep", {"sweep": curve})  # its own: skipped
   curves, notes = epsilon_sweep.gather_sweeps(tmp_path)
   assert set(curves) == {"softmax_regression", "noise_controls: sign"}
-  assert notes == ["noise_controls.json: sweep 'bad' lacks eps and error lists",
-                   "rubbish.json: no sweep"]
+  assert notes == [
+      "noise_controls.json: sweep 'bad' lacks eps and error lists",
+      "rubbish.json: no sweep",
+  ]
+
+
+def test_a_study_member_equals_the_model_trained_alone_with_its_settings(tiny_mnist, tmp_path):
+  preset = training_study.PRESETS["tiny"]
+  data = advjax.data.load_mnist(tiny_mnist)
+  objective = preset.groups()["eps"]
+  members = training_study.train_group(
+      "eps", objective, len(preset.eps_values), preset, data, tmp_path
+  )
+  model = models.maxout_mlp(units=preset.training.units)
+  config = loop.TrainConfig(epochs=preset.training.epochs, eval_eps=preset.eps, seed=preset.seed)
+  for member, eps in zip(members, preset.eps_values):
+    alone = loop.fit(model, data.train_full, config, objective=train.Adversarial(eps, preset.alpha))
+    chex.assert_trees_all_close(member.params, alone.params, rtol=1e-5, atol=1e-7)
+  # eps 0 and 0.3 trained differently.
+  assert not np.allclose(
+      members[0].params["output"]["kernel"], members[1].params["output"]["kernel"]
+  )
+
+
+def test_the_training_study_writes_both_groups_and_the_report_shows_them(tiny_mnist, tmp_path):
+  out = tmp_path / "out"
+  results = training_study.main(
+      ["--preset", "tiny", "--data-dir", str(tiny_mnist), "--out", str(out), "--eps", "0.2"]
+  )
+  written = json.loads((out / "training_study.json").read_text())
+  assert written["groups"]["eps"]["values"] == [0.0, 0.3]
+  assert written["groups"]["alpha"]["values"] == [0.5, 1.0]
+  assert written["config"]["eps"] == 0.2 and results["rows"] == []
+  for group in written["groups"].values():
+    for row in group["members"]:
+      assert set(training_study.SCORES) <= set(row)
+      assert all(0 <= row[key] <= 1 for key in training_study.SCORES)
+  assert (out / written["figures"]["scores against the training eps and alpha"]).exists()
+  text = report.render(out, out / "REPORT.md")
+  section = text.split("## Beyond the paper: training eps and alpha")[1]
+  assert "| 0.3 |" in section and "| 1 |" in section

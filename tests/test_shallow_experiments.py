@@ -22,13 +22,22 @@ from experiments import shallow
 from experiments import softmax_regression
 from tests.test_data import write_mnist_dir
 
-SCRIPTS = {"softmax_regression": softmax_regression,
-           "logistic_regression": logistic_regression,
-           "rbf_network": rbf_network, "rubbish": rubbish}
-ROW_IDS = {"softmax_regression": {"M1"}, "logistic_regression": {"M2", "L1"},
-           "rbf_network": {"M8", "T"}, "rubbish": {"R"}}
-FIGURES = {"logistic_regression": ["figures/logistic_regression.png"],
-           "rubbish": ["figures/rubbish.png"]}
+SCRIPTS = {
+    "softmax_regression": softmax_regression,
+    "logistic_regression": logistic_regression,
+    "rbf_network": rbf_network,
+    "rubbish": rubbish,
+}
+ROW_IDS = {
+    "softmax_regression": {"M1"},
+    "logistic_regression": {"M2", "L1"},
+    "rbf_network": {"M8", "T"},
+    "rubbish": {"R"},
+}
+FIGURES = {
+    "logistic_regression": ["figures/logistic_regression.png"],
+    "rubbish": ["figures/rubbish.png"],
+}
 KEYS = {"config", "measured", "per_seed", "sweep", "rows", "figures", "seconds"}
 
 
@@ -65,15 +74,13 @@ def test_each_script_writes_its_json_rows_sweep_and_figures(runs, name):
     assert (out / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.mark.parametrize("name", ["softmax_regression", "logistic_regression",
-                                  "rbf_network"])
+@pytest.mark.parametrize("name", ["softmax_regression", "logistic_regression", "rbf_network"])
 def test_the_sweep_at_the_papers_eps_is_the_measured_fgsm_error(runs, name):
   # Two code paths: advjax.epsilon_sweep, and fgsm_examples then score.
   results = runs[2][name]
   (curve,) = results["sweep"].values()
   at = curve["eps"].index(shallow.PRESETS["tiny"].eps)
-  assert curve["error"][at] == pytest.approx(results["measured"]["fgsm_error"],
-                                             abs=1e-6)
+  assert curve["error"][at] == pytest.approx(results["measured"]["fgsm_error"], abs=1e-6)
 
 
 def test_logistic_fgsm_point_is_the_closed_form_worst_case(runs):
@@ -96,10 +103,18 @@ def test_l1_runs_record_the_training_error_of_every_epoch(runs):
 def test_shared_models_are_trained_once_and_restored_by_a_rerun(runs):
   argv, out, results = runs
   folders = sorted(p.name.rsplit("-", 1)[0] for p in (out / "shallow_runs").iterdir())
-  assert folders == sorted([
-      "softmax_regression", "logistic_regression", "maxout_softmax",
-      "maxout_l1_0.0025", "maxout_l1_0.0001", "maxout_l1_1e-05", "rbf_network",
-      "maxout_sigmoid"])
+  assert folders == sorted(
+      [
+          "softmax_regression",
+          "logistic_regression",
+          "maxout_softmax",
+          "maxout_l1_0.0025",
+          "maxout_l1_0.0001",
+          "maxout_l1_1e-05",
+          "rbf_network",
+          "maxout_sigmoid",
+      ]
+  )
   assert rbf_network.main(argv)["measured"] == results["rbf_network"]["measured"]
 
 
@@ -109,7 +124,8 @@ def test_seeds_are_averaged(runs, tmp_path):
   per_seed = results["per_seed"]
   assert [r["seed"] for r in per_seed] == [0, 1]
   assert results["measured"]["test_error"] == pytest.approx(
-      (per_seed[0]["test_error"] + per_seed[1]["test_error"]) / 2)
+      (per_seed[0]["test_error"] + per_seed[1]["test_error"]) / 2
+  )
 
 
 def test_bad_seeds_are_one_line(tmp_path):
@@ -128,9 +144,9 @@ def test_l1_adds_the_weight_decay_of_the_kernels_only():
 
 def test_transfer_agreement_follows_the_definitions():
   labels = np.array([0, 0, 0, 0, 0])
-  maxout = np.array([1, 1, 2, 3, 0])    # four mistakes
-  softmax = np.array([1, 0, 2, 4, 5])   # agrees on two of them, errs on four
-  rbf = np.array([1, 0, 0, 4, 0])       # agrees on one, errs on two
+  maxout = np.array([1, 1, 2, 3, 0])  # four mistakes
+  softmax = np.array([1, 0, 2, 4, 5])  # agrees on two of them, errs on four
+  rbf = np.array([1, 0, 0, 4, 0])  # agrees on one, errs on two
   agreement = rbf_network.transfer_agreement(labels, maxout, softmax, rbf)
   assert agreement["maxout_error"] == 0.8
   assert agreement["softmax_agrees_on_maxout_mistakes"] == 0.5
@@ -141,18 +157,20 @@ def test_transfer_agreement_follows_the_definitions():
 
 
 def test_mean_over_seeds_and_verdicts():
-  assert shallow.mean_over_seeds([{"a": 1.0, "b": [None, 2.0], "c": "x"},
-                                  {"a": 3.0, "b": [None, 4.0], "c": "x"}]) == {
-                                      "a": 2.0, "b": [None, 3.0], "c": "x"}
+  assert shallow.mean_over_seeds(
+      [{"a": 1.0, "b": [None, 2.0], "c": "x"}, {"a": 3.0, "b": [None, 4.0], "c": "x"}]
+  ) == {"a": 2.0, "b": [None, 3.0], "c": "x"}
   # The paper's 99.9%, a tolerance of 5 points and the claim "above half".
-  verdicts = [shallow.row("M1.fgsm_error", measured, 0.05, lambda v: v > 0.5)["verdict"]
-              for measured in (0.98, 0.6, 0.3, None)]
-  assert verdicts == ["reproduced", "same direction", "not reproduced",
-                      "not reproduced"]
+  verdicts = [
+      shallow.row("M1.fgsm_error", measured, 0.05, lambda v: v > 0.5)["verdict"]
+      for measured in (0.98, 0.6, 0.3, None)
+  ]
+  assert verdicts == ["reproduced", "same direction", "not reproduced", "not reproduced"]
 
 
 def test_the_adversarial_reference_is_read_from_mnist_maxout_when_present(tmp_path):
   assert logistic_regression.adversarial_reference(tmp_path) is None
   (tmp_path / "mnist_maxout.json").write_text(
-      json.dumps({"models": {"adversarial": {"fgsm_error": 0.2}}}))
+      json.dumps({"models": {"adversarial": {"fgsm_error": 0.2}}})
+  )
   assert logistic_regression.adversarial_reference(tmp_path) == 0.2

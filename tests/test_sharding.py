@@ -10,7 +10,8 @@ import pytest
 
 import advjax
 from advjax import sharding
-from tests.test_attacks import mlp_loss, mlp_problem
+from tests.test_attacks import mlp_loss
+from tests.test_attacks import mlp_problem
 
 
 def mlp_probs(params, x):
@@ -20,7 +21,7 @@ def mlp_probs(params, x):
 @pytest.fixture(autouse=True)
 def four_devices():
   if jax.device_count() < 4:
-    pytest.skip("needs 4 devices (tests/conftest.py forces 4 CPU devices)")
+    pytest.skip("needs 4 devices (conftest.py forces 4 CPU devices)")
 
 
 def test_shard_batch_splits_the_leading_axis():
@@ -49,8 +50,9 @@ def test_sharded_epsilon_sweep_matches_unsharded():
   params, x, y = mlp_problem(n=40)
   eps = jnp.linspace(0.0, 0.5, 8)
   expected = advjax.epsilon_sweep(mlp_loss, mlp_probs, params, x, y, eps)
-  got = advjax.epsilon_sweep(mlp_loss, mlp_probs, sharding.replicate(params, mesh),
-                             x, y, sharding.shard_batch(eps, mesh))
+  got = advjax.epsilon_sweep(
+      mlp_loss, mlp_probs, sharding.replicate(params, mesh), x, y, sharding.shard_batch(eps, mesh)
+  )
   assert got.error.sharding.spec == sharding.split_leading(mesh).spec
   chex.assert_trees_all_close(got, expected, rtol=1e-5)
 
@@ -62,28 +64,38 @@ def test_sharded_ensemble_matches_unsharded():
   on_mesh = sharding.shard_batch(stacked, mesh)
   attack = jax.jit(lambda p: advjax.fgsm(advjax.ensemble_loss(mlp_probs), p, x, y, 0.1))
   chex.assert_trees_all_close(attack(on_mesh), attack(stacked), rtol=1e-5, atol=1e-6)
-  chex.assert_trees_all_close(advjax.ensemble_probs(mlp_probs, on_mesh, x),
-                              advjax.ensemble_probs(mlp_probs, stacked, x), rtol=1e-5)
+  chex.assert_trees_all_close(
+      advjax.ensemble_probs(mlp_probs, on_mesh, x),
+      advjax.ensemble_probs(mlp_probs, stacked, x),
+      rtol=1e-5,
+  )
 
 
 def test_sharded_epochs_match_single_device():
   from advjax import train
-  from tests.test_train import MODEL, TRAIN
+  from tests.test_train import MODEL
+  from tests.test_train import TRAIN
+
   tx = train.recipe_sgd(steps_per_epoch=5)
   keys = jax.vmap(jax.random.split)(jax.vmap(jax.random.key)(jnp.arange(2)))
   static, dynamic = train.split_objective(train.Adversarial(0.25), 2)
   epochs = {}
   for name, mesh in (("single", None), ("sharded", sharding.data_mesh(4))):
-    states = jax.vmap(lambda k: train.create_train_state(MODEL, k, TRAIN.x[:1], tx))(
-        keys[:, 0])
+    states = jax.vmap(lambda k: train.create_train_state(MODEL, k, TRAIN.x[:1], tx))(keys[:, 0])
     data = (jnp.asarray(TRAIN.x), jnp.asarray(TRAIN.y))
     if mesh is not None:
       states, data, dynamic = sharding.replicate((states, data, dynamic), mesh)
     for epoch in range(2):
       states, losses = train.train_epoch(
-          MODEL, static, dynamic, states, *data,
+          MODEL,
+          static,
+          dynamic,
+          states,
+          *data,
           jax.vmap(jax.random.fold_in, (0, None))(keys[:, 1], epoch),
-          batch_size=20, mesh=mesh)
+          batch_size=20,
+          mesh=mesh,
+      )
     epochs[name] = states.params, losses
   chex.assert_trees_all_close(epochs["sharded"], epochs["single"], rtol=1e-5, atol=1e-6)
   leaf = jax.tree.leaves(epochs["sharded"][0])[0]
@@ -93,8 +105,13 @@ def test_sharded_epochs_match_single_device():
 def test_sharded_fit_matches_and_resumes_on_another_device_count(tmp_path, monkeypatch):
   from advjax import loop
   from advjax import train
-  from tests.test_loop import CONFIG, Crash, crash_on_epoch
-  from tests.test_train import MODEL, TRAIN, VALID
+  from tests.test_loop import CONFIG
+  from tests.test_loop import Crash
+  from tests.test_loop import crash_on_epoch
+  from tests.test_train import MODEL
+  from tests.test_train import TRAIN
+  from tests.test_train import VALID
+
   config = dataclasses.replace(CONFIG, epochs=2)
   objective = train.Adversarial(0.25)
   single = loop.fit(MODEL, TRAIN, config, objective=objective, valid=VALID)
@@ -102,10 +119,24 @@ def test_sharded_fit_matches_and_resumes_on_another_device_count(tmp_path, monke
   with monkeypatch.context() as patch:
     crash_on_epoch(patch, 2)
     with pytest.raises(Crash):
-      loop.fit(MODEL, TRAIN, config, objective=objective, valid=VALID,
-               workdir=tmp_path, mesh=sharding.data_mesh(4))
-  resumed = loop.fit(MODEL, TRAIN, config, objective=objective, valid=VALID,
-                     workdir=tmp_path, mesh=sharding.data_mesh(2))
+      loop.fit(
+          MODEL,
+          TRAIN,
+          config,
+          objective=objective,
+          valid=VALID,
+          workdir=tmp_path,
+          mesh=sharding.data_mesh(4),
+      )
+  resumed = loop.fit(
+      MODEL,
+      TRAIN,
+      config,
+      objective=objective,
+      valid=VALID,
+      workdir=tmp_path,
+      mesh=sharding.data_mesh(2),
+  )
   assert [row["epoch"] for row in resumed.history] == [1, 2]
   chex.assert_trees_all_close(resumed.params, single.params, rtol=1e-4, atol=1e-6)
   for row_single, row_resumed in zip(single.history, resumed.history):
@@ -115,7 +146,8 @@ def test_sharded_fit_matches_and_resumes_on_another_device_count(tmp_path, monke
 def test_fit_rejects_a_batch_that_does_not_split():
   from advjax import loop
   from tests.test_loop import CONFIG
-  from tests.test_train import MODEL, TRAIN
+  from tests.test_train import MODEL
+  from tests.test_train import TRAIN
+
   with pytest.raises(ValueError, match="split evenly"):
-    loop.fit(MODEL, TRAIN, dataclasses.replace(CONFIG, batch_size=21),
-             mesh=sharding.data_mesh(4))
+    loop.fit(MODEL, TRAIN, dataclasses.replace(CONFIG, batch_size=21), mesh=sharding.data_mesh(4))

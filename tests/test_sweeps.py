@@ -37,14 +37,18 @@ def loss_fn(params, x, y):
 
 
 SPLIT_PROBS = sweeps.LinearFirst(
-    first_layer, lambda params, h: jax.nn.softmax(upper_layers(params, h)))
+    first_layer, lambda params, h: jax.nn.softmax(upper_layers(params, h))
+)
 
 
 def problem(seed=0, n=10, d=6, hidden=5, classes=3):
   rng = np.random.default_rng(seed)
-  params = {"w1": rng.normal(size=(d, hidden)), "b1": rng.normal(size=hidden),
-            "w2": rng.normal(size=(hidden, classes)),
-            "b2": rng.normal(size=classes)}
+  params = {
+      "w1": rng.normal(size=(d, hidden)),
+      "b1": rng.normal(size=hidden),
+      "w2": rng.normal(size=(hidden, classes)),
+      "b2": rng.normal(size=classes),
+  }
   params = jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), params)
   x = jnp.asarray(rng.uniform(size=(n, d)), jnp.float32)
   y = jnp.asarray(rng.integers(0, classes, size=n), jnp.int32)
@@ -91,12 +95,14 @@ def fgsm_loop(params, x, y, eps_values, clip=None):
 class EpsilonSweepTest(parameterized.TestCase):
 
   @parameterized.product(
-      model=["plain", "split"], clip=[None, (0.0, 1.0)], batch_size=[None, 4, 10])
+      model=["plain", "split"], clip=[None, (0.0, 1.0)], batch_size=[None, 4, 10]
+  )
   def test_agrees_with_a_loop_of_fgsm(self, model, clip, batch_size):
     params, x, y = problem()
     model_fn = SPLIT_PROBS if model == "split" else probs_fn
-    sweep = sweeps.epsilon_sweep(loss_fn, model_fn, params, x, y, EPS,
-                                 clip=clip, batch_size=batch_size)
+    sweep = sweeps.epsilon_sweep(
+        loss_fn, model_fn, params, x, y, EPS, clip=clip, batch_size=batch_size
+    )
     error, confidence = fgsm_loop(params, x, y, EPS, clip)
     np.testing.assert_allclose(sweep.error, error, rtol=1e-6)
     np.testing.assert_allclose(sweep.confidence, confidence, rtol=1e-5)
@@ -123,9 +129,11 @@ class EpsilonSweepTest(parameterized.TestCase):
     num_batches = 1 if batch_size is None else 3  # 10 examples in batches of 4
     for num_eps in (1, 16):
       counted, calls = counting_backward(loss_fn)
-      jax.block_until_ready(sweeps.epsilon_sweep(
-          counted, probs_fn, params, x, y, jnp.linspace(0, 0.5, num_eps),
-          batch_size=batch_size))
+      jax.block_until_ready(
+          sweeps.epsilon_sweep(
+              counted, probs_fn, params, x, y, jnp.linspace(0, 0.5, num_eps), batch_size=batch_size
+          )
+      )
       jax.effects_barrier()
       self.assertLen(calls, num_batches)
 
@@ -156,8 +164,9 @@ class EpsilonSweepTest(parameterized.TestCase):
     jax.effects_barrier()
     self.assertLen(calls, 1)
     calls.clear()
-    jax.block_until_ready(sweeps.epsilon_sweep(
-        loss_fn, lambda p, v: split(p, v), params, x, y, EPS))
+    jax.block_until_ready(
+        sweeps.epsilon_sweep(loss_fn, lambda p, v: split(p, v), params, x, y, EPS)
+    )
     jax.effects_barrier()
     self.assertLen(calls, len(EPS))
 
@@ -176,27 +185,30 @@ class EpsilonSweepTest(parameterized.TestCase):
 
   def test_works_under_jit(self):
     params, x, y = problem()
-    sweep = jax.jit(functools.partial(sweeps.epsilon_sweep, loss_fn, probs_fn,
-                                      batch_size=4))
+    sweep = jax.jit(functools.partial(sweeps.epsilon_sweep, loss_fn, probs_fn, batch_size=4))
     chex.assert_trees_all_close(
         sweep(params, x, y, EPS),
-        sweeps.epsilon_sweep(loss_fn, probs_fn, params, x, y, EPS, batch_size=4))
+        sweeps.epsilon_sweep(loss_fn, probs_fn, params, x, y, EPS, batch_size=4),
+    )
 
   @parameterized.named_parameters(
-      ("negative", [0.1, -0.1]), ("nan", [0.1, np.nan]), ("inf", [np.inf]),
-      ("scalar", 0.1), ("matrix", [[0.1, 0.2]]), ("empty", []))
+      ("negative", [0.1, -0.1]),
+      ("nan", [0.1, np.nan]),
+      ("inf", [np.inf]),
+      ("scalar", 0.1),
+      ("matrix", [[0.1, 0.2]]),
+      ("empty", []),
+  )
   def test_bad_eps_values_raise(self, eps_values):
     params, x, y = problem()
     with self.assertRaisesRegex(ValueError, "eps_values"):
       sweeps.epsilon_sweep(loss_fn, probs_fn, params, x, y, eps_values)
 
-  @parameterized.named_parameters(
-      ("zero", 0), ("float", 2.5), ("bool", True))
+  @parameterized.named_parameters(("zero", 0), ("float", 2.5), ("bool", True))
   def test_bad_batch_size_raises(self, batch_size):
     params, x, y = problem()
     with self.assertRaisesRegex(ValueError, "batch_size"):
-      sweeps.epsilon_sweep(loss_fn, probs_fn, params, x, y, EPS,
-                           batch_size=batch_size)
+      sweeps.epsilon_sweep(loss_fn, probs_fn, params, x, y, EPS, batch_size=batch_size)
 
   def test_bad_inputs_raise(self):
     params, x, y = problem()
@@ -229,16 +241,16 @@ class DirectionSweepTest(parameterized.TestCase):
 
   def test_one_example_gives_logits_per_eps(self):
     params, x, _ = problem()
-    logits = sweeps.direction_sweep(apply_fn, params, x[0], jnp.ones_like(x[0]),
-                                    [-0.5, 0.0, 0.5])
+    logits = sweeps.direction_sweep(apply_fn, params, x[0], jnp.ones_like(x[0]), [-0.5, 0.0, 0.5])
     chex.assert_shape(logits, (3, 3))
     np.testing.assert_allclose(logits[1], apply_fn(params, x[0]), rtol=1e-6)
 
   def test_a_linear_model_gives_straight_lines(self):
     params, x, _ = problem()
     linear = lambda p, v: first_layer(p, v)
-    logits = sweeps.direction_sweep(linear, params, x[:1], jnp.ones_like(x[:1]),
-                                    jnp.linspace(-2.0, 2.0, 5))
+    logits = sweeps.direction_sweep(
+        linear, params, x[:1], jnp.ones_like(x[:1]), jnp.linspace(-2.0, 2.0, 5)
+    )
     np.testing.assert_allclose(jnp.diff(logits, 2, axis=0), 0.0, atol=1e-5)
 
   def test_bad_arguments_raise(self):

@@ -10,6 +10,7 @@ import optax
 import pytest
 
 import advjax
+from advjax import loop
 from advjax import models
 from advjax import train
 
@@ -34,9 +35,24 @@ TRAIN, VALID = synthetic(100), synthetic(50, seed=1)
 INIT = jax.jit(MODEL.init)
 
 
+def test_equal_recipe_settings_share_one_optimizer_and_its_compilation():
+  assert train.recipe_sgd(3) is train.recipe_sgd(3)
+  assert train.recipe_sgd(3) is not train.recipe_sgd(4)
+  assert train.recipe_sgd(3, learning_rate=1) is not train.recipe_sgd(3, learning_rate=1.0)
+  # Unhashable settings still build an optimizer, just not a shared one.
+  assert train.recipe_sgd(3, momentum=[0.5, 0.7]) is train.recipe_sgd(3)
+  assert train.recipe_sgd(3, learning_rate=jnp.array(0.1)) is not train.recipe_sgd(3)
+  # So a TrainState's static optimizer matches across runs, and a second run
+  # with the same settings reuses the first one's compiled epoch.
+  config = loop.TrainConfig(epochs=1, batch_size=50)
+  loop.fit(MODEL, TRAIN, config, progress=False)
+  compiled = train.train_epoch._cache_size()
+  loop.fit(MODEL, TRAIN, config, progress=False)
+  assert train.train_epoch._cache_size() == compiled
+
+
 def test_train_step_lowers_the_loss():
-  state = train.create_train_state(MODEL, jax.random.key(0), TRAIN.x[:1],
-                                   optax.sgd(0.5, 0.5))
+  state = train.create_train_state(MODEL, jax.random.key(0), TRAIN.x[:1], optax.sgd(0.5, 0.5))
   # Out of the recipe's tiny initialisation, where the first steps crawl.
   state = state.replace(params=jax.tree.map(lambda p: 100 * p, state.params))
   step = jax.jit(train.make_train_step(MODEL, train.Clean()))
@@ -55,7 +71,8 @@ def test_adversarial_gradient_mixes_clean_and_adversarial_gradients():
   rng = jax.random.key(7)
   alpha, eps = 0.3, 0.2
   _, grads = jax.jit(train.loss_and_grads, static_argnums=0)(
-      MODEL, train.Adversarial(eps, alpha), params, (x, y), rng)
+      MODEL, train.Adversarial(eps, alpha), params, (x, y), rng
+  )
 
   @jax.jit
   def separately(params):
@@ -70,8 +87,7 @@ def test_adversarial_gradient_mixes_clean_and_adversarial_gradients():
   for got, want in zip(jax.tree.leaves(grads), jax.tree.leaves(expected)):
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
   # The adversarial term matters: the mix is far from the clean gradient.
-  assert not np.allclose(jax.tree.leaves(grads)[-1], jax.tree.leaves(clean)[-1],
-                         rtol=0.05)
+  assert not np.allclose(jax.tree.leaves(grads)[-1], jax.tree.leaves(clean)[-1], rtol=0.05)
 
 
 def test_noise_objective_takes_its_noise_as_a_function():
@@ -86,8 +102,7 @@ def test_noise_objective_takes_its_noise_as_a_function():
 
 
 def test_max_norm_holds_after_every_step():
-  state = train.create_train_state(MODEL, jax.random.key(0), TRAIN.x[:1],
-                                   optax.sgd(50.0))
+  state = train.create_train_state(MODEL, jax.random.key(0), TRAIN.x[:1], optax.sgd(50.0))
   step = jax.jit(train.make_train_step(MODEL, train.Adversarial(0.25)))
   on_bound = 0
   for i in range(5):
@@ -111,7 +126,7 @@ def hyperparams_after(tx, updates):
 def test_recipe_schedule_decays_the_learning_rate_and_raises_the_momentum():
   hyper = hyperparams_after(train.recipe_sgd(steps_per_epoch=2, momentum_epochs=5), 10)
   # The values used by the last (10th) update: count 9.
-  np.testing.assert_allclose(hyper["learning_rate"], 0.1 / 1.000004 ** 9, rtol=1e-6)
+  np.testing.assert_allclose(hyper["learning_rate"], 0.1 / 1.000004**9, rtol=1e-6)
   np.testing.assert_allclose(hyper["momentum"], 0.5 + 0.2 * 9 / 10, rtol=1e-6)
   floor = hyperparams_after(train.recipe_sgd(1, decay=10.0, min_learning_rate=1e-3), 5)
   np.testing.assert_allclose(floor["learning_rate"], 1e-3)
@@ -140,9 +155,10 @@ def per_step_epochs(objective, epochs, seed=0):
     order = np.asarray(jax.random.permutation(jax.random.fold_in(epoch_key, 0), 100))
     total = 0.0
     for i in range(5):
-      index = order[20 * i:20 * (i + 1)]
-      state, loss = step(state, (TRAIN.x[index], TRAIN.y[index]),
-                         jax.random.fold_in(epoch_key, i + 1))
+      index = order[20 * i : 20 * (i + 1)]
+      state, loss = step(
+          state, (TRAIN.x[index], TRAIN.y[index]), jax.random.fold_in(epoch_key, i + 1)
+      )
       total += float(loss)
     losses.append(total)
   return state, losses
@@ -158,20 +174,24 @@ def compiled_epochs(objective, epochs, seeds):
   for _ in range(epochs):
     split = jax.vmap(jax.random.split)(rngs)
     rngs = split[:, 0]
-    states, loss_sums = train.train_epoch(MODEL, static, dynamic, states, x, y,
-                                          split[:, 1], batch_size=20)
+    states, loss_sums = train.train_epoch(
+        MODEL, static, dynamic, states, x, y, split[:, 1], batch_size=20
+    )
     losses.append(np.asarray(loss_sums))
   return states, np.stack(losses, axis=1)
 
 
-@pytest.mark.parametrize("objective", [
-    train.Clean(), train.Adversarial(0.25), train.Noise(advjax.sign_noise, 0.1)],
-    ids=["clean", "adversarial", "noise"])
+@pytest.mark.parametrize(
+    "objective",
+    [train.Clean(), train.Adversarial(0.25), train.Noise(advjax.sign_noise, 0.1)],
+    ids=["clean", "adversarial", "noise"],
+)
 def test_the_compiled_epoch_equals_the_per_step_loop(objective):
   states, losses = compiled_epochs(objective, 3, seeds=[0])
   state, expected_losses = per_step_epochs(objective, 3)
-  chex.assert_trees_all_close(jax.tree.map(lambda leaf: leaf[0], states.params),
-                              state.params, rtol=1e-5, atol=1e-7)
+  chex.assert_trees_all_close(
+      jax.tree.map(lambda leaf: leaf[0], states.params), state.params, rtol=1e-5, atol=1e-7
+  )
   np.testing.assert_allclose(losses[0], expected_losses, rtol=1e-5)
   assert int(states.step[0]) == 15
 
@@ -181,11 +201,11 @@ def test_vmapped_members_equal_each_member_alone():
   states, losses = compiled_epochs(train.Adversarial(0.25), 2, seeds)
   for m, seed in enumerate(seeds):
     alone, alone_losses = per_step_epochs(train.Adversarial(0.25), 2, seed=seed)
-    chex.assert_trees_all_close(jax.tree.map(lambda leaf, m=m: leaf[m], states.params),
-                                alone.params, rtol=1e-5, atol=1e-7)
+    chex.assert_trees_all_close(
+        jax.tree.map(lambda leaf, m=m: leaf[m], states.params), alone.params, rtol=1e-5, atol=1e-7
+    )
     np.testing.assert_allclose(losses[m], alone_losses, rtol=1e-5)
-  assert not np.allclose(states.params["output"]["kernel"][0],
-                         states.params["output"]["kernel"][1])
+  assert not np.allclose(states.params["output"]["kernel"][0], states.params["output"]["kernel"][1])
 
 
 def test_each_member_can_have_its_own_eps_and_alpha():
