@@ -60,7 +60,7 @@ def error_and_confidence(probs: Array, labels: Array) -> tuple[Array, Array]:
   Example:
     >>> probs = jnp.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
     >>> error, confidence = error_and_confidence(probs, jnp.array([0, 0, 1]))
-    >>> float(error), float(confidence)  # two mistakes, made with 0.8 and 0.6
+    >>> round(float(error), 3), round(float(confidence), 3)  # two mistakes, at 0.8 and 0.6
     (0.667, 0.7)
   """
   _validation.check_batch(probs, labels)
@@ -87,7 +87,7 @@ def rubbish_error_and_confidence(probs: Array, threshold: float = 0.5) -> tuple[
   Example:
     >>> probs = jax.nn.softmax(jnp.array([[0.0, 0.0], [3.0, 0.0]]))
     >>> error, confidence = rubbish_error_and_confidence(probs)
-    >>> float(error), float(confidence)  # the second row claims class 0
+    >>> round(float(error), 3), round(float(confidence), 3)  # row 2 claims class 0
     (0.5, 0.953)
   """
   top = jnp.max(probs, axis=-1)
