@@ -220,7 +220,10 @@ def train(
           "retrain": protocol,
       },
   )
-  label = f"{name} maxout, seed{'s' if len(seeds) > 1 else ''} " + ", ".join(map(str, seeds))
+  if len(seeds) > 1 and len(set(seeds)) == 1:  # a study: its members differ in settings
+    label = f"{name} maxout, {len(seeds)} members of seed {seeds[0]}"
+  else:
+    label = f"{name} maxout, seed{'s' if len(seeds) > 1 else ''} " + ", ".join(map(str, seeds))
   print(f"training the {label} in {workdir}", flush=True)
   if protocol:
     selection, final = loop.fit_and_retrain(
