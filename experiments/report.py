@@ -177,6 +177,11 @@ def audit_lines(results: dict[str, dict[str, Any]]) -> list[str]:
   return lines
 
 
+# A member whose clean test error is at least this learned nothing: ten balanced
+# classes leave 90% to a constant guess.
+CHANCE = 0.5
+
+
 def study_lines(content: dict[str, Any]) -> list[str]:
   """The training study's section: a table per group, and where each score is lowest."""
   config = content.get("config", {})
@@ -213,7 +218,16 @@ def study_lines(content: dict[str, Any]) -> list[str]:
         ),
         "",
     ]
-    pairs = list(zip(group["values"], rows))
+    stuck = [value for value, row in zip(group["values"], rows) if row["test_error"] >= CHANCE]
+    pairs = [(value, row) for value, row in zip(group["values"], rows) if value not in stuck]
+    if stuck:
+      lines += [
+          f"Did not learn (clean error {common.percent(CHANCE, 0)} or more, chance level): "
+          f"{setting} {', '.join(f'{value:g}' for value in stuck)}; left out below.",
+          "",
+      ]
+    if not pairs:
+      continue
     lowest = lambda key, pairs=pairs: min(pairs, key=lambda pair: pair[1][key])
     sentences = [
         f"the {label} is lowest at {setting} {value:g} " f"({common.percent(row[key], 2)})"

@@ -435,3 +435,13 @@ def test_the_training_study_writes_both_groups_and_the_report_shows_them(tiny_mn
   text = report.render(out, out / "REPORT.md")
   section = text.split("## Beyond the paper: training eps and alpha")[1]
   assert "| 0.3 |" in section and "| 1 |" in section
+
+
+def test_the_study_section_names_members_that_did_not_learn():
+  scores = lambda error: dict(
+      test_error=error, fgsm_error_own_eps=0.5, fgsm_error=error, pgd_error=1
+  )
+  group = {"values": [0.1, 0.3], "members": [scores(0.02), scores(0.8865)]}
+  text = "\n".join(report.study_lines({"config": {"eps": 0.25}, "groups": {"eps": group}}))
+  assert "Did not learn (clean error 50% or more, chance level): training eps 0.3" in text
+  assert "FGSM error at 0.25 is lowest at training eps 0.1" in text  # not at 0.3's 88.65%
