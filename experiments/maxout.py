@@ -159,11 +159,13 @@ class Trained(NamedTuple):
       population of seeds, all phases, all invocations).
     curve: the selection run's validation scores per epoch (``epoch``,
       ``valid_error``, ``valid_fgsm_error``), empty without validation.
+    losses: the training objective per epoch, every phase in turn.
   """
 
   params: Any
   summary: dict[str, Any]
   curve: dict[str, list[Any]]
+  losses: list[float]
 
 
 def train(
@@ -263,7 +265,12 @@ def train(
     }
     # Scored on one device: the test set is small next to training.
     trained.append(
-        Trained(sharding.local_copy(result.params), summary, curve if valid is not None else {})
+        Trained(
+            sharding.local_copy(result.params),
+            summary,
+            curve if valid is not None else {},
+            [row["loss"] for row in history],
+        )
     )
   return trained
 

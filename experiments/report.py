@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import pathlib
 from typing import Any, Sequence
@@ -182,6 +183,18 @@ def audit_lines(results: dict[str, dict[str, Any]]) -> list[str]:
 CHANCE = 0.5
 
 
+def plateau_text(losses: list[float] | None) -> str:
+  """How many first epochs kept the training loss at chance (ln 10), as a cell.
+
+  The ±0.005 initialisation starts every maxout at uniform probabilities, a
+  loss of ln 10; the larger the training eps, the longer it stays there.
+  """
+  if losses is None:
+    return "-"
+  plateau = next((i for i, loss in enumerate(losses) if loss < 0.99 * math.log(10)), None)
+  return f"all {len(losses)}" if plateau is None else str(plateau)
+
+
 def study_lines(content: dict[str, Any]) -> list[str]:
   """The training study's section: a table per group, and where each score is lowest."""
   config = content.get("config", {})
@@ -204,7 +217,14 @@ def study_lines(content: dict[str, Any]) -> list[str]:
         f"**{setting} ({fixed})**",
         "",
         *_table(
-            (setting, "clean", "FGSM at its training eps", f"FGSM at {eps:g}", f"PGD at {eps:g}"),
+            (
+                setting,
+                "clean",
+                "FGSM at its training eps",
+                f"FGSM at {eps:g}",
+                f"PGD at {eps:g}",
+                "epochs at chance loss",
+            ),
             [
                 [
                     f"{value:g}",
@@ -212,6 +232,7 @@ def study_lines(content: dict[str, Any]) -> list[str]:
                         common.percent(row[key], 2)
                         for key in ("test_error", "fgsm_error_own_eps", "fgsm_error", "pgd_error")
                     ),
+                    plateau_text(row.get("train_loss")),
                 ]
                 for value, row in zip(group["values"], rows)
             ],

@@ -152,6 +152,7 @@ def score_group(
                 model, member.params, test, preset.eps, jax.random.key(m)
             ),
             **member.summary,
+            "train_loss": member.losses,
         }
     )
   return rows

@@ -441,7 +441,13 @@ def test_the_study_section_names_members_that_did_not_learn():
   scores = lambda error: dict(
       test_error=error, fgsm_error_own_eps=0.5, fgsm_error=error, pgd_error=1
   )
-  group = {"values": [0.1, 0.3], "members": [scores(0.02), scores(0.8865)]}
+  members = [
+      {**scores(0.02), "train_loss": [2.3026, 2.3020, 1.8, 0.5]},
+      {**scores(0.8865), "train_loss": [2.3026, 2.3025, 2.3019, 2.3014]},
+  ]
+  group = {"values": [0.1, 0.3], "members": members}
   text = "\n".join(report.study_lines({"config": {"eps": 0.25}, "groups": {"eps": group}}))
   assert "Did not learn (clean error 50% or more, chance level): training eps 0.3" in text
   assert "FGSM error at 0.25 is lowest at training eps 0.1" in text  # not at 0.3's 88.65%
+  assert "| 0.1 | 2.00% | 50.00% | 2.00% | 100.00% | 2 |" in text  # two epochs at ln 10
+  assert "| 0.3 | 88.65% | 50.00% | 88.65% | 100.00% | all 4 |" in text
