@@ -178,6 +178,7 @@ def audit_lines(results: dict[str, dict[str, Any]]) -> list[str]:
   return lines
 
 
+STUDY_SCORES = ("test_error", "fgsm_error_own_eps", "fgsm_error", "pgd_error")
 # A member whose clean test error is at least this learned nothing: ten balanced
 # classes leave 90% to a constant guess.
 CHANCE = 0.5
@@ -213,32 +214,16 @@ def study_lines(content: dict[str, Any]) -> list[str]:
   for name, group in content["groups"].items():
     setting, fixed = names[name]
     rows = group["members"]
-    lines += [
-        f"**{setting} ({fixed})**",
-        "",
-        *_table(
-            (
-                setting,
-                "clean",
-                "FGSM at its training eps",
-                f"FGSM at {eps:g}",
-                f"PGD at {eps:g}",
-                "epochs at chance loss",
-            ),
-            [
-                [
-                    f"{value:g}",
-                    *(
-                        common.percent(row[key], 2)
-                        for key in ("test_error", "fgsm_error_own_eps", "fgsm_error", "pgd_error")
-                    ),
-                    plateau_text(row.get("train_loss")),
-                ]
-                for value, row in zip(group["values"], rows)
-            ],
-        ),
-        "",
+    header = [setting, "clean", "FGSM at its training eps", f"FGSM at {eps:g}", f"PGD at {eps:g}"]
+    table = [
+        [f"{value:g}", *(common.percent(row[key], 2) for key in STUDY_SCORES)]
+        for value, row in zip(group["values"], rows)
     ]
+    if any("train_loss" in row for row in rows):  # older runs did not record it
+      header.append("epochs at chance loss")
+      for cells, row in zip(table, rows):
+        cells.append(plateau_text(row.get("train_loss")))
+    lines += [f"**{setting} ({fixed})**", "", *_table(header, table), ""]
     stuck = [value for value, row in zip(group["values"], rows) if row["test_error"] >= CHANCE]
     pairs = [(value, row) for value, row in zip(group["values"], rows) if value not in stuck]
     if stuck:
