@@ -54,7 +54,6 @@ __all__ = [
     "clip_column_norms",
     "logistic_regression",
     "maxout_linear_first",
-    "max_pieces",
     "maxout_mlp",
     "rbf_network",
     "softmax_regression",
@@ -169,45 +168,6 @@ class Linear(nn.Module):
     return scores[..., 0] if self.squeeze else scores
 
 
-@jax.custom_jvp
-def max_pieces(z: Array) -> Array:
-  """The maximum over the last axis, ``jnp.max(z, axis=-1)``, as maxout takes it.
-
-  The same values and the same derivative as ``jnp.max`` (a tangent split
-  evenly among tied pieces), written as a chain of ``jnp.maximum`` and an
-  explicit tie mask. On a CPU, XLA runs ``jnp.max``'s backward pass (a
-  reduction, a broadcast compare and a division per unit) about three times
-  slower than PyTorch's; this form made the maxout's FGSM 28% faster
-  (`benchmarks/fgsm_study.py`) with bit-identical adversarial examples.
-
-  Args:
-    z: pre-activations, the pieces on the last axis.
-
-  Returns:
-    ``z`` without its last axis: each unit's largest piece.
-
-  Example:
-    >>> z = jnp.array([[1., 3., 3.], [0., -1., 2.]])
-    >>> max_pieces(z)
-    Array([3., 2.], dtype=float32)
-    >>> jax.grad(lambda z: max_pieces(z).sum())(z)  # a tie shares the gradient
-    Array([[0. , 0.5, 0.5],
-           [0. , 0. , 1. ]], dtype=float32)
-  """
-  h = z[..., 0]
-  for k in range(1, z.shape[-1]):
-    h = jnp.maximum(h, z[..., k])
-  return h
-
-
-@max_pieces.defjvp
-def _max_pieces_jvp(primals: tuple[Array], tangents: tuple[Array]) -> tuple[Array, Array]:
-  (z,), (t,) = primals, tangents
-  h = max_pieces(z)
-  hits = [(z[..., k] == h).astype(z.dtype) for k in range(z.shape[-1])]
-  return h, sum(hit * t[..., k] for k, hit in enumerate(hits)) / sum(hits)
-
-
 class Maxout(nn.Module):
   """Maxout MLP: ``layers`` maxout layers, then a linear output layer, with dropout.
 
@@ -244,7 +204,7 @@ class Maxout(nn.Module):
     for i in range(self.layers):
       # Unit j owns the output columns j*pieces .. j*pieces + pieces - 1.
       z = dense(self.units * self.pieces, f"maxout_{i}")(h)
-      h = max_pieces(z.reshape(*z.shape[:-1], self.units, self.pieces))
+      h = jnp.max(z.reshape(*z.shape[:-1], self.units, self.pieces), axis=-1)
       h = nn.Dropout(1 - self.hidden_keep, deterministic=not train)(h)
     return dense(self.outputs, "output")(h)
 

@@ -98,11 +98,6 @@ def _setup(batch: int) -> dict[str, Any]:
 
 
 def _max_pieces(z: jax.Array) -> jax.Array:
-  return models.max_pieces(z.reshape(z.shape[0], -1, 5))
-
-
-def _jnp_max(z: jax.Array) -> jax.Array:
-  """The max as advjax took it before `advjax.models.max_pieces`: a reduction."""
   return jnp.max(z.reshape(z.shape[0], -1, 5), axis=-1)
 
 
@@ -136,14 +131,6 @@ def jax_parts(v: dict[str, Any]) -> dict[str, tuple[Callable[..., Any], tuple[An
       f"backward: g @ W2^T ({n}x1200 by 1200x240)": (lambda g, w: g @ w.T, (v["g_z2"], v["w2"])),
       "backward: max over pieces, layer 1": (
           lambda z, g: jax.vjp(_max_pieces, z)[1](g)[0],
-          (v["z1"], v["g_h1"]),
-      ),
-      "backward: max over pieces, layer 2, as jnp.max (before)": (
-          lambda z, g: jax.vjp(_jnp_max, z)[1](g)[0],
-          (v["z2"], v["g_h2"]),
-      ),
-      "backward: max over pieces, layer 1, as jnp.max (before)": (
-          lambda z, g: jax.vjp(_jnp_max, z)[1](g)[0],
           (v["z1"], v["g_h1"]),
       ),
       f"backward: g @ W1^T ({n}x1200 by 1200x784)": (lambda g, w: g @ w.T, (v["g_z1"], v["w1"])),
@@ -217,8 +204,6 @@ def torch_parts(v: dict[str, Any]) -> dict[str, Callable[[], Any]]:
       lambda: t["g_logits"] @ w3,
       lambda: amax_backward(t["z2"], t["h2"], t["g_h2"]),
       lambda: t["g_z2"] @ w2,
-      lambda: amax_backward(t["z1"], t["h1"], t["g_h1"]),
-      lambda: amax_backward(t["z2"], t["h2"], t["g_h2"]),
       lambda: amax_backward(t["z1"], t["h1"], t["g_h1"]),
       lambda: t["g_z1"] @ w1,
       lambda: t["x"] + eps * t["g_x"].sign(),
@@ -348,6 +333,124 @@ def flag_sweep(batch: int, repeats: int, rounds: int) -> list[dict[str, Any]]:
   return rows
 
 
+@jax.custom_jvp
+def max_pieces(z: jax.Array) -> jax.Array:
+  """The max over the last axis, as maxout takes it, with no reduction in its program.
+
+  A chain of ``jnp.maximum`` over the pieces; its derivative is the one JAX
+  gives ``jnp.max`` (the tangent split evenly among tied pieces), written as
+  a sum over the pieces: the same numbers wherever a piece wins alone, and
+  at ties up to the order of a sum of equal shares.
+  """
+  h = z[..., 0]
+  for k in range(1, z.shape[-1]):
+    h = jnp.maximum(h, z[..., k])
+  return h
+
+
+@max_pieces.defjvp
+def _max_pieces_jvp(
+    primals: tuple[jax.Array], tangents: tuple[jax.Array]
+) -> tuple[jax.Array, jax.Array]:
+  (z,), (t,) = primals, tangents
+  h = max_pieces(z)
+  hits = [(z[..., k] == h).astype(z.dtype) for k in range(z.shape[-1])]
+  return h, sum(hit * t[..., k] for k, hit in enumerate(hits)) / sum(hits)
+
+
+def proposed_model() -> models.Classifier:
+  """`advjax.models.maxout_mlp` whose max over pieces is `max_pieces`: the proposal."""
+  import flax.linen as nn
+
+  class Maxout(models.Maxout):
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
+      dense = lambda n, name: nn.Dense(
+          n,
+          kernel_init=models._uniform_init(models.INIT_RANGE),
+          bias_init=nn.initializers.zeros,
+          name=name,
+      )
+      h = nn.Dropout(1 - self.input_keep, deterministic=not train)(x)
+      for i in range(self.layers):
+        z = dense(self.units * self.pieces, f"maxout_{i}")(h)
+        h = max_pieces(z.reshape(*z.shape[:-1], self.units, self.pieces))
+        h = nn.Dropout(1 - self.hidden_keep, deterministic=not train)(h)
+      return dense(self.outputs, "output")(h)
+
+  today = models.maxout_mlp(240, 5)
+  return models.Classifier(Maxout(240, 5), today.head, today.max_col_norm)
+
+
+def proposal(batch: int, repeats: int, steps: int) -> list[str]:
+  """Today's maxout against `proposed_model`: same numbers? how fast? Interleaved.
+
+  Item 3's FGSM (ten batches), one adversarial train step (batch 100) and a
+  compiled epoch of ``steps`` steps, both ways, beside plain PyTorch's FGSM.
+  """
+  from advjax import train
+  from benchmarks import torch_maxout
+
+  v = _setup(batch)
+  params, lines, calls, out = v["params"], [], {}, {}
+  batches = [(jax.random.uniform(jax.random.key(i), (batch, 784)), v["y"]) for i in range(10)]
+  train_x = jax.random.uniform(jax.random.key(11), (steps * 100, 784))
+  train_y = jnp.arange(steps * 100, dtype=jnp.int32) % 10
+  objective = train.Adversarial(0.25, 0.5)
+  static, dynamic = train.split_objective(objective, 1)
+  for name, model in (("today", v["model"]), ("proposed", proposed_model())):
+    attack = jax.jit(lambda p, x, y, m=model: advjax.fgsm(m.loss_fn(), p, x, y, 0.25))
+    step = jax.jit(train.make_train_step(model, objective))
+    state = train.create_train_state(model, jax.random.key(0), train_x[:1], train.recipe_sgd(steps))
+    states = jax.tree.map(lambda a: a[None], state)
+    epoch = functools.partial(
+        train.train_epoch,
+        model,
+        static,
+        dynamic,
+        states,
+        train_x,
+        train_y,
+        jax.random.key(3)[None],
+        batch_size=100,
+    )
+    out[name] = (
+        np.concatenate([np.asarray(attack(params, *b)) for b in batches]),
+        jax.block_until_ready(epoch())[0].params,
+    )
+    calls[f"FGSM, 10 batches of {batch}, {name}"] = functools.partial(
+        lambda a: jax.block_until_ready([a(params, *b) for b in batches]), attack
+    )
+    calls[f"adversarial train step, batch 100, {name}"] = functools.partial(
+        lambda s, st: jax.block_until_ready(
+            s(st, (train_x[:100], train_y[:100]), jax.random.key(1))
+        ),
+        step,
+        state,
+    )
+    calls[f"compiled epoch of {steps} steps, {name}"] = lambda e=epoch: (jax.block_until_ready(e()))
+  net = torch_maxout.Maxout(params, 5, 0.8, 0.5, "cpu").eval()
+  torch_batches = [tuple(torch_maxout.tensor(a, "cpu") for a in b) for b in batches]
+  calls[f"FGSM, 10 batches of {batch}, plain PyTorch"] = lambda: [
+      torch_maxout.fgsm(net, x, y, 0.25) for x, y in torch_batches
+  ]
+  differences = [
+      float(jnp.max(jnp.abs(a - b)))
+      for a, b in zip(jax.tree.leaves(out["today"][1]), jax.tree.leaves(out["proposed"][1]))
+  ]
+  lines.append(
+      f"FGSM examples equal: {np.mean(out['today'][0] == out['proposed'][0]):.6f} "
+      f"of pixels; epoch parameters: largest difference {max(differences):.3g}"
+  )
+  lines.append(f"load before timing: {os.getloadavg()}")
+  timings = harness.time_interleaved(calls, repeats)
+  for name, t in timings.items():
+    lines.append(f"{name:48s} {t.median * 1e3:9.2f} ms (min {t.minimum * 1e3:8.2f})")
+  lines.append(f"load after timing: {os.getloadavg()}")
+  return lines
+
+
 def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(
       prog="python -m benchmarks.fgsm_study", description=__doc__.split("\n")[0]
@@ -360,10 +463,21 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument(
       "--rounds", type=int, default=3, help="with --flags: turns each flag takes (default 3)"
   )
+  parser.add_argument(
+      "--proposal",
+      type=int,
+      metavar="STEPS",
+      default=None,
+      help="time today's maxout against proposed_model (FGSM, a train "
+      "step, a compiled epoch of STEPS steps) and check they agree",
+  )
   parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
   if args.one:
     print(json.dumps(fgsm_time(args.batch, args.repeats)))
+    return 0
+  if args.proposal:
+    print("\n".join(proposal(args.batch, args.repeats, args.proposal)))
     return 0
   if args.flags:
     for row in flag_sweep(args.batch, args.repeats, args.rounds):

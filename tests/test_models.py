@@ -244,29 +244,3 @@ def test_maxout_linear_first_equals_the_model_and_rejects_other_models():
   np.testing.assert_allclose(split(params, x), model.probabilities(params, x), rtol=1e-5)
   with pytest.raises(ValueError, match="maxout"):
     models.maxout_linear_first(models.softmax_regression())
-
-
-@pytest.mark.parametrize("ties", [False, True])
-@pytest.mark.parametrize("wrap", [lambda f: f, jax.jit, jax.vmap])
-def test_max_pieces_equals_jnp_max_in_value_and_every_derivative(ties, wrap):
-  z = jax.random.normal(jax.random.key(0), (4, 6, 5))
-  if ties:  # ties on a coarse grid: two, three or five equal pieces in many units
-    z = jnp.round(z)
-  reference = lambda z: jnp.max(z, axis=-1)
-  cotangent = jax.random.normal(jax.random.key(1), (4, 6))
-  tangent = jax.random.normal(jax.random.key(2), z.shape)
-  for f in (models.max_pieces, reference):
-    assert wrap(f)(z).shape == (4, 6)
-  np.testing.assert_array_equal(wrap(models.max_pieces)(z), wrap(reference)(z))
-  vjp = lambda f: jax.vjp(wrap(f), z)[1](cotangent)[0]
-  np.testing.assert_allclose(vjp(models.max_pieces), vjp(reference), rtol=1e-6)
-  jvp = lambda f: jax.jvp(wrap(f), (z,), (tangent,))[1]
-  np.testing.assert_allclose(jvp(models.max_pieces), jvp(reference), rtol=1e-6)
-  hessian = lambda f: jax.hessian(lambda z: jnp.sum(f(z) ** 2))(z[0, :2])
-  np.testing.assert_allclose(hessian(models.max_pieces), hessian(reference), atol=1e-6)
-
-
-def test_max_pieces_keeps_the_dtype():
-  z = jnp.arange(10.0, dtype=jnp.bfloat16).reshape(2, 5)
-  assert models.max_pieces(z).dtype == jnp.bfloat16
-  assert jax.grad(lambda z: models.max_pieces(z).sum())(z).dtype == jnp.bfloat16
