@@ -1160,11 +1160,11 @@ def _members_section(
   )
   section.notes += [
       f"{_repeats_note(cfg, repeats=cfg.members_repeats)} Cross-check: each vmapped "
-      f"member's summed loss differs from its run alone by at most "
-      f"{check['max_loss_difference']:.2g}, and from any other member's run alone by at "
-      f"least {check['min_loss_separation']:.2g}: "
+      f"member's summed loss lies at least {check['min_ratio']:.3g} times closer to its own "
+      "run alone than to any other member's run alone ("
       + ("each is" if check["passed"] else "NOT each")
-      + f" closer to its own run by a factor of {IDENTIFICATION_MARGIN} or more. Its "
+      + f" closer by a factor of {IDENTIFICATION_MARGIN} or more; the largest gap to its "
+      f"own run is {check['max_loss_difference']:.2g}). Its "
       f"parameters drift from its run alone by at most {check['max_param_difference']:.2g} "
       f"(largest parameter {check['largest_param']:.2g}): rounding of the batched "
       "products, which FGSM's sign amplifies.",
@@ -1193,6 +1193,8 @@ def _members_agreement(
   return {
       "max_loss_difference": float(own.max()),
       "min_loss_separation": float(others.min()),
+      # Per member: how many times closer to its own run than to the nearest other's.
+      "min_ratio": float(np.min(others / np.maximum(own, np.finfo(np.float64).tiny))),
       "max_param_difference": max(d["max_param_difference"] for d in drift),
       "largest_param": max(d["largest_param"] for d in drift),
       "passed": bool(np.all(own * IDENTIFICATION_MARGIN <= others)),
