@@ -225,7 +225,9 @@ def study_lines(content: dict[str, Any]) -> list[str]:
         cells.append(plateau_text(row.get("train_loss")))
     lines += [f"**{setting} ({fixed})**", "", *_table(header, table), ""]
     stuck = [value for value, row in zip(group["values"], rows) if row["test_error"] >= CHANCE]
-    pairs = [(value, row) for value, row in zip(group["values"], rows) if value not in stuck]
+    pairs = [
+        (value, row) for value, row in zip(group["values"], rows) if row["test_error"] < CHANCE
+    ]
     if stuck:
       lines += [
           f"Did not learn (clean error {common.percent(CHANCE, 0)} or more, chance level): "
