@@ -20,13 +20,14 @@ Example:
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from advjax import metrics
+from advjax._batching import map_batches
 from advjax.attacks import Clip
 from advjax.attacks import fgsm
 from advjax.attacks import pgd
@@ -45,48 +46,11 @@ __all__ = [
     "pgd_error",
     "probabilities",
     "score",
-    "scores",
 ]
 
 Array = jax.Array
 SCORES = ("error", "confidence", "fgsm_error", "fgsm_confidence")
 """The keys of `evaluate`'s scores."""
-
-
-def map_batches(fn: Callable[..., Any], arrays: tuple[Array, ...], batch_size: int) -> Any:
-  """``fn`` applied to fixed-size batches of ``arrays``, its outputs concatenated.
-
-  Traceable: the batches are cut on the device and walked by `jax.lax.map`.
-  The last batch is padded by repeating the final example, so ``fn`` sees
-  only real inputs and compiles for one shape; the padded rows are dropped.
-  ``fn`` must treat examples independently (no batch statistics).
-
-  Args:
-    fn: ``(*batch) -> pytree`` of arrays with a leading batch axis.
-    arrays: arrays sharing their leading size ``n >= 1``.
-    batch_size: examples per batch (at most ``n`` are used).
-
-  Returns:
-    ``fn``'s outputs for all ``n`` examples.
-
-  Example:
-    >>> probs = map_batches(lambda xb: model.probabilities(params, xb), (x,), 3)
-    >>> probs.shape  # batches of 3, 3 and 2 (padded to 3)
-    (8, 10)
-  """
-  n = arrays[0].shape[0]
-  if n == 0:
-    raise ValueError("cannot evaluate on an empty split.")
-  batch_size = min(batch_size, n)
-  num_batches = -(-n // batch_size)
-  padding = num_batches * batch_size - n
-
-  def in_batches(a):
-    a = jnp.pad(a, [(0, padding)] + [(0, 0)] * (a.ndim - 1), mode="edge")
-    return a.reshape((num_batches, batch_size) + a.shape[1:])
-
-  outputs = jax.lax.map(lambda batch: fn(*batch), tuple(map(in_batches, arrays)))
-  return jax.tree.map(lambda o: o.reshape((-1,) + o.shape[2:])[:n], outputs)
 
 
 class DeviceSplit(NamedTuple):
@@ -172,7 +136,7 @@ def fgsm_examples(
   return map_batches(attack, (x, y), batch_size)
 
 
-def scores(
+def _paper_scores(
     model: Classifier,
     params: Params,
     x: Array,
@@ -217,7 +181,7 @@ def scores(
 
 
 @functools.partial(jax.jit, static_argnames=("model", "clip", "batch_size"))
-def _member_scores(
+def _evaluate_members(
     model: Classifier,
     stacked_params: Params,
     x: Array,
@@ -227,7 +191,7 @@ def _member_scores(
     batch_size: int,
 ) -> dict[str, Array]:
   return jax.vmap(
-      lambda params, e: scores(model, params, x, y, e, clip=clip, batch_size=batch_size)
+      lambda params, e: _paper_scores(model, params, x, y, e, clip=clip, batch_size=batch_size)
   )(stacked_params, eps)
 
 
@@ -259,7 +223,7 @@ def evaluate_members(
   """
   members = jax.tree.leaves(stacked_params)[0].shape[0]
   eps = jnp.broadcast_to(jnp.asarray(eps, jnp.float32), (members,))
-  result = _member_scores(
+  result = _evaluate_members(
       model,
       stacked_params,
       split.x,
@@ -305,7 +269,7 @@ def evaluate(
 
 
 @functools.partial(jax.jit, static_argnames=("model", "batch_size"))
-def _score(
+def _error_and_confidence(
     model: Classifier, params: Params, x: Array, y: Array, batch_size: int
 ) -> tuple[Array, Array]:
   probs = probabilities(model, params, x, batch_size=batch_size)
@@ -333,7 +297,7 @@ def score(
     >>> error >= score(model, params, x, y)[0]
     True
   """
-  error, confidence = _score(model, params, x, y, batch_size)
+  error, confidence = _error_and_confidence(model, params, x, y, batch_size)
   return float(error), float(confidence)
 
 

@@ -23,6 +23,7 @@ import numpy as np
 
 from advjax import _trees
 from advjax import _validation
+from advjax._batching import map_batches
 from advjax.attacks import Array
 from advjax.attacks import Clip
 from advjax.attacks import LossFn
@@ -184,20 +185,8 @@ def _epsilon_sweep(
     batch_size: int,
 ) -> SweepResult:
   params = _trees.combine(arrays, static)
-  num_examples = x.shape[0]
-  num_batches = -(-num_examples // batch_size)
-  padding = num_batches * batch_size - num_examples
 
-  def in_batches(a):
-    # Padding repeats the last example, so the model only ever sees real
-    # inputs; the padded copies are masked out of the counts.
-    a = jnp.pad(a, [(0, padding)] + [(0, 0)] * (a.ndim - 1), mode="edge")
-    return a.reshape((num_batches, batch_size) + a.shape[1:])
-
-  valid = (jnp.arange(num_batches * batch_size) < num_examples).reshape(num_batches, batch_size)
-
-  def batch_counts(batch):
-    x_batch, y_batch, valid_batch = batch
+  def batch_mistakes(x_batch, y_batch):
     direction = jnp.sign(input_grad(loss_fn, params, x_batch, y_batch))
     if isinstance(probs_fn, LinearFirst) and clip is None:
       probs = _linear_first_along(probs_fn, params, x_batch, direction, eps_values)
@@ -205,18 +194,13 @@ def _epsilon_sweep(
       probs = jax.vmap(lambda eps: probs_fn(params, sign_step(x_batch, direction, eps, clip=clip)))(
           eps_values
       )
-    return jax.vmap(_mistake_counts, in_axes=(0, None, None))(probs, y_batch, valid_batch)
+    wrong = mistakes(probs, y_batch)  # (K, batch)
+    return wrong.T, jnp.where(wrong, jnp.max(probs, axis=-1), 0).T
 
-  wrong, confidence_sums = jax.lax.map(batch_counts, (in_batches(x), in_batches(y), valid))
-  wrong, confidence_sums = wrong.sum(0), confidence_sums.sum(0)
-  confidence = jnp.where(wrong > 0, confidence_sums / jnp.maximum(wrong, 1), jnp.nan)
-  return SweepResult(eps_values, wrong / num_examples, confidence)
-
-
-def _mistake_counts(probs: Array, labels: Array, valid: Array) -> tuple[Array, Array]:
-  """Number of valid mistakes and the sum of their top probabilities."""
-  wrong = valid & mistakes(probs, labels)
-  return jnp.sum(wrong), jnp.sum(jnp.where(wrong, jnp.max(probs, axis=-1), 0))
+  wrong, top = map_batches(batch_mistakes, (x, y), batch_size)  # (n, K) each
+  count = wrong.sum(0)
+  confidence = jnp.where(count > 0, top.sum(0) / jnp.maximum(count, 1), jnp.nan)
+  return SweepResult(eps_values, count / x.shape[0], confidence)
 
 
 def direction_sweep(
