@@ -30,9 +30,13 @@ from advjax.metrics import rubbish_error_and_confidence
 from advjax.objectives import adversarial_loss
 from advjax.objectives import logistic_loss
 from advjax.objectives import logistic_worst_case_loss
+from advjax.objectives import nfgsm_loss
 from advjax.objectives import noise_loss
+from advjax.objectives import pgd_loss
+from advjax.objectives import random_start_fgsm_loss
 from advjax.objectives import rubbish_inputs
 from advjax.objectives import sign_noise
+from advjax.objectives import trades_loss
 from advjax.objectives import uniform_noise
 from advjax.sweeps import LinearFirst
 from advjax.sweeps import SweepResult
@@ -60,14 +64,18 @@ __all__ = [
     "logistic_worst_case_loss",
     "member",
     "mistakes",
+    "nfgsm_loss",
     "noise_loss",
     "pgd",
+    "pgd_loss",
+    "random_start_fgsm_loss",
     "rubbish_error_and_confidence",
     "rubbish_inputs",
     "sign_noise",
     "sign_step",
     "stack",
     "targeted_fgsm",
+    "trades_loss",
     "uniform_noise",
     "unstack",
 ]

@@ -224,6 +224,7 @@ def pgd(
     clip: Clip = None,
     random_start: bool = False,
     key: Array | None = None,
+    start: Array | None = None,
     targeted: bool = False,
 ) -> Array:
   """The iterated gradient-sign method under the L-infinity norm (BIM / PGD).
@@ -245,6 +246,9 @@ def pgd(
     clip: optional ``(lo, hi)`` box for the adversarial inputs.
     random_start: start from a uniform point of the ball (needs ``key``).
     key: PRNG key for the random start.
+    start: optional first iterate instead of ``x`` (projected onto the ball
+      and the box), e.g. TRADES' ``x + 0.001 * N(0, I)``; not with
+      ``random_start``.
     targeted: lower the loss of ``y`` instead of raising it.
 
   Returns:
@@ -254,7 +258,7 @@ def pgd(
   Raises:
     ValueError: for a negative or non-finite ``eps`` or ``step_size``, a
       ``clip`` with lo > hi, mismatched batches, a bad ``num_steps`` or a
-      random start without ``key``. A traced ``eps``, ``step_size`` or
+      random start without ``key`` or with ``start``. A traced ``eps``, ``step_size`` or
       ``clip`` (under ``jit``) is checked only inside
       ``jax.experimental.checkify.checkify``.
 
@@ -278,13 +282,13 @@ def pgd(
     moved = wide + jnp.clip(_widen(x_adv) - wide, -radius, radius)
     return _clip(_round_into_ball(x, moved, radius), clip)
 
-  start = x
   if random_start:
     if key is None:
       raise ValueError("random_start=True needs a PRNG key: pass key=.")
-    start = project(
-        wide + jax.random.uniform(key, x.shape, wide.dtype, minval=-1, maxval=1) * radius
-    )
+    if start is not None:
+      raise ValueError("pass random_start=True or start=, not both.")
+    start = wide + jax.random.uniform(key, x.shape, wide.dtype, minval=-1, maxval=1) * radius
+  start = x if start is None else project(start)
 
   def step(_, x_adv):
     grad = input_grad(loss_fn, params, x_adv, y)

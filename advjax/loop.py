@@ -5,7 +5,9 @@ their states stacked and every epoch one compiled program
 (`advjax.train.train_epoch`) over the training split held on the device.
 After each epoch it scores every member on the validation split in one
 compiled call (`advjax.evaluation.evaluate_members`), updates each member's
-`EarlyStopping`, checkpoints, and appends to ``metrics.jsonl``. `fit` is the
+`EarlyStopping`, checkpoints, and appends to ``metrics.jsonl``; with a
+`PGDWatch` it also scores every member's PGD accuracy on fixed training
+images, to catch catastrophic overfitting. `fit` is the
 population of one; `fit_and_retrain` is the paper's protocol: early stopping
 on the last 10,000 training images, then retraining on all 60,000.
 
@@ -24,6 +26,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -50,6 +53,7 @@ from advjax.models import Params
 __all__ = [
     "EarlyStopping",
     "FitResult",
+    "PGDWatch",
     "TrainConfig",
     "describe",
     "fingerprint",
@@ -152,6 +156,118 @@ class EarlyStopping(NamedTuple):
     return self.patience is not None and epoch - self.best_epoch >= self.patience
 
 
+@dataclasses.dataclass(frozen=True)
+class PGDWatch:
+  """Watches for catastrophic overfitting: PGD accuracy on fixed training images each epoch.
+
+  Single-step adversarial training (FGSM, even from a random start with too
+  large a step) can collapse within an epoch: PGD accuracy falls to about 0%
+  while FGSM accuracy stays high (Wong et al. 2020). Passed to `fit` or
+  `fit_members` as ``watch=``, this scores every member after each epoch with
+  `advjax.evaluation.pgd_error` (one random start from ``seed``'s key, the
+  same every epoch) on ``(x, y)``, one compiled call for the population;
+  ~500-1000 training images suffice. Each member then:
+
+  - records ``watch_pgd_accuracy`` in its history and ``metrics.jsonl``;
+  - keeps the parameters of its epoch with the highest watched accuracy (the
+    earliest on a tie) as its result, instead of its last or its best
+    validation epoch; validation early stopping (``config.patience``) still
+    decides when the member stops, and ``FitResult.best_epoch`` stays the
+    validation's;
+  - reports ``collapse_epoch``: the first epoch whose accuracy fell below
+    ``drop`` times the best of the epochs before it and below ``floor``.
+
+  Attributes:
+    x: training inputs to attack, shape ``(n, features)``.
+    y: their labels.
+    eps: radius of the attack's L-infinity ball.
+    step: size of each sign step.
+    num_steps: PGD steps.
+    clip: the ``(lo, hi)`` box of the inputs.
+    floor: a collapse needs an accuracy below this.
+    drop: ... and below this fraction of the best accuracy before it.
+    seed: seeds the random start.
+
+  Example:
+    >>> watch = PGDWatch(data.train.x[:50], data.train.y[:50], eps=0.1, step=0.05, num_steps=3)
+    >>> result = fit(model, data.train, config, objective=train.Adversarial(0.1), watch=watch)
+    train: epoch 1/1 loss ... s
+    >>> len(result.watch_accuracy), result.collapse_epoch
+    (1, None)
+  """
+
+  x: Any
+  y: Any
+  eps: float
+  step: float
+  num_steps: int
+  clip: tuple[float, float] = (0.0, 1.0)
+  floor: float = 0.2
+  drop: float = 0.5
+  seed: int = 0
+
+  def __post_init__(self) -> None:
+    if np.shape(self.x)[0] != np.shape(self.y)[0] or np.shape(self.y)[0] < 1:
+      raise ValueError(
+          f"watch x and y must hold the same number (>= 1) of examples, got shapes "
+          f"{np.shape(self.x)} and {np.shape(self.y)}."
+      )
+    if not isinstance(self.num_steps, int) or self.num_steps < 1:
+      raise ValueError(f"num_steps must be an int >= 1, got {self.num_steps!r}.")
+    if not 0 <= self.floor <= 1 or not 0 <= self.drop <= 1:
+      raise ValueError(f"floor and drop must lie in [0, 1], got {self.floor!r} and {self.drop!r}.")
+
+  def accuracies(self, model: Classifier, params: Params) -> np.ndarray:
+    """Each member's PGD accuracy on the watched images, shape ``(members,)``."""
+    errors = _watch_errors(
+        model,
+        params,
+        jnp.asarray(self.x),
+        jnp.asarray(self.y),
+        self.eps,
+        self.step,
+        jax.random.key(self.seed),
+        num_steps=self.num_steps,
+        clip=tuple(self.clip),
+    )
+    return 1 - np.asarray(errors)
+
+  def collapsed(self, history: Sequence[float]) -> bool:
+    """Whether the last of ``history``'s accuracies is a collapse from the ones before."""
+    *before, last = history
+    return bool(before) and last < self.floor and last < self.drop * max(before)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "num_steps", "clip"))
+def _watch_errors(
+    model: Classifier,
+    params: Params,
+    x: Array,
+    y: Array,
+    eps: Any,
+    step: Any,
+    key: Array,
+    *,
+    num_steps: int,
+    clip: tuple[float, float],
+) -> Array:
+  """`advjax.evaluation.pgd_error` of every member, as one program."""
+  error = lambda p: evaluation.pgd_error(
+      model,
+      p,
+      x,
+      y,
+      eps,
+      step_size=step,
+      num_steps=num_steps,
+      restarts=1,
+      key=key,
+      clip=clip,
+      batch_size=x.shape[0],
+  )
+  return jax.vmap(error)(params)
+
+
 @dataclasses.dataclass
 class FitResult:
   """What training gave one model.
@@ -166,12 +282,17 @@ class FitResult:
       so that every line is standard JSON).
     best_epoch: the epoch with the best validation ``monitor`` (0 without validation).
     best_value: that value (None without validation).
+    watch_accuracy: with a `PGDWatch`, the watched PGD accuracy of each epoch.
+    collapse_epoch: with a `PGDWatch`, the first epoch where that accuracy
+      collapsed (see `PGDWatch`); None if it never did.
   """
 
   params: Params
   history: list[dict[str, float | None]]
   best_epoch: int
   best_value: float | None
+  watch_accuracy: list[float] = dataclasses.field(default_factory=list)
+  collapse_epoch: int | None = None
 
 
 def fit_members(
@@ -188,6 +309,7 @@ def fit_members(
     desc: str = "train",
     mesh: Mesh | None = None,
     member_epochs: Sequence[int] | None = None,
+    watch: PGDWatch | None = None,
 ) -> list[FitResult]:
   """Trains one model per seed at once, each exactly as `fit` would train it alone.
 
@@ -221,6 +343,10 @@ def fit_members(
     member_epochs: each member's own epoch count (at most ``config.epochs``);
       its result is its parameters when it reaches it, while the population
       trains on for the others. None gives every member ``config.epochs``.
+    watch: a `PGDWatch` for catastrophic overfitting: each member's PGD
+      accuracy on its images after every epoch, its best epoch's parameters
+      kept, its collapse reported. Not part of the run's fingerprint: change
+      it in a fresh ``workdir``.
 
   Returns:
     One `FitResult` per member, in the order of ``seeds``.
@@ -359,6 +485,9 @@ def fit_members(
             eps=config.eval_eps,
             batch_size=config.eval_batch_size,
         )
+      watched = np.empty(0)
+      if watch is not None:
+        watched = watch.accuracies(model, sharding.local_copy(states.params))
       seconds = time.perf_counter() - start
       keep = np.zeros(members, bool)
       rows = []
@@ -371,6 +500,8 @@ def fit_members(
               best_epoch=stopping[m].best_epoch, best_value=stopping[m].best_value
           )
         keep[m] = config.patience is None or stopping[m].best_epoch == epoch
+        if watch is not None:
+          keep[m] = _watch_member(watch, record["members"][m], epoch, float(watched[m]), row)
         row["seconds"] = seconds
         record["members"][m]["history"].append(row)
         rows.append({"member": m, "seed": seeds[m], **row})
@@ -399,6 +530,8 @@ def fit_members(
           history=info["history"],
           best_epoch=info["best_epoch"],
           best_value=info["best_value"],
+          watch_accuracy=_watched(info["history"]),
+          collapse_epoch=info.get("collapse_epoch"),
       )
       for m, info in enumerate(record["members"])
   ]
@@ -416,6 +549,7 @@ def fit(
     progress: bool | None = None,
     desc: str = "train",
     mesh: Mesh | None = None,
+    watch: PGDWatch | None = None,
 ) -> FitResult:
   """Trains ``model`` on ``train`` with ``config.seed``, validating each epoch; resumable.
 
@@ -455,6 +589,7 @@ def fit(
       progress=progress,
       desc=desc,
       mesh=mesh,
+      watch=watch,
   )[0]
 
 
@@ -555,6 +690,23 @@ def _keep(mask: Array, params: Params, kept: Params) -> Params:
   return jax.tree.map(
       lambda p, k: jnp.where(mask.reshape((-1,) + (1,) * (p.ndim - 1)), p, k), params, kept
   )
+
+
+def _watch_member(
+    watch: PGDWatch, info: dict[str, Any], epoch: int, accuracy: float, row: dict[str, Any]
+) -> bool:
+  """Records a member's watched accuracy; whether this epoch is its best so far (to keep)."""
+  history = _watched(info["history"]) + [accuracy]
+  row["watch_pgd_accuracy"] = accuracy
+  if info.get("collapse_epoch") is None and watch.collapsed(history):
+    info["collapse_epoch"] = epoch
+    row["watch_collapse"] = True
+  return accuracy > max(history[:-1], default=-1.0)
+
+
+def _watched(history: list[dict[str, Any]]) -> list[float]:
+  """The watched PGD accuracies of a member's history, epoch by epoch."""
+  return [row["watch_pgd_accuracy"] for row in history if "watch_pgd_accuracy" in row]
 
 
 def _check_settings(train: Any, config: TrainConfig, valid: Any | None, mesh: Mesh | None) -> None:
@@ -690,13 +842,15 @@ def _report(
   if errors:
     low, high = min(errors), max(errors)
     valid = f"{low:.2%}" if low == high else f"{low:.2%}-{high:.2%}"
+  collapsed = ", ".join(str(row["member"]) for row in rows if row.get("watch_collapse"))
+  note = f" PGD accuracy collapsed (member {collapsed})" if collapsed else ""
   if mode == "bar":
-    bar.set_postfix(loss=f"{loss:.4f}", valid_err=valid or "-")
+    bar.set_postfix(loss=f"{loss:.4f}", valid_err=valid or "-", collapsed=collapsed or "-")
     bar.update(1)
   elif mode == "lines":
     members = f" ({len(rows)} members)" if len(rows) > 1 else ""
     shown = f" valid error {valid}" if valid else ""
     print(
-        f"{desc}: epoch {epoch}/{epochs}{members} loss {loss:.4f}{shown} " f"{seconds:.1f} s",
+        f"{desc}: epoch {epoch}/{epochs}{members} loss {loss:.4f}{shown}{note} {seconds:.1f} s",
         flush=True,
     )

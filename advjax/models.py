@@ -12,7 +12,9 @@ alike:
   constraint of Goodfellow et al. (2013) (rows M3 to M7), with softmax outputs
   or, for the rubbish-class experiment (row R), one sigmoid per class;
 - `rbf_network`: the shallow RBF network with per-class scores
-  ``exp(q_k(x))`` (row M8).
+  ``exp(q_k(x))`` (row M8);
+- `small_cnn`: beyond the paper, the small MNIST CNN that robust training
+  since the paper is measured on (Wong et al. 2020).
 
 Example:
   >>> model = maxout_mlp(units=8, pieces=2)     # the paper's M3: maxout_mlp()
@@ -51,11 +53,13 @@ __all__ = [
     "RBF",
     "SIGMOID",
     "SOFTMAX",
+    "SmallCNN",
     "clip_column_norms",
     "logistic_regression",
     "maxout_linear_first",
     "maxout_mlp",
     "rbf_network",
+    "small_cnn",
     "softmax_regression",
 ]
 
@@ -207,6 +211,32 @@ class Maxout(nn.Module):
       h = jnp.max(z.reshape(*z.shape[:-1], self.units, self.pieces), axis=-1)
       h = nn.Dropout(1 - self.hidden_keep, deterministic=not train)(h)
     return dense(self.outputs, "output")(h)
+
+
+class SmallCNN(nn.Module):
+  """The MNIST CNN of Wong, Rice & Kolter (2020), on flat 784-pixel inputs.
+
+  Conv(1->16, 4x4, stride 2, pad 1), ReLU, Conv(16->32, 4x4, stride 2,
+  pad 1), ReLU, Dense(1568->100), ReLU, Dense(100->outputs). Inputs of shape
+  ``(n, 784)`` are read as 28x28 images with one channel (NHWC); the
+  flattened 7x7x32 features are in Flax's HWC order. Flax's default
+  initialisation: LeCun-normal kernels and zero biases (not PyTorch's uniform
+  Kaiming), no dropout.
+
+  Attributes:
+    outputs: number of classes (10).
+  """
+
+  outputs: int = 10
+
+  @nn.compact
+  def __call__(self, x: Array, *, train: bool = False) -> Array:
+    del train  # No dropout; the argument keeps the modules interchangeable.
+    h = x.reshape(*x.shape[:-1], 28, 28, 1)
+    for channels in (16, 32):
+      h = nn.relu(nn.Conv(channels, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)))(h))
+    h = nn.relu(nn.Dense(100)(h.reshape(*h.shape[:-3], -1)))
+    return nn.Dense(self.outputs)(h)
 
 
 class RBF(nn.Module):
@@ -487,6 +517,30 @@ def maxout_mlp(
     raise ValueError(f"max_col_norm must be > 0 or None, got {max_col_norm!r}.")
   module = Maxout(units, pieces, layers, classes, input_keep, hidden_keep)
   return Classifier(module, heads[output], max_col_norm)
+
+
+def small_cnn(classes: int = 10) -> Classifier:
+  """The small MNIST CNN of the robust-training literature (Wong et al. 2020).
+
+  Two 4x4 stride-2 convolutions (16 and 32 channels), a 100-unit dense layer,
+  ReLU, softmax outputs: `SmallCNN`. It takes flat 784-pixel inputs like the
+  other models here. No weight constraint, no dropout.
+
+  Args:
+    classes: number of classes.
+
+  Returns:
+    A `Classifier` with the `SOFTMAX` head.
+
+  Example:
+    >>> model = small_cnn()
+    >>> params = model.init(jax.random.key(0), x[:1])
+    >>> model.scores(params, x).shape
+    (8, 10)
+  """
+  if not isinstance(classes, int) or classes < 1:
+    raise ValueError(f"classes must be an int >= 1, got {classes!r}.")
+  return Classifier(SmallCNN(classes), SOFTMAX)
 
 
 def rbf_network(classes: int = 10) -> Classifier:

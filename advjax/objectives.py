@@ -1,15 +1,28 @@
-"""Training objectives of the paper: the adversarial loss and its controls.
+"""Training objectives: the paper's adversarial loss, its controls, and the robust training since.
 
 - `adversarial_loss` turns any loss into ``alpha*J(x) + (1-alpha)*J(x_adv)``
   (eq. 6), a plain JAX function of all its inputs;
 - `logistic_loss` and `logistic_worst_case_loss` are the closed forms of
   section 5 for logistic regression;
 - `sign_noise`, `uniform_noise` and `rubbish_inputs` are the controls of
-  sections 6 and 9.
+  sections 6 and 9;
+- `random_start_fgsm_loss`, `nfgsm_loss`, `pgd_loss` and `trades_loss` are the
+  robust training objectives that followed the paper (Wong et al. 2020,
+  de Jorge et al. 2022, Madry et al. 2018, Zhang et al. 2019);
+- `Clean`, `Adversarial`, `Noise`, `FGSMRandomStart`, `NFGSM`, `PGDTraining`
+  and `TRADES` are the same objectives in the form `advjax.loop.fit` takes:
+  pytrees whose leaves are their numbers, so that every member of a vmapped
+  population may have its own.
+
+A trainer form is called as ``objective(loss_fn, key, logits_fn=None)``, with
+the model's loss (its dropout mask closed over), the step's PRNG key, and the
+model's scores under the same mask ``logits_fn(params, x) -> logits`` (only
+`TRADES` reads them); it returns the loss the step minimises.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable
 
 import jax
@@ -21,16 +34,32 @@ from advjax.attacks import Clip
 from advjax.attacks import LossFn
 from advjax.attacks import broadcast_eps
 from advjax.attacks import fgsm
+from advjax.attacks import pgd
 
 __all__ = [
+    "Adversarial",
+    "Clean",
+    "FGSMRandomStart",
+    "LogitsFn",
+    "NFGSM",
+    "Noise",
+    "PGDTraining",
+    "TRADES",
     "adversarial_loss",
     "logistic_loss",
     "logistic_worst_case_loss",
+    "nfgsm_loss",
     "noise_loss",
+    "pgd_loss",
+    "random_start_fgsm_loss",
     "rubbish_inputs",
     "sign_noise",
+    "trades_loss",
     "uniform_noise",
 ]
+
+LogitsFn = Callable[[Any, Array], Array]
+"""``(params, x) -> logits``: the model's scores, shape ``(n, classes)``."""
 
 
 def adversarial_loss(
@@ -251,3 +280,446 @@ def noise_loss(
     return alpha * loss_fn(params, x, y) + (1 - alpha) * loss_fn(params, noisy, y)
 
   return loss
+
+
+# ---------------------------------------------------------------------------
+# Robust training since the paper: the loss at one adversarial point.
+# ---------------------------------------------------------------------------
+
+
+def _value_fn(loss_fn: Callable[..., Any], has_aux: bool) -> LossFn:
+  """``loss_fn`` without its auxiliary output: what an attack ascends."""
+  return (lambda params, x, y: loss_fn(params, x, y)[0]) if has_aux else loss_fn
+
+
+def _check_num_steps(num_steps: Any) -> None:
+  if not isinstance(num_steps, int) or num_steps < 1:
+    raise ValueError(f"num_steps must be an int >= 1, got {num_steps!r}.")
+
+
+def pgd_loss(
+    loss_fn: Callable[..., Any],
+    key: Array,
+    eps: Any,
+    step: Any,
+    num_steps: int,
+    *,
+    clip: Clip = None,
+    has_aux: bool = False,
+) -> Callable[..., Any]:
+  """PGD training (Madry et al. 2018): ``J(params, x_adv, y)`` at a PGD point.
+
+  ``x_adv = advjax.pgd(J, params, x, y, eps, step_size=step,
+  num_steps=num_steps, clip=clip, random_start=True, key=key)``: a uniform
+  start in the ``eps``-ball, then ``num_steps`` sign steps of ``step``, each
+  projected onto the ball and the ``clip`` box. ``x_adv`` is a constant for
+  the gradient, as in the paper, so the parameter gradient is
+  ``grad J(x_adv)``. Madry et al.'s MNIST setting: ``eps=0.3``, 40 steps of
+  0.01, ``clip=(0, 1)``. The same guarantees as `adversarial_loss`: ``jit``,
+  ``grad``, ``vmap`` over ``eps`` and ``step``, any params pytree.
+
+  Args:
+    loss_fn: scalar loss ``(params, x, y) -> loss``, or with ``has_aux``
+      ``(params, x, y) -> (loss, aux)``.
+    key: PRNG key of the random start of this call.
+    eps: radius of the L-infinity ball: a scalar, or one value per example.
+    step: size of each sign step.
+    num_steps: number of steps, a Python int >= 1.
+    clip: optional ``(lo, hi)`` box for the adversarial inputs.
+    has_aux: whether ``loss_fn`` returns ``(loss, aux)``; the objective then
+      returns the adversarial pass's ``(loss, aux)``.
+
+  Returns:
+    A loss function with the signature of ``loss_fn``.
+
+  Raises:
+    ValueError: for a negative or non-finite ``eps`` or ``step``, a bad
+      ``num_steps``, a ``clip`` with lo > hi, or (when called) mismatched
+      batches; traced values only inside ``checkify``.
+
+  Example:
+    >>> loss = advjax.pgd_loss(loss_fn, key, eps=0.3, step=0.1, num_steps=5, clip=(0., 1.))
+    >>> grads = jax.jit(jax.grad(loss))(params, x, y)
+    >>> bool(loss(params, x, y) > loss_fn(params, x, y))
+    True
+  """
+  _validation.check_eps(eps)
+  _validation.check_eps(step, "step")
+  _validation.check_clip(clip)
+  _check_num_steps(num_steps)
+  value_fn = _value_fn(loss_fn, has_aux)
+
+  def loss(params: Any, x: Array, y: Array) -> Any:
+    x_adv = pgd(
+        value_fn,
+        params,
+        x,
+        y,
+        eps,
+        step_size=step,
+        num_steps=num_steps,
+        clip=clip,
+        random_start=True,
+        key=key,
+    )
+    return loss_fn(params, jax.lax.stop_gradient(x_adv), y)
+
+  return loss
+
+
+def random_start_fgsm_loss(
+    loss_fn: Callable[..., Any],
+    key: Array,
+    eps: Any,
+    step: Any,
+    *,
+    clip: Clip = None,
+    has_aux: bool = False,
+) -> Callable[..., Any]:
+  """FGSM from a random start (Wong, Rice & Kolter 2020): `pgd_loss` with one step.
+
+  ``x_adv`` starts uniform in the ``eps``-ball (inside the ``clip`` box),
+  takes one sign step of ``step`` and is projected back onto the ball and the
+  box; the objective is ``J(params, x_adv, y)`` with ``x_adv`` a constant.
+  Wong et al.'s MNIST setting: ``eps=0.3``, ``step=0.375`` (1.25 eps),
+  ``clip=(0, 1)``; much larger steps overfit catastrophically.
+
+  Args:
+    loss_fn: scalar loss ``(params, x, y) -> loss``, or ``(loss, aux)`` with
+      ``has_aux``.
+    key: PRNG key of the random start of this call.
+    eps: radius of the L-infinity ball: a scalar, or one value per example.
+    step: size of the sign step.
+    clip: optional ``(lo, hi)`` box for the adversarial inputs.
+    has_aux: whether ``loss_fn`` returns ``(loss, aux)``; see `pgd_loss`.
+
+  Returns:
+    A loss function with the signature of ``loss_fn``.
+
+  Example:
+    >>> loss = advjax.random_start_fgsm_loss(loss_fn, key, eps=0.3, step=0.375, clip=(0., 1.))
+    >>> grads = jax.grad(loss)(params, x, y)
+  """
+  return pgd_loss(loss_fn, key, eps, step, 1, clip=clip, has_aux=has_aux)
+
+
+def nfgsm_loss(
+    loss_fn: Callable[..., Any],
+    key: Array,
+    eps: Any,
+    noise: Any = None,
+    step: Any = None,
+    *,
+    clip: Clip = None,
+    has_aux: bool = False,
+) -> Callable[..., Any]:
+  """N-FGSM (de Jorge et al. 2022): one FGSM step from a noisy point, not projected.
+
+  ``x_adv = advjax.fgsm(J, params, x_noisy, y, step, clip=clip)`` with
+  ``x_noisy = advjax.uniform_noise(key, x, noise)``: the noise is uniform in
+  ``[-noise, noise]`` (``2 * eps`` by default), the step ``step`` (``eps`` by
+  default), and ``x_adv`` may lie up to ``noise + step`` from ``x``: there is
+  no projection onto the ``eps``-ball, only onto the ``clip`` box. The
+  objective is ``J(params, x_adv, y)`` with ``x_adv`` a constant.
+
+  Args:
+    loss_fn: scalar loss ``(params, x, y) -> loss``, or ``(loss, aux)`` with
+      ``has_aux``.
+    key: PRNG key of the noise of this call.
+    eps: the training radius; sets the defaults of ``noise`` and ``step``.
+    noise: half-width of the uniform noise, ``2 * eps`` if None.
+    step: size of the sign step, ``eps`` if None.
+    clip: optional ``(lo, hi)`` box for the adversarial inputs.
+    has_aux: whether ``loss_fn`` returns ``(loss, aux)``; see `pgd_loss`.
+
+  Returns:
+    A loss function with the signature of ``loss_fn``.
+
+  Example:
+    >>> loss = advjax.nfgsm_loss(loss_fn, key, eps=0.3)  # noise 0.6, step 0.3
+    >>> grads = jax.grad(loss)(params, x, y)
+  """
+  _validation.check_eps(eps)
+  noise = 2 * eps if noise is None else noise
+  step = eps if step is None else step
+  _validation.check_eps(noise, "noise")
+  _validation.check_eps(step, "step")
+  _validation.check_clip(clip)
+  value_fn = _value_fn(loss_fn, has_aux)
+
+  def loss(params: Any, x: Array, y: Array) -> Any:
+    _validation.check_batch(x, y)
+    x_adv = fgsm(value_fn, params, uniform_noise(key, x, noise), y, step, clip=clip)
+    return loss_fn(params, jax.lax.stop_gradient(x_adv), y)
+
+  return loss
+
+
+def _kl_to(params_logits_fn: LogitsFn) -> LossFn:
+  """``(params, x, clean_logits) -> mean KL(softmax(clean_logits) || softmax(f(x)))``."""
+
+  def kl(params: Any, x: Array, clean_logits: Array) -> Array:
+    log_p = jax.nn.log_softmax(clean_logits)
+    log_q = jax.nn.log_softmax(params_logits_fn(params, x))
+    return jnp.mean(jnp.sum(jnp.exp(log_p) * (log_p - log_q), axis=-1))
+
+  return kl
+
+
+def trades_loss(
+    loss_fn: Callable[..., Any],
+    logits_fn: LogitsFn,
+    key: Array,
+    eps: Any,
+    beta: Any,
+    step: Any,
+    num_steps: int,
+    *,
+    clip: Clip = None,
+    has_aux: bool = False,
+) -> Callable[..., Any]:
+  """TRADES (Zhang et al. 2019): ``J(x) + beta * KL(f(x) || f(x'))``.
+
+  ``f`` is ``softmax(logits_fn(params, .))`` and the KL is summed over the
+  classes and averaged over the batch. ``x'`` maximises that KL: `advjax.pgd`
+  from ``x + 0.001 * N(0, I)`` (drawn from ``key``), ``num_steps`` sign steps
+  of ``step`` projected onto the ``eps``-ball and the ``clip`` box, with
+  ``f(x)`` held fixed. ``x'`` is a constant for the parameter gradient; both
+  ``f(x)`` and ``f(x')`` of the KL term are not.
+
+  ``loss_fn`` and ``logits_fn`` describe one model: the paper's ``J`` is the
+  cross-entropy of ``logits_fn``'s logits, e.g. a Flax classifier's
+  ``model.loss_fn(k)`` with ``functools.partial(model.scores, dropout_key=k)``
+  (the same dropout mask ``k`` for both). The trainer form `TRADES` gets the
+  pair from the trainer.
+
+  Args:
+    loss_fn: scalar loss ``(params, x, y) -> loss``, or ``(loss, aux)`` with
+      ``has_aux``.
+    logits_fn: the same model's logits, ``(params, x) -> (n, classes)``.
+    key: PRNG key of the start's Gaussian noise.
+    eps: radius of the L-infinity ball: a scalar, or one value per example.
+    beta: weight of the KL term (6 in the paper's CIFAR setting, 1/lambda).
+    step: size of each sign step of the inner maximisation.
+    num_steps: number of steps, a Python int >= 1.
+    clip: optional ``(lo, hi)`` box for ``x'``.
+    has_aux: whether ``loss_fn`` returns ``(loss, aux)``; the objective then
+      returns ``(objective, aux)`` with the clean pass's ``aux``.
+
+  Returns:
+    A loss function with the signature of ``loss_fn``.
+
+  Raises:
+    ValueError: for a negative or non-finite ``eps``, ``beta`` or ``step``, a
+      bad ``num_steps``, a ``clip`` with lo > hi, or (when called) mismatched
+      batches; traced values only inside ``checkify``.
+
+  Example:
+    >>> loss = advjax.trades_loss(loss_fn, model.scores, key, eps=0.3, beta=6.,
+    ...                           step=0.1, num_steps=5, clip=(0., 1.))
+    >>> grads = jax.jit(jax.grad(loss))(params, x, y)
+    >>> bool(loss(params, x, y) >= loss_fn(params, x, y))  # KL >= 0
+    True
+  """
+  _validation.check_eps(eps)
+  _validation.check_eps(beta, "beta")
+  _validation.check_eps(step, "step")
+  _validation.check_clip(clip)
+  _check_num_steps(num_steps)
+  kl = _kl_to(logits_fn)
+
+  def loss(params: Any, x: Array, y: Array) -> Any:
+    _validation.check_batch(x, y)
+    clean_logits = logits_fn(params, x)
+    start = x + 0.001 * jax.random.normal(key, x.shape, x.dtype)
+    target = jax.lax.stop_gradient(clean_logits)
+    x_adv = pgd(
+        kl, params, x, target, eps, step_size=step, num_steps=num_steps, clip=clip, start=start
+    )
+    clean, aux = loss_fn(params, x, y) if has_aux else (loss_fn(params, x, y), None)
+    value = clean + beta * kl(params, jax.lax.stop_gradient(x_adv), clean_logits)
+    return (value, aux) if has_aux else value
+
+  return loss
+
+
+# ---------------------------------------------------------------------------
+# Trainer forms: pytrees of their numbers, for advjax.loop.fit.
+# ---------------------------------------------------------------------------
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Clean:
+  """Plain training on the model's loss.
+
+  Passed to `advjax.loop.fit` as ``objective=`` (its default), like `Adversarial`.
+
+  Example:
+    >>> Clean()(loss_fn, key) is loss_fn  # the model's loss, as it is
+    True
+  """
+
+  def __call__(self, loss_fn: LossFn, key: Array, logits_fn: LogitsFn | None = None) -> LossFn:
+    del key, logits_fn
+    return loss_fn
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Adversarial:
+  """The adversarial objective of eq. (6), `advjax.adversarial_loss`.
+
+  Attributes:
+    eps: FGSM step (the paper uses 0.25 on MNIST).
+    alpha: weight of the clean term (0.5 in the paper).
+    clip: optional ``(lo, hi)`` box for the adversarial inputs (None in the paper).
+
+  Example:
+    >>> result = loop.fit(model, data.train, config, objective=Adversarial(eps=0.25))
+    train: epoch 1/1 loss ... s
+  """
+
+  eps: Any
+  alpha: Any = 0.5
+  clip: tuple[float, float] | None = dataclasses.field(default=None, metadata={"static": True})
+
+  def __call__(self, loss_fn: LossFn, key: Array, logits_fn: LogitsFn | None = None) -> LossFn:
+    del key, logits_fn
+    return adversarial_loss(loss_fn, self.eps, self.alpha, clip=self.clip)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Noise:
+  """The noise controls of section 6, `advjax.noise_loss`.
+
+  Attributes:
+    noise_fn: ``(key, x, eps) -> noisy x``: `advjax.sign_noise` (``eps * s``,
+      ``s`` uniform in {-1, +1}) or `advjax.uniform_noise` (``U(-eps, eps)``).
+    eps: noise size.
+    alpha: weight of the clean term.
+
+  Passed to `advjax.loop.fit` as ``objective=`` like `Clean` and `Adversarial`.
+
+  Example:
+    >>> objective = Noise(advjax.sign_noise, eps=0.25)
+    >>> loss = objective(model.loss_fn(), key)  # 0.5 J(x) + 0.5 J(x + eps * s)
+    >>> grads = jax.grad(loss)(params, x, y)
+  """
+
+  noise_fn: Callable[[Array, Array, Any], Array] = dataclasses.field(metadata={"static": True})
+  eps: Any
+  alpha: Any = 0.5
+
+  def __call__(self, loss_fn: LossFn, key: Array, logits_fn: LogitsFn | None = None) -> LossFn:
+    del logits_fn
+    return noise_loss(loss_fn, self.noise_fn, key, self.eps, self.alpha)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class FGSMRandomStart:
+  """FGSM from a random start (Wong et al. 2020), `random_start_fgsm_loss`.
+
+  Attributes:
+    eps: radius of the L-infinity ball (0.3 on MNIST).
+    step: size of the sign step (0.375, 1.25 eps, on MNIST).
+    clip: optional ``(lo, hi)`` box, ``(0, 1)`` for images.
+
+  Example:
+    >>> objective = FGSMRandomStart(eps=0.3, step=0.375, clip=(0., 1.))
+    >>> grads = jax.grad(objective(loss_fn, key))(params, x, y)
+  """
+
+  eps: Any
+  step: Any
+  clip: tuple[float, float] | None = dataclasses.field(default=None, metadata={"static": True})
+
+  def __call__(self, loss_fn: LossFn, key: Array, logits_fn: LogitsFn | None = None) -> LossFn:
+    del logits_fn
+    return random_start_fgsm_loss(loss_fn, key, self.eps, self.step, clip=self.clip)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class NFGSM:
+  """N-FGSM (de Jorge et al. 2022), `nfgsm_loss`.
+
+  Attributes:
+    eps: the training radius.
+    noise: half-width of the uniform noise, ``2 * eps`` if None.
+    step: size of the sign step, ``eps`` if None.
+    clip: optional ``(lo, hi)`` box, ``(0, 1)`` for images.
+
+  Example:
+    >>> objective = NFGSM(eps=0.3, clip=(0., 1.))
+    >>> grads = jax.grad(objective(loss_fn, key))(params, x, y)
+  """
+
+  eps: Any
+  noise: Any = None
+  step: Any = None
+  clip: tuple[float, float] | None = dataclasses.field(default=None, metadata={"static": True})
+
+  def __call__(self, loss_fn: LossFn, key: Array, logits_fn: LogitsFn | None = None) -> LossFn:
+    del logits_fn
+    return nfgsm_loss(loss_fn, key, self.eps, self.noise, self.step, clip=self.clip)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class PGDTraining:
+  """PGD training (Madry et al. 2018), `pgd_loss`.
+
+  Attributes:
+    eps: radius of the L-infinity ball (0.3 on MNIST).
+    step: size of each sign step (0.01 on MNIST).
+    num_steps: number of steps (40 on MNIST), static.
+    clip: optional ``(lo, hi)`` box, ``(0, 1)`` for images.
+
+  Example:
+    >>> objective = PGDTraining(eps=0.3, step=0.1, num_steps=5, clip=(0., 1.))
+    >>> grads = jax.grad(objective(loss_fn, key))(params, x, y)
+  """
+
+  eps: Any
+  step: Any
+  num_steps: int = dataclasses.field(metadata={"static": True})
+  clip: tuple[float, float] | None = dataclasses.field(default=None, metadata={"static": True})
+
+  def __call__(self, loss_fn: LossFn, key: Array, logits_fn: LogitsFn | None = None) -> LossFn:
+    del logits_fn
+    return pgd_loss(loss_fn, key, self.eps, self.step, self.num_steps, clip=self.clip)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class TRADES:
+  """TRADES (Zhang et al. 2019), `trades_loss`; the only form that reads ``logits_fn``.
+
+  Attributes:
+    eps: radius of the L-infinity ball (0.3 on MNIST).
+    beta: weight of the KL term (6 in the paper).
+    step: size of each sign step of the inner maximisation (0.01 on MNIST).
+    num_steps: number of steps (40 on MNIST), static.
+    clip: optional ``(lo, hi)`` box, ``(0, 1)`` for images.
+
+  Example:
+    >>> objective = TRADES(eps=0.3, beta=6., step=0.1, num_steps=5, clip=(0., 1.))
+    >>> loss = objective(loss_fn, key, logits_fn=model.scores)
+    >>> grads = jax.grad(loss)(params, x, y)
+  """
+
+  eps: Any
+  beta: Any
+  step: Any
+  num_steps: int = dataclasses.field(metadata={"static": True})
+  clip: tuple[float, float] | None = dataclasses.field(default=None, metadata={"static": True})
+
+  def __call__(self, loss_fn: LossFn, key: Array, logits_fn: LogitsFn | None = None) -> LossFn:
+    if logits_fn is None:
+      raise ValueError("TRADES needs the model's logits: pass logits_fn=.")
+    return trades_loss(
+        loss_fn, logits_fn, key, self.eps, self.beta, self.step, self.num_steps, clip=self.clip
+    )

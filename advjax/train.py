@@ -1,7 +1,9 @@
 """What a training step minimises, and the compiled step and epoch that minimise it.
 
 An objective turns a model's loss into the loss a step minimises: `Clean`,
-`Adversarial` (eq. 6 of the paper) or `Noise` (the controls of section 6).
+`Adversarial` (eq. 6 of the paper), `Noise` (the controls of section 6), or
+the robust training since (`FGSMRandomStart`, `NFGSM`, `PGDTraining`,
+`TRADES`). They live in `advjax.objectives` and are re-exported here.
 Objectives are pytrees whose leaves are their numeric settings (eps, alpha),
 so a vmapped population of models can give every member its own.
 
@@ -28,7 +30,6 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from typing import Any, Callable
 
@@ -40,18 +41,28 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec
 import optax
 
-from advjax import objectives
 from advjax import sharding
 from advjax.attacks import LossFn
 from advjax.models import Classifier
 from advjax.models import Params
+from advjax.objectives import NFGSM
+from advjax.objectives import TRADES
+from advjax.objectives import Adversarial
+from advjax.objectives import Clean
+from advjax.objectives import FGSMRandomStart
+from advjax.objectives import Noise
+from advjax.objectives import PGDTraining
 
 __all__ = [
     "Adversarial",
     "Batch",
     "Clean",
+    "FGSMRandomStart",
+    "NFGSM",
     "Noise",
     "Objective",
+    "PGDTraining",
+    "TRADES",
     "TrainState",
     "create_train_state",
     "epoch_order",
@@ -67,81 +78,8 @@ __all__ = [
 Array = jax.Array
 Batch = tuple[Array, Array]
 TrainState = train_state.TrainState
-Objective = Callable[[LossFn, Array], LossFn]
-"""``(model loss with its dropout mask, PRNG key) -> loss to minimise``."""
-
-
-# ---------------------------------------------------------------------------
-# Objectives.
-# ---------------------------------------------------------------------------
-
-
-@jax.tree_util.register_dataclass
-@dataclasses.dataclass(frozen=True)
-class Clean:
-  """Plain training on the model's loss.
-
-  Passed to `advjax.loop.fit` as ``objective=`` (its default), like `Adversarial`.
-
-  Example:
-    >>> Clean()(loss_fn, key) is loss_fn  # the model's loss, as it is
-    True
-  """
-
-  def __call__(self, loss_fn: LossFn, key: Array) -> LossFn:
-    del key
-    return loss_fn
-
-
-@jax.tree_util.register_dataclass
-@dataclasses.dataclass(frozen=True)
-class Adversarial:
-  """The adversarial objective of eq. (6), `advjax.adversarial_loss`.
-
-  Attributes:
-    eps: FGSM step (the paper uses 0.25 on MNIST).
-    alpha: weight of the clean term (0.5 in the paper).
-    clip: optional ``(lo, hi)`` box for the adversarial inputs (None in the paper).
-
-  Example:
-    >>> result = loop.fit(model, data.train, config, objective=Adversarial(eps=0.25))
-    train: epoch 1/1 loss ... s
-  """
-
-  eps: Any
-  alpha: Any = 0.5
-  clip: tuple[float, float] | None = dataclasses.field(default=None, metadata={"static": True})
-
-  def __call__(self, loss_fn: LossFn, key: Array) -> LossFn:
-    del key
-    return objectives.adversarial_loss(loss_fn, self.eps, self.alpha, clip=self.clip)
-
-
-@jax.tree_util.register_dataclass
-@dataclasses.dataclass(frozen=True)
-class Noise:
-  """The noise controls of section 6, `advjax.noise_loss`.
-
-  Attributes:
-    noise_fn: ``(key, x, eps) -> noisy x``: `advjax.sign_noise` (``eps * s``,
-      ``s`` uniform in {-1, +1}) or `advjax.uniform_noise` (``U(-eps, eps)``).
-    eps: noise size.
-    alpha: weight of the clean term.
-
-  Passed to `advjax.loop.fit` as ``objective=`` like `Clean` and `Adversarial`.
-
-  Example:
-    >>> objective = Noise(advjax.sign_noise, eps=0.25)
-    >>> loss = objective(model.loss_fn(), key)  # 0.5 J(x) + 0.5 J(x + eps * s)
-    >>> grads = jax.grad(loss)(params, x, y)
-  """
-
-  noise_fn: Callable[[Array, Array, Any], Array] = dataclasses.field(metadata={"static": True})
-  eps: Any
-  alpha: Any = 0.5
-
-  def __call__(self, loss_fn: LossFn, key: Array) -> LossFn:
-    return objectives.noise_loss(loss_fn, self.noise_fn, key, self.eps, self.alpha)
+Objective = Callable[..., LossFn]
+"""``objective(loss_fn, key, logits_fn=...) -> loss to minimise``; see `loss_and_grads`."""
 
 
 # ---------------------------------------------------------------------------
@@ -273,6 +211,12 @@ def loss_and_grads(
 ) -> tuple[Array, Params]:
   """The objective's value and parameter gradient on one batch, dropout on.
 
+  The objective protocol: ``objective(loss_fn, key, logits_fn=logits_fn)``
+  gets the model's loss and its scores ``logits_fn(params, x)``, both under
+  this step's dropout mask, and the step's key for its own randomness (noise,
+  random starts); it returns the loss to minimise. Objectives that need no
+  scores (all but `TRADES`) ignore ``logits_fn``.
+
   Args:
     model: the classifier.
     objective: e.g. `Clean()`, `Adversarial(0.25)` or `Noise(sign_noise, 0.25)`.
@@ -284,7 +228,8 @@ def loss_and_grads(
     ``(loss, grads)``.
   """
   dropout_key, objective_key = jax.random.split(rng)
-  loss_fn = objective(model.loss_fn(dropout_key), objective_key)
+  logits_fn = functools.partial(model.scores, dropout_key=dropout_key)
+  loss_fn = objective(model.loss_fn(dropout_key), objective_key, logits_fn=logits_fn)
   x, y = batch
   return jax.value_and_grad(loss_fn)(params, x, y)
 

@@ -165,8 +165,8 @@ class L1:
     if isinstance(self.coefficient, (int, float)) and not self.coefficient >= 0:
       raise ValueError(f"coefficient must be >= 0, got {self.coefficient!r}.")
 
-  def __call__(self, loss_fn: LossFn, key: jax.Array) -> LossFn:
-    del key
+  def __call__(self, loss_fn: LossFn, key: jax.Array, logits_fn: Any = None) -> LossFn:
+    del key, logits_fn
     return lambda params, x, y: (loss_fn(params, x, y) + self.coefficient * l1_norm(params))
 
 

@@ -244,3 +244,44 @@ def test_maxout_linear_first_equals_the_model_and_rejects_other_models():
   np.testing.assert_allclose(split(params, x), model.probabilities(params, x), rtol=1e-5)
   with pytest.raises(ValueError, match="maxout"):
     models.maxout_linear_first(models.softmax_regression())
+
+
+def torch_layout_cnn(params, x):
+  """Wong et al.'s network written as PyTorch runs it: NCHW images, OIHW kernels."""
+  conv = (
+      lambda h, layer: jax.lax.conv_general_dilated(
+          h,
+          jnp.transpose(layer["kernel"], (3, 2, 0, 1)),  # HWIO -> OIHW
+          window_strides=(2, 2),
+          padding=((1, 1), (1, 1)),
+          dimension_numbers=("NCHW", "OIHW", "NCHW"),
+      )
+      + layer["bias"][None, :, None, None]
+  )
+  h = jax.nn.relu(conv(x.reshape(-1, 1, 28, 28), params["Conv_0"]))
+  h = jax.nn.relu(conv(h, params["Conv_1"]))
+  # Flax flattens 7x7x32 features in HWC order, PyTorch in CHW.
+  h = jnp.transpose(h, (0, 2, 3, 1)).reshape(h.shape[0], -1)
+  h = jax.nn.relu(h @ params["Dense_0"]["kernel"] + params["Dense_0"]["bias"])
+  return h @ params["Dense_1"]["kernel"] + params["Dense_1"]["bias"]
+
+
+def test_small_cnn_has_wong_et_al_layers_and_matches_a_second_implementation():
+  model = models.small_cnn()
+  params = init(model, X)
+  shapes = jax.tree.map(lambda leaf: leaf.shape, params)
+  assert shapes == {
+      "Conv_0": {"kernel": (4, 4, 1, 16), "bias": (16,)},
+      "Conv_1": {"kernel": (4, 4, 16, 32), "bias": (32,)},
+      "Dense_0": {"kernel": (1568, 100), "bias": (100,)},
+      "Dense_1": {"kernel": (100, 10), "bias": (10,)},
+  }
+  # Wong et al.'s PyTorch model: 272 + 8,224 + 156,900 + 1,010 parameters.
+  assert sum(leaf.size for leaf in jax.tree.leaves(params)) == 166_406
+  # Flax's defaults: LeCun-normal kernels (std 1/sqrt(fan_in)), zero biases.
+  assert all(float(jnp.max(jnp.abs(b))) == 0 for b in jax.tree.leaves(params) if b.ndim == 1)
+  np.testing.assert_allclose(float(jnp.std(params["Dense_0"]["kernel"])), 1 / 1568**0.5, rtol=0.05)
+  params = jax.tree.map(lambda p: p + 0.01, params)  # biases too
+  np.testing.assert_allclose(
+      scores(model, params, X), jax.jit(torch_layout_cnn)(params, X), rtol=1e-5, atol=1e-5
+  )

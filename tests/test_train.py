@@ -232,3 +232,19 @@ def test_split_objective_shares_scalars_and_refuses_the_wrong_member_count():
   plain = lambda loss_fn, key: loss_fn
   static, dynamic = train.split_objective(plain, 3)
   assert dynamic == [] and train.join_objective(static, dynamic) is plain
+
+
+def test_trades_takes_one_beta_per_member_and_the_models_scores():
+  population = train.TRADES(eps=0.3, beta=[1.0, 6.0], step=0.1, num_steps=2)
+  alone = [train.TRADES(0.3, 1.0, 0.1, 2), train.TRADES(0.3, 6.0, 0.1, 2)]
+  # The trainer hands TRADES the model's scores (logits_fn); its members barely
+  # differ: the maxout's tiny initial scores make the KL ~0.
+  states, _ = compiled_epochs(population, 1, seeds=[4, 4])
+  for m, objective in enumerate(alone):
+    expected, _ = per_step_epochs(objective, 1, seed=4)
+    chex.assert_trees_all_close(
+        jax.tree.map(lambda leaf, m=m: leaf[m], states.params),
+        expected.params,
+        rtol=1e-5,
+        atol=1e-7,
+    )
