@@ -24,6 +24,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -31,7 +32,6 @@ import pathlib
 import sys
 import time
 from typing import Any, Literal, NamedTuple, Sequence
-import zlib
 
 import jax
 import jax.numpy as jnp
@@ -166,12 +166,19 @@ class FitResult:
       so that every line is standard JSON).
     best_epoch: the epoch with the best validation ``monitor`` (0 without validation).
     best_value: that value (None without validation).
+    diverged: the epoch whose training loss was not finite, after which the
+      model trained no further; None if it never diverged. ``params`` are then
+      those of its last finite epoch (its initial ones if that is epoch 1).
+    setting: how the member differs from the others (its seed, and its own
+      objective settings in a study), for messages.
   """
 
   params: Params
   history: list[dict[str, float | None]]
   best_epoch: int
   best_value: float | None
+  diverged: int | None = None
+  setting: str = ""
 
 
 def fit_members(
@@ -325,7 +332,10 @@ def fit_members(
   ]
 
   def active(member: int, epoch: int) -> bool:
-    return epoch < epochs[member] and not stopping[member].stopped(epoch)
+    diverged = record["members"][member].get("diverged")
+    return epoch < epochs[member] and not stopping[member].stopped(epoch) and diverged is None
+
+  settings = [_member_setting(objective, seeds, m) for m in range(members)]
 
   states = states.replace(
       params=arrays["params"], opt_state=arrays["opt_state"], step=arrays["step"]
@@ -363,14 +373,19 @@ def fit_members(
       keep = np.zeros(members, bool)
       rows = []
       for m in training:
-        row = {"epoch": epoch, "loss": float(losses[m])}
+        row = {"epoch": epoch, "loss": _json_number(losses[m])}
+        if row["loss"] is None:
+          row["diverged"] = True
+          record["members"][m]["diverged"] = epoch
         if scores is not None:
           row.update({f"valid_{name}": _json_number(values[m]) for name, values in scores.items()})
           stopping[m] = stopping[m].update(epoch, float(scores[config.monitor][m]))
           record["members"][m].update(
               best_epoch=stopping[m].best_epoch, best_value=stopping[m].best_value
           )
-        keep[m] = config.patience is None or stopping[m].best_epoch == epoch
+        keep[m] = row["loss"] is not None and (
+            config.patience is None or stopping[m].best_epoch == epoch
+        )
         row["seconds"] = seconds
         record["members"][m]["history"].append(row)
         rows.append({"member": m, "seed": seeds[m], **row})
@@ -387,7 +402,7 @@ def fit_members(
       if metrics_path is not None:
         with metrics_path.open("a") as f:
           f.writelines(json.dumps(row) + "\n" for row in rows)
-      _report(bar, report, desc, epoch, config.epochs, rows, seconds)
+      _report(bar, report, desc, epoch, config.epochs, rows, settings, seconds)
   finally:
     bar.close()
     if checkpointer is not None:
@@ -399,6 +414,8 @@ def fit_members(
           history=info["history"],
           best_epoch=info["best_epoch"],
           best_value=info["best_value"],
+          diverged=info.get("diverged"),
+          setting=settings[m],
       )
       for m, info in enumerate(record["members"])
   ]
@@ -575,7 +592,18 @@ def _check_settings(train: Any, config: TrainConfig, valid: Any | None, mesh: Me
 
 
 def _json_number(value: float) -> float | None:
-  return None if math.isnan(value) else float(value)
+  return float(value) if math.isfinite(value) else None
+
+
+def _member_setting(objective: Any, seeds: Sequence[int], member: int) -> str:
+  """``"seed 3, eps=0.25"``: the member's seed and its own objective settings."""
+  parts = [f"seed {seeds[member]}"]
+  described = describe(objective)
+  if isinstance(described, dict):
+    for name, value in described.items():
+      if isinstance(value, list) and len(value) == len(seeds):
+        parts.append(f"{name}={value[member]}")
+  return ", ".join(parts)
 
 
 def describe(value: Any) -> Any:
@@ -628,7 +656,8 @@ def fingerprint(
 
   The model, the objective and its settings, the config, the seeds and
   epochs, the optimizer (the recipe's, or "custom") and the data (sizes and
-  a checksum of the labels), as JSON. Experiments name their run folders
+  a SHA-256 of the images and labels: about 0.2 s for MNIST's 50,000 training
+  images, next to seconds for one epoch), as JSON. Experiments name their run folders
   after its digest, so that other settings never meet these checkpoints.
 
   Example:
@@ -640,8 +669,12 @@ def fingerprint(
   def data(split):
     if split is None:
       return None
-    labels = np.ascontiguousarray(np.asarray(split.y))
-    return {"examples": len(labels), "labels_crc32": zlib.crc32(labels.tobytes())}
+    digest = hashlib.sha256()
+    for array in (split.x, split.y):
+      array = np.ascontiguousarray(np.asarray(array))
+      digest.update(f"{array.dtype.str}{array.shape}".encode())
+      digest.update(array.data)
+    return {"examples": len(split.y), "sha256": digest.hexdigest()}
 
   seeds = [int(seed) for seed in seeds]
   return {
@@ -681,10 +714,16 @@ def _report(
     epoch: int,
     epochs: int,
     rows: list[dict[str, Any]],
+    settings: list[str],
     seconds: float,
 ) -> None:
   """Shows a finished epoch: on the progress bar, or as one plain line."""
-  loss = float(np.mean([row["loss"] for row in rows]))
+  finite = [row["loss"] for row in rows if row["loss"] is not None]
+  loss = float(np.mean(finite)) if finite else math.nan
+  diverged = "; ".join(
+      f"member {row['member']} ({settings[row['member']]})" for row in rows if row["loss"] is None
+  )
+  diverged = f" diverged: {diverged}" if diverged else ""
   errors = [row["valid_error"] for row in rows if row.get("valid_error") is not None]
   valid = ""
   if errors:
@@ -693,10 +732,13 @@ def _report(
   if mode == "bar":
     bar.set_postfix(loss=f"{loss:.4f}", valid_err=valid or "-")
     bar.update(1)
+    if diverged:
+      bar.write(f"{desc}: epoch {epoch}{diverged}")
   elif mode == "lines":
     members = f" ({len(rows)} members)" if len(rows) > 1 else ""
     shown = f" valid error {valid}" if valid else ""
     print(
-        f"{desc}: epoch {epoch}/{epochs}{members} loss {loss:.4f}{shown} " f"{seconds:.1f} s",
+        f"{desc}: epoch {epoch}/{epochs}{members} loss {loss:.4f}{shown} "
+        f"{seconds:.1f} s{diverged}",
         flush=True,
     )

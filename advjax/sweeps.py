@@ -159,6 +159,8 @@ def epsilon_sweep(
   if np.ndim(y) != 1:
     raise ValueError(f"y must hold integer labels of shape (n,), got shape " f"{np.shape(y)}.")
   _validation.check_clip(clip)
+  probs = jax.eval_shape(probs_fn, params, x[:1])
+  _validation.check_labels(y, probs.shape[-1])
   eps_values = _eps_array(eps_values, x, nonnegative=True)
   num_examples = np.shape(x)[0]
   if batch_size is None:

@@ -1,0 +1,110 @@
+"""Bad inputs and faults a user can cause: each refused in one line, nothing misreported."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import advjax
+from advjax import loop
+from advjax import train
+from tests.test_train import MODEL
+from tests.test_train import TRAIN
+from tests.test_train import Split
+
+PARAMS = MODEL.init(jax.random.key(0), TRAIN.x[:1])
+X = jnp.asarray(TRAIN.x[:4])
+
+
+@pytest.mark.parametrize("bad", [12, -1])
+def test_out_of_range_labels_are_refused_where_the_classes_are_known(bad):
+  y = jnp.array([0, 1, 2, bad])
+  message = f"y must hold class labels in 0..2, got {bad}."
+  with pytest.raises(ValueError, match=message):
+    advjax.fgsm(MODEL.loss_fn(), PARAMS, X, y, 0.1)
+  with pytest.raises(ValueError, match=message):
+    advjax.epsilon_sweep(MODEL.loss_fn(), MODEL.probabilities, PARAMS, X, y, jnp.array([0.1]))
+  stacked = advjax.stack([PARAMS, PARAMS])
+  with pytest.raises(ValueError, match=message):
+    advjax.ensembles.ensemble_loss(MODEL.probabilities)(stacked, X, y)
+  # Traced labels stay unchecked, as traced eps does: no host round trip per step.
+  jax.jit(lambda y: advjax.fgsm(MODEL.loss_fn(), PARAMS, X, y, 0.1))(y)
+
+
+def test_an_empty_ensemble_is_refused_like_stack_of_nothing():
+  empty = jax.tree.map(lambda a: a[:0], advjax.stack([PARAMS, PARAMS]))
+  with pytest.raises(ValueError, match="stacked_params must hold at least one member, got none."):
+    advjax.ensemble_probs(MODEL.probabilities, empty, X)
+
+
+@pytest.mark.parametrize("eps", ["0.1", None])
+def test_eps_that_is_no_number_is_named(eps):
+  with pytest.raises(ValueError, match="eps must be a number"):
+    advjax.fgsm(MODEL.loss_fn(), PARAMS, X, jnp.zeros(4, int), eps)
+
+
+def test_the_fingerprint_covers_the_images_not_only_the_labels():
+  config = loop.TrainConfig(epochs=1, batch_size=20)
+  flipped = Split(1.0 - TRAIN.x, TRAIN.y)
+
+  def run(split):
+    return loop.fingerprint(MODEL, train.Clean(), config, seeds=[0], train=split)
+
+  assert run(TRAIN) == run(Split(TRAIN.x.copy(), TRAIN.y.copy()))
+  assert run(TRAIN) != run(flipped)
+
+
+def test_a_diverged_member_is_named_kept_finite_and_written_as_strict_json(tmp_path, monkeypatch):
+  # Member 1's epoch 2 loss is NaN, as when its eps overflows the logits; the
+  # epoch itself only nudges the parameters (no compiled training needed).
+  def fake_epoch(model, static, dynamic, states, x, y, keys, **kwargs):
+    epoch = int(states.step[0]) + 1
+    states = states.replace(
+        params=jax.tree.map(lambda p: p + 1.0, states.params), step=states.step + 1
+    )
+    return states, jnp.array([1.0, 1.0 if epoch == 1 else jnp.nan]) * 5
+
+  monkeypatch.setattr(loop.train_lib, "train_epoch", fake_epoch)
+  config = loop.TrainConfig(epochs=3, batch_size=20)
+  results = loop.fit_members(
+      MODEL,
+      TRAIN,
+      config,
+      seeds=[0, 1],
+      objective=train.Adversarial(eps=[0.1, 3e38]),
+      workdir=tmp_path,
+      progress=False,
+  )
+  healthy, diverged = results
+  assert (healthy.diverged, diverged.diverged) == (None, 2)
+  assert diverged.setting == "seed 1, eps=3e+38"
+  # It keeps the parameters of its last finite epoch (1) and trains no further.
+  init = MODEL.init(jax.random.split(jax.random.key(1))[0], X[:1])
+  assert_trees_equal(diverged.params, jax.tree.map(lambda p: p + 1.0, init))
+  assert len(diverged.history) == 2 and len(healthy.history) == 3
+  rows = [
+      json.loads(line, parse_constant=pytest.fail)
+      for line in (tmp_path / "metrics.jsonl").read_text().splitlines()
+  ]
+  assert [(row["member"], row["loss"], row.get("diverged")) for row in rows] == [
+      (0, 5 / 5, None),
+      (1, 5 / 5, None),
+      (0, 5 / 5, None),
+      (1, None, True),
+      (0, 5 / 5, None),
+  ]
+
+
+def test_the_progress_line_names_a_diverged_member(capsys):
+  rows = [{"member": 0, "loss": 0.5}, {"member": 1, "loss": None}]
+  loop._report(None, "lines", "study", 3, 5, rows, ["seed 0, eps=0.1", "seed 1, eps=0.3"], 2.0)
+  assert capsys.readouterr().out == (
+      "study: epoch 3/5 (2 members) loss 0.5000 2.0 s diverged: member 1 (seed 1, eps=0.3)\n"
+  )
+
+
+def assert_trees_equal(a, b):
+  for leaf_a, leaf_b in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+    np.testing.assert_array_equal(np.asarray(leaf_a), np.asarray(leaf_b))
