@@ -438,14 +438,18 @@ def atomic_write(path: pathlib.Path, write: Callable[[pathlib.Path], Any]) -> No
   """Calls ``write(temporary path)`` beside ``path``, then renames it into place.
 
   A reader never sees a half-written file, and an interrupted write leaves
-  the previous one whole.
+  the previous one whole. The file gets the mode of any new file (0644 under
+  umask 022), not the owner-only 0600 of a temporary one.
   """
   path.parent.mkdir(parents=True, exist_ok=True)
   handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
   os.close(handle)
   tmp = pathlib.Path(tmp)
+  umask = os.umask(0)
+  os.umask(umask)
   try:
     write(tmp)
+    tmp.chmod(0o666 & ~umask)
     os.replace(tmp, path)
   finally:
     tmp.unlink(missing_ok=True)

@@ -1,6 +1,8 @@
 """Bad inputs and faults a user can cause: each refused in one line, nothing misreported."""
 
 import json
+import os
+import stat
 
 import jax
 import jax.numpy as jnp
@@ -8,8 +10,14 @@ import numpy as np
 import pytest
 
 import advjax
+from advjax import data
 from advjax import loop
 from advjax import train
+from experiments import common
+from tests.test_data import IMAGES
+from tests.test_data import TEST_IMAGES
+from tests.test_data import assert_one_line_naming
+from tests.test_data import write_mnist_dir
 from tests.test_train import MODEL
 from tests.test_train import TRAIN
 from tests.test_train import Split
@@ -108,3 +116,28 @@ def test_the_progress_line_names_a_diverged_member(capsys):
 def assert_trees_equal(a, b):
   for leaf_a, leaf_b in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
     np.testing.assert_array_equal(np.asarray(leaf_a), np.asarray(leaf_b))
+
+
+@pytest.mark.parametrize(
+    ("n_train", "n_test", "needles"),
+    [
+        (0, 5, ["0 images", "at least 2"]),
+        (12, 0, ["holds no images"]),
+        (5, 12, ["5 images, fewer than the 12", "swapped"]),
+    ],
+)
+def test_empty_or_swapped_idx_files_are_refused_naming_the_file(tmp_path, n_train, n_test, needles):
+  write_mnist_dir(tmp_path, n_train=n_train, n_test=n_test, gz=False)
+  with pytest.raises(data.DataError) as err:
+    data.load_idx_dir(tmp_path)
+  named = IMAGES if n_train < 2 or n_test > n_train else TEST_IMAGES
+  assert_one_line_naming(err, str(tmp_path / named), *needles)
+
+
+def test_results_files_get_the_mode_of_any_new_file(tmp_path):
+  old = os.umask(0o022)
+  try:
+    common.atomic_write(tmp_path / "r.json", lambda tmp: tmp.write_text("{}"))
+  finally:
+    os.umask(old)
+  assert stat.S_IMODE((tmp_path / "r.json").stat().st_mode) == 0o644
