@@ -2,6 +2,7 @@
 
 import json
 import os
+import pathlib
 import stat
 
 import jax
@@ -13,7 +14,9 @@ import advjax
 from advjax import data
 from advjax import loop
 from advjax import train
+from experiments import all as experiments_all
 from experiments import common
+from experiments import report
 from tests.test_data import IMAGES
 from tests.test_data import TEST_IMAGES
 from tests.test_data import assert_one_line_naming
@@ -141,3 +144,46 @@ def test_results_files_get_the_mode_of_any_new_file(tmp_path):
   finally:
     os.umask(old)
   assert stat.S_IMODE((tmp_path / "r.json").stat().st_mode) == 0o644
+
+
+def write_results(out, name, content):
+  out.mkdir(parents=True, exist_ok=True)
+  (out / f"{name}.json").write_text(json.dumps(content))
+
+
+def test_a_malformed_results_file_is_skipped_by_name_and_the_rest_reported(tmp_path, capsys):
+  out = tmp_path / "results"
+  good = {"id": "E1", "metric": "FGSM error", "paper": "99.9%", "measured": 0.42}
+  write_results(out, "ensemble", {"config": {}, "rows": [{**good, "verdict": "not reproduced"}]})
+  write_results(out, "softmax_regression", {"config": {}, "rows": [{**good, "id": "M1"}]})
+  write_results(out, "training_study", {"config": {}})
+  write_results(out, "listed", [1, 2])
+  report.main(["--out", str(out), "--report", str(tmp_path / "R.md")])
+  printed = capsys.readouterr().out.splitlines()
+  assert (
+      printed[0]
+      == f"report: skipping {out / 'listed.json'}: its top level is a list, not an object"
+  )
+  for name, key in (("softmax_regression", "'verdict'"), ("training_study", "'groups'")):
+    assert any(f"skipping {out / name}.json: malformed (KeyError: {key})" in p for p in printed)
+  text = (tmp_path / "R.md").read_text()
+  assert "not reproduced" in text and "not run (no softmax_regression.json)" in text
+
+
+@pytest.mark.parametrize("where", ["folder", "unwritable"])
+def test_a_report_path_that_cannot_be_written_is_one_line(tmp_path, where):
+  write_results(tmp_path, "ensemble", {"config": {}, "rows": []})
+  path = tmp_path if where == "folder" else pathlib.Path("/proc/x/R.md")
+  with pytest.raises(SystemExit) as exit_info:
+    report.main(["--out", str(tmp_path), "--report", str(path)])
+  message = str(exit_info.value)
+  assert message.startswith(f"experiments.report: error: --report {path}") and "\n" not in message
+
+
+def test_the_driver_prints_its_status_table_when_the_report_fails(tmp_path, monkeypatch, capsys):
+  monkeypatch.setattr(experiments_all, "run_experiment", lambda name, flags: (0, 1.0))
+  with pytest.raises(SystemExit) as exit_info:
+    experiments_all.main(["--out", str(tmp_path), "--report", str(tmp_path)])
+  assert "failed: report" in str(exit_info.value)
+  printed = capsys.readouterr()
+  assert "is a folder" in printed.err and "mnist_maxout" in printed.out
