@@ -44,6 +44,7 @@ from advjax import evaluation
 from advjax import sharding
 from advjax import train as train_lib
 from advjax.checkpoint import RunCheckpointer
+from advjax.checkpoint import RunInUseError
 from advjax.models import Classifier
 from advjax.models import Params
 
@@ -237,6 +238,8 @@ def fit_members(
       without ``config.eval_eps``, fewer training examples than one batch, a
       batch that does not split over the mesh, bad seeds or member epochs.
     advjax.checkpoint.RunMismatchError: ``workdir`` holds another run.
+    advjax.checkpoint.RunInUseError: another live process trains in ``workdir``.
+    advjax.checkpoint.SaveError: an epoch could not be saved (a full disk).
 
   Example:
     >>> results = fit_members(model, data.train, config, seeds=range(3),
@@ -298,9 +301,10 @@ def fit_members(
       ],
   }
 
-  checkpointer = metrics_path = None
+  checkpointer = metrics_path = lock = None
   if workdir is not None:
     workdir = pathlib.Path(workdir)
+    lock = _lock(workdir) if writer else None
     checkpointer = RunCheckpointer(
         workdir / "checkpoints",
         fingerprint(
@@ -407,6 +411,8 @@ def fit_members(
     bar.close()
     if checkpointer is not None:
       checkpointer.close()
+    if lock is not None:
+      lock.unlink(missing_ok=True)
 
   return [
       FitResult(
@@ -689,6 +695,47 @@ def fingerprint(
       "train": data(train),
       "valid": data(valid),
   }
+
+
+def _lock(workdir: pathlib.Path) -> pathlib.Path:
+  """Takes ``workdir/lock`` for this process (its PID inside); returns its path.
+
+  Refuses a folder whose lock names a live process; takes over the lock of
+  a process that is gone (killed before it could remove it).
+  """
+  workdir.mkdir(parents=True, exist_ok=True)
+  path = workdir / "lock"
+  mine = workdir / f".lock.{os.getpid()}"
+  mine.write_text(f"{os.getpid()}\n")
+  try:
+    while True:
+      try:
+        os.link(mine, path)  # atomic: the lock appears with its PID in it
+        return path
+      except FileExistsError:
+        pass
+      try:
+        pid = int(path.read_text())
+      except (OSError, ValueError):
+        pid = None
+      if pid is not None and pid != os.getpid() and _alive(pid):
+        raise RunInUseError(
+            f"{workdir} is in use by process {pid} (lock file {path}): wait for it to "
+            "finish or stop it, or choose another folder"
+        )
+      path.unlink(missing_ok=True)
+  finally:
+    mine.unlink()
+
+
+def _alive(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:  # another user's live process
+    return True
+  return True
 
 
 def _write_metrics(path: pathlib.Path, record: dict[str, Any]) -> None:

@@ -1,9 +1,12 @@
 """Bad inputs and faults a user can cause: each refused in one line, nothing misreported."""
 
+import errno
 import json
 import os
 import pathlib
 import stat
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -11,6 +14,7 @@ import numpy as np
 import pytest
 
 import advjax
+from advjax import checkpoint
 from advjax import data
 from advjax import loop
 from advjax import train
@@ -95,6 +99,7 @@ def test_a_diverged_member_is_named_kept_finite_and_written_as_strict_json(tmp_p
   init = MODEL.init(jax.random.split(jax.random.key(1))[0], X[:1])
   assert_trees_equal(diverged.params, jax.tree.map(lambda p: p + 1.0, init))
   assert len(diverged.history) == 2 and len(healthy.history) == 3
+  assert not (tmp_path / "lock").exists()  # released
   rows = [
       json.loads(line, parse_constant=pytest.fail)
       for line in (tmp_path / "metrics.jsonl").read_text().splitlines()
@@ -187,3 +192,46 @@ def test_the_driver_prints_its_status_table_when_the_report_fails(tmp_path, monk
   assert "failed: report" in str(exit_info.value)
   printed = capsys.readouterr()
   assert "is a folder" in printed.err and "mnist_maxout" in printed.out
+
+
+def test_a_run_folder_in_use_by_a_live_process_is_refused_and_a_dead_ones_taken_over(tmp_path):
+  other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+  try:
+    (tmp_path / "lock").write_text(f"{other.pid}\n")
+    with pytest.raises(checkpoint.RunInUseError) as err:
+      loop._lock(tmp_path)
+    assert f"in use by process {other.pid} (lock file {tmp_path / 'lock'})" in str(err.value)
+  finally:
+    other.kill()
+    other.wait()
+  assert loop._lock(tmp_path) == tmp_path / "lock"
+  assert (tmp_path / "lock").read_text() == f"{os.getpid()}\n"
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["lock"]
+
+
+def test_a_full_disk_while_saving_is_one_line_and_keeps_the_finished_epochs(tmp_path, monkeypatch):
+  arrays = {"w": np.arange(3.0)}
+  ckpt = checkpoint.RunCheckpointer(tmp_path, {"run": 1})
+  ckpt.save(1, arrays, {"epoch": 1})
+
+  def full(*args, **kwargs):
+    raise RuntimeError("tensorstore write failed") from OSError(
+        errno.ENOSPC, "No space left on device"
+    )
+
+  monkeypatch.setattr(ckpt._manager, "save", full)
+  with pytest.raises(checkpoint.SaveError) as err:
+    ckpt.save(2, arrays, {"epoch": 2})
+  assert "(No space left on device)" in str(err.value) and "resume after epoch 1" in str(err.value)
+  ckpt.close()
+  restored = checkpoint.RunCheckpointer(tmp_path, {"run": 1})
+  assert restored.restore_latest(arrays)[1]["epoch"] == 1
+  restored.close()
+  # Under --out, a full disk is one line too; other OS errors stay themselves.
+  with pytest.raises(SystemExit) as exit_info:
+    with common.one_line_errors("prog"):
+      raise OSError(errno.ENOSPC, "No space left on device", "out/x.json")
+  assert str(exit_info.value).startswith("prog: error: out/x.json: No space left on device:")
+  with pytest.raises(PermissionError):
+    with common.one_line_errors("prog"):
+      raise PermissionError(errno.EACCES, "Permission denied", "out/x.json")
