@@ -178,8 +178,8 @@ def one_line_errors(prog: str, *errors: type[Exception]) -> Iterator[None]:
       raise
     fail(
         prog,
-        f"{error.filename or 'writing'}: {error.strerror}: free space and rerun; finished epochs are "
-        "kept and the run resumes after them",
+        f"{error.filename or 'writing'}: {error.strerror}: free space and rerun; "
+        "finished epochs are kept and the run resumes after them",
     )
 
 
