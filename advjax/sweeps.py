@@ -159,8 +159,6 @@ def epsilon_sweep(
   if np.ndim(y) != 1:
     raise ValueError(f"y must hold integer labels of shape (n,), got shape " f"{np.shape(y)}.")
   _validation.check_clip(clip)
-  probs = jax.eval_shape(probs_fn, params, x[:1])
-  _validation.check_labels(y, probs.shape[-1])
   eps_values = _eps_array(eps_values, x, nonnegative=True)
   num_examples = np.shape(x)[0]
   if batch_size is None:
@@ -168,9 +166,14 @@ def epsilon_sweep(
   elif isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
     raise ValueError(f"batch_size must be None or an int >= 1, got {batch_size!r}.")
   arrays, static = _trees.partition(params)
-  return _epsilon_sweep(
+  result, classes = _epsilon_sweep(
       loss_fn, probs_fn, static, arrays, x, y, eps_values, clip, min(batch_size, num_examples)
   )
+  # Known labels are checked once the program has told the number of classes:
+  # a label outside them would count as a mistake at every eps.
+  if _validation.concrete_value(y) is not None:
+    _validation.check_labels(y, int(classes))
+  return result
 
 
 @functools.partial(jax.jit, static_argnames=("loss_fn", "probs_fn", "static", "batch_size"))
@@ -184,8 +187,10 @@ def _epsilon_sweep(
     eps_values: Array,
     clip: Clip,
     batch_size: int,
-) -> SweepResult:
+) -> tuple[SweepResult, Array]:
+  """The sweep, and the number of classes that ``probs_fn`` gives."""
   params = _trees.combine(arrays, static)
+  classes = []
   num_examples = x.shape[0]
   num_batches = -(-num_examples // batch_size)
   padding = num_batches * batch_size - num_examples
@@ -207,12 +212,13 @@ def _epsilon_sweep(
       probs = jax.vmap(lambda eps: probs_fn(params, sign_step(x_batch, direction, eps, clip=clip)))(
           eps_values
       )
+    classes.append(probs.shape[-1])
     return jax.vmap(_mistake_counts, in_axes=(0, None, None))(probs, y_batch, valid_batch)
 
   wrong, confidence_sums = jax.lax.map(batch_counts, (in_batches(x), in_batches(y), valid))
   wrong, confidence_sums = wrong.sum(0), confidence_sums.sum(0)
   confidence = jnp.where(wrong > 0, confidence_sums / jnp.maximum(wrong, 1), jnp.nan)
-  return SweepResult(eps_values, wrong / num_examples, confidence)
+  return SweepResult(eps_values, wrong / num_examples, confidence), jnp.asarray(classes[0])
 
 
 def _mistake_counts(probs: Array, labels: Array, valid: Array) -> tuple[Array, Array]:
