@@ -194,7 +194,10 @@ def plateau_text(losses: list[float] | None) -> str:
   """
   if losses is None:
     return "-"
-  plateau = next((i for i, loss in enumerate(losses) if loss < 0.99 * math.log(10)), None)
+  plateau = next(
+      (i for i, loss in enumerate(losses) if loss is not None and loss < 0.99 * math.log(10)),
+      None,
+  )
   return f"all {len(losses)}" if plateau is None else str(plateau)
 
 
@@ -234,6 +237,17 @@ def study_lines(content: dict[str, Any]) -> list[str]:
       lines += [
           f"Did not learn (clean error {common.percent(CHANCE, 0)} or more, chance level): "
           f"{setting} {', '.join(f'{value:g}' for value in stuck)}; left out below.",
+          "",
+      ]
+    diverged = [
+        f"member {m} ({setting} {value:g}) at epoch {row['diverged']}"
+        for m, (value, row) in enumerate(zip(group["values"], rows))
+        if row.get("diverged")
+    ]
+    if diverged:
+      lines += [
+          f"Diverged (training loss not finite; scored with its last finite parameters): "
+          f"{', '.join(diverged)}.",
           "",
       ]
     if not pairs:

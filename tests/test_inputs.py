@@ -235,3 +235,16 @@ def test_a_full_disk_while_saving_is_one_line_and_keeps_the_finished_epochs(tmp_
   with pytest.raises(PermissionError):
     with common.one_line_errors("prog"):
       raise PermissionError(errno.EACCES, "Permission denied", "out/x.json")
+
+
+def test_the_study_report_names_a_diverged_member_by_index_and_setting():
+  scores = dict(test_error=0.9, fgsm_error_own_eps=0.9, fgsm_error=0.9, pgd_error=1)
+  members = [
+      {**scores, "test_error": 0.02, "train_loss": [2.3, 0.5], "diverged": None},
+      {**scores, "train_loss": [2.3026, None], "diverged": 2},
+  ]
+  group = {"values": [0.1, 0.3], "members": members}
+  text = "\n".join(report.study_lines({"config": {"eps": 0.25}, "groups": {"eps": group}}))
+  assert "Diverged (training loss not finite; scored with its last finite parameters): " in text
+  assert "member 1 (training eps 0.3) at epoch 2." in text
+  assert "| 0.3 | 90.00% | 90.00% | 90.00% | 100.00% | all 2 |" in text
