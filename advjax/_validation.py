@@ -34,6 +34,8 @@ def concrete_value(value: Any) -> np.ndarray | None:
 def check_eps(eps: Any, name: str = "eps") -> None:
   """Raises ValueError if ``eps`` is negative or not finite (under checkify if traced)."""
   value = concrete_value(eps)
+  if value is not None and not np.issubdtype(value.dtype, np.number):
+    raise ValueError(f"{name} must be a number or an array of numbers, got {eps!r}.")
   if value is None:
     eps = jnp.asarray(eps)
     checkify.debug_check(
@@ -91,3 +93,19 @@ def check_batch(x: Any, y: Any) -> None:
         "x and y must have the same batch size, got x with shape "
         f"{tuple(x_shape)} and y with shape {tuple(y_shape)}."
     )
+
+
+def check_labels(y: Any, classes: int) -> None:
+  """Raises ValueError when known integer labels ``y`` fall outside ``0..classes-1``.
+
+  Traced labels are not checked (a comparison under ``jit`` would cost a
+  host round trip on every step); float labels (one-hot rows, +-1 targets)
+  are left to the loss.
+  """
+  value = concrete_value(y)
+  if value is None or not np.issubdtype(value.dtype, np.integer) or value.size == 0:
+    return
+  low, high = int(value.min()), int(value.max())
+  if low < 0 or high >= classes:
+    bad = low if low < 0 else high
+    raise ValueError(f"y must hold class labels in 0..{classes - 1}, got {bad}.")

@@ -35,7 +35,9 @@ import orbax.checkpoint as ocp
 __all__ = [
     "CheckpointError",
     "RunCheckpointer",
+    "RunInUseError",
     "RunMismatchError",
+    "SaveError",
     "arrays_sha256",
 ]
 
@@ -56,6 +58,14 @@ class CheckpointError(ValueError):
 
 class RunMismatchError(CheckpointError):
   """The folder holds checkpoints of a run with other settings than this one."""
+
+
+class RunInUseError(CheckpointError):
+  """Another live process is training in the run folder."""
+
+
+class SaveError(CheckpointError):
+  """A finished epoch could not be written (a full disk, say); the earlier ones are kept."""
 
 
 def _host_value(leaf: Any) -> np.ndarray:
@@ -93,6 +103,16 @@ def _reason(exc: BaseException) -> str:
   """An exception as one short line: orbax and tensorstore errors run to many lines."""
   text = " ".join(f"{type(exc).__name__}: {exc}".split())
   return text if len(text) <= _REASON_CHARS else text[: _REASON_CHARS - 3] + "..."
+
+
+def _os_reason(exc: BaseException) -> str:
+  """The operating system's words (``No space left on device``) if an OSError lies under ``exc``."""
+  cause: BaseException | None = exc
+  while cause is not None:
+    if isinstance(cause, OSError) and cause.strerror:
+      return cause.strerror
+    cause = cause.__cause__ or cause.__context__
+  return _reason(exc)
 
 
 def _collect_quietly() -> None:
@@ -162,6 +182,7 @@ class RunCheckpointer:
     Raises:
       ValueError: the folder already holds a sound checkpoint of ``epoch`` or
         a later one (orbax would silently not save).
+      SaveError: writing failed (a full disk...); the earlier epochs are kept.
     """
     for step in sorted(self._manager.all_steps()):
       if step < epoch:
@@ -171,13 +192,19 @@ class RunCheckpointer:
       self._manager.delete(step)
       self._damaged.discard(step)
     record = {**record, "fingerprint": self.fingerprint, _CHECKSUM_KEY: arrays_sha256(arrays)}
-    self._manager.save(
-        epoch,
-        args=ocp.args.Composite(
-            arrays=ocp.args.StandardSave(arrays), record=ocp.args.JsonSave(record)
-        ),
-    )
-    self._manager.wait_until_finished()
+    try:
+      self._manager.save(
+          epoch,
+          args=ocp.args.Composite(
+              arrays=ocp.args.StandardSave(arrays), record=ocp.args.JsonSave(record)
+          ),
+      )
+      self._manager.wait_until_finished()
+    except Exception as exc:  # orbax and tensorstore wrap OS errors in their own types
+      raise SaveError(
+          f"cannot save epoch {epoch} in {self.folder} ({_os_reason(exc)}): free space or fix "
+          f"the folder, then rerun to resume after epoch {epoch - 1}"
+      ) from exc
 
   def _restore_record(self, epoch: int) -> dict[str, Any]:
     record = self._manager.restore(epoch, args=ocp.args.Composite(record=ocp.args.JsonRestore()))[

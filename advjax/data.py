@@ -329,6 +329,18 @@ def _load_files(paths: dict[str, pathlib.Path]) -> MNIST:
   """Reads the four files named by role (the keys of `IDX_FILES`) and splits them."""
   train_x, train_y = _read_pair(paths["train_images"], paths["train_labels"])
   test_x, test_y = _read_pair(paths["test_images"], paths["test_labels"])
+  if len(train_x) < 2:
+    raise DataError(
+        f"{paths['train_images']} holds {len(train_x)} images: training needs at least 2 "
+        "(one for train, one for valid)"
+    )
+  if not len(test_x):
+    raise DataError(f"{paths['test_images']} holds no images")
+  if len(train_x) < len(test_x):
+    raise DataError(
+        f"{paths['train_images']} holds {len(train_x)} images, fewer than the "
+        f"{len(test_x)} of {paths['test_images']}: are the training and test files swapped?"
+    )
   return split_mnist(train_x, train_y, test_x, test_y)
 
 

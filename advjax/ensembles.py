@@ -127,6 +127,8 @@ def ensemble_size(stacked: Any, name: str = "stacked_params") -> int:
         f"{name} must have one leading member axis on every leaf, "
         f"got leaves of shapes {shapes}."
     )
+  if size == 0:
+    raise ValueError(f"{name} must hold at least one member, got none.")
   return size
 
 
@@ -240,6 +242,7 @@ def ensemble_loss(probs_fn: ProbsFn) -> LossFn:
     if np.ndim(y) != 1:
       raise ValueError(f"y must hold integer labels of shape (n,), got shape " f"{np.shape(y)}.")
     probs = ensemble_probs(probs_fn, stacked_params, x)
+    _validation.check_labels(y, probs.shape[-1])
     true_class = jnp.take_along_axis(probs, y[:, None], axis=-1)[:, 0]
     floor = jnp.finfo(true_class.dtype).tiny
     return -jnp.mean(jnp.log(jnp.maximum(true_class, floor)))

@@ -35,8 +35,10 @@ from typing import Any, Callable, Literal, NamedTuple, cast
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
+from advjax import _validation
 from advjax.sweeps import LinearFirst
 
 __all__ = [
@@ -354,7 +356,10 @@ class Classifier:
     Returns:
       A scalar.
     """
-    return self.head.loss(self.scores(params, x, dropout_key=dropout_key), y)
+    scores = self.scores(params, x, dropout_key=dropout_key)
+    if scores.ndim == 2 and np.ndim(y) == 1:
+      _validation.check_labels(y, scores.shape[-1])
+    return self.head.loss(scores, y)
 
   def loss_fn(self, dropout_key: Array | None = None) -> LossFn:
     """`loss` as the ``(params, x, y) -> scalar`` function that advjax's attacks take.

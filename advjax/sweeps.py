@@ -167,9 +167,14 @@ def epsilon_sweep(
   elif isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
     raise ValueError(f"batch_size must be None or an int >= 1, got {batch_size!r}.")
   arrays, static = _trees.partition(params)
-  return _epsilon_sweep(
+  result, classes = _epsilon_sweep(
       loss_fn, probs_fn, static, arrays, x, y, eps_values, clip, min(batch_size, num_examples)
   )
+  # Known labels are checked once the program has told the number of classes:
+  # a label outside them would count as a mistake at every eps.
+  if _validation.concrete_value(y) is not None:
+    _validation.check_labels(y, int(classes))
+  return result
 
 
 @functools.partial(jax.jit, static_argnames=("loss_fn", "probs_fn", "static", "batch_size"))
@@ -183,8 +188,10 @@ def _epsilon_sweep(
     eps_values: Array,
     clip: Clip,
     batch_size: int,
-) -> SweepResult:
+) -> tuple[SweepResult, Array]:
+  """The sweep, and the number of classes that ``probs_fn`` gives."""
   params = _trees.combine(arrays, static)
+  classes = []
 
   def batch_mistakes(x_batch, y_batch):
     direction = jnp.sign(input_grad(loss_fn, params, x_batch, y_batch))
@@ -194,13 +201,14 @@ def _epsilon_sweep(
       probs = jax.vmap(lambda eps: probs_fn(params, sign_step(x_batch, direction, eps, clip=clip)))(
           eps_values
       )
+    classes.append(probs.shape[-1])
     wrong = mistakes(probs, y_batch)  # (K, batch)
     return wrong.T, jnp.where(wrong, jnp.max(probs, axis=-1), 0).T
 
   wrong, top = map_batches(batch_mistakes, (x, y), batch_size)  # (n, K) each
   count = wrong.sum(0)
   confidence = jnp.where(count > 0, top.sum(0) / jnp.maximum(count, 1), jnp.nan)
-  return SweepResult(eps_values, count / x.shape[0], confidence)
+  return SweepResult(eps_values, count / x.shape[0], confidence), jnp.asarray(classes[0])
 
 
 def direction_sweep(

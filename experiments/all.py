@@ -85,7 +85,12 @@ def main(argv: Sequence[str] | None = None) -> None:
       outcomes[name] = (None, 0.0)
       continue
     outcomes[name] = run_experiment(name, flags)
-  report.main(["--out", str(args.out), "--report", str(report_path)])
+  try:
+    report.main(["--out", str(args.out), "--report", str(report_path)])
+  except SystemExit as exit_:  # the report's one-line error is already printed
+    outcomes["report"] = (1 if exit_.code else 0, 0.0)
+    if exit_.code and not isinstance(exit_.code, int):
+      print(exit_.code, file=sys.stderr)
 
   print(f"{'experiment':22}{'status':>8}{'seconds':>10}")
   for name, (status, seconds) in outcomes.items():

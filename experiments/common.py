@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import errno
 import hashlib
 import json
 import math
@@ -167,11 +168,19 @@ def setup(
 
 @contextlib.contextmanager
 def one_line_errors(prog: str, *errors: type[Exception]) -> Iterator[None]:
-  """Turns a checkpoint error (or one of ``errors``) into one line and exit status 1."""
+  """Turns a checkpoint error (or one of ``errors``), or a full disk, into one line and exit 1."""
   try:
     yield
   except (CheckpointError, *errors) as error:
     fail(prog, error)
+  except OSError as error:
+    if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+      raise
+    fail(
+        prog,
+        f"{error.filename or 'writing'}: {error.strerror}: free space and rerun; "
+        "finished epochs are kept and the run resumes after them",
+    )
 
 
 def finish(run: Run, name: str, results: dict[str, Any], **config: Any) -> dict[str, Any]:
@@ -200,7 +209,8 @@ def finish(run: Run, name: str, results: dict[str, Any], **config: Any) -> dict[
           results["rows"], title(args.dataset, args.preset, getattr(preset, "seeds", 1), preset.eps)
       )
   )
-  write_results(args.out, name, results, run.start)
+  with one_line_errors(run.prog):
+    write_results(args.out, name, results, run.start)
   return results
 
 
@@ -438,14 +448,18 @@ def atomic_write(path: pathlib.Path, write: Callable[[pathlib.Path], Any]) -> No
   """Calls ``write(temporary path)`` beside ``path``, then renames it into place.
 
   A reader never sees a half-written file, and an interrupted write leaves
-  the previous one whole.
+  the previous one whole. The file gets the mode of any new file (0644 under
+  umask 022), not the owner-only 0600 of a temporary one.
   """
   path.parent.mkdir(parents=True, exist_ok=True)
   handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
   os.close(handle)
   tmp = pathlib.Path(tmp)
+  umask = os.umask(0)
+  os.umask(umask)
   try:
     write(tmp)
+    tmp.chmod(0o666 & ~umask)
     os.replace(tmp, path)
   finally:
     tmp.unlink(missing_ok=True)

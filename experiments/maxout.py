@@ -262,6 +262,8 @@ def train(
         "best_epoch": chosen.best_epoch or None,
         "epochs_trained": len(history),
         "train_seconds": sum(row["seconds"] for row in history),
+        # The epoch whose training loss was not finite (None: never).
+        "diverged": result.diverged or chosen.diverged,
     }
     # Scored on one device: the test set is small next to training.
     trained.append(

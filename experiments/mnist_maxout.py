@@ -430,15 +430,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   }
   results["rows"] = rows(results) if common.comparable(args.dataset) else []
   # Every host computes the same results; one writes them.
-  if jax.process_index() == 0:
-    maxout.save_params(args.out / f"{name}_params.npz", params)
-    curves = {n: results["models"][n]["curves"][0] for n in maxout.MODEL_NAMES}
-    if all(curve for curve in curves.values()):
-      figure = pathlib.Path("figures") / f"{name}_validation.png"
-      if draw_curves(args.out / figure, curves):
-        results["figures"] = {"validation curves": figure.as_posix()}
-    print(format_table(results))
-    common.write_results(args.out, name, results, start)
+  with common.one_line_errors(PROG):
+    if jax.process_index() == 0:
+      maxout.save_params(args.out / f"{name}_params.npz", params)
+      curves = {n: results["models"][n]["curves"][0] for n in maxout.MODEL_NAMES}
+      if all(curve for curve in curves.values()):
+        figure = pathlib.Path("figures") / f"{name}_validation.png"
+        if draw_curves(args.out / figure, curves):
+          results["figures"] = {"validation curves": figure.as_posix()}
+      print(format_table(results))
+      common.write_results(args.out, name, results, start)
   return results
 
 

@@ -41,8 +41,10 @@ def load_results(out: pathlib.Path) -> dict[str, dict[str, Any]]:
     except (OSError, ValueError) as error:
       print(f"report: skipping {path}: {error}")
       continue
-    if isinstance(content, dict):
-      results[path.stem] = content
+    if not isinstance(content, dict):
+      print(f"report: skipping {path}: its top level is a {type(content).__name__}, not an object")
+      continue
+    results[path.stem] = content
   return results
 
 
@@ -192,7 +194,10 @@ def plateau_text(losses: list[float] | None) -> str:
   """
   if losses is None:
     return "-"
-  plateau = next((i for i, loss in enumerate(losses) if loss < 0.99 * math.log(10)), None)
+  plateau = next(
+      (i for i, loss in enumerate(losses) if loss is not None and loss < 0.99 * math.log(10)),
+      None,
+  )
   return f"all {len(losses)}" if plateau is None else str(plateau)
 
 
@@ -232,6 +237,17 @@ def study_lines(content: dict[str, Any]) -> list[str]:
       lines += [
           f"Did not learn (clean error {common.percent(CHANCE, 0)} or more, chance level): "
           f"{setting} {', '.join(f'{value:g}' for value in stuck)}; left out below.",
+          "",
+      ]
+    diverged = [
+        f"member {m} ({setting} {value:g}) at epoch {row['diverged']}"
+        for m, (value, row) in enumerate(zip(group["values"], rows))
+        if row.get("diverged")
+    ]
+    if diverged:
+      lines += [
+          f"Diverged (training loss not finite; scored with its last finite parameters): "
+          f"{', '.join(diverged)}.",
           "",
       ]
     if not pairs:
@@ -277,8 +293,26 @@ def figures(
 
 
 def render(out: pathlib.Path, report: pathlib.Path) -> str:
-  """The report's Markdown for the results folder ``out``."""
+  """The report's Markdown for the results folder ``out``.
+
+  A results file that the report cannot read (a row without ``verdict``, a
+  study without ``groups``) is skipped with one line naming it, and its rows
+  read "not run", so one malformed file never hides the others.
+  """
   results = load_results(out)
+  for name, content in list(results.items()):
+    try:
+      _render(out, report, {name: content})
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as error:
+      print(
+          f"report: skipping {out / name}.json: malformed ({type(error).__name__}: "
+          f"{error}); rerun its experiment"
+      )
+      del results[name]
+  return _render(out, report, results)
+
+
+def _render(out: pathlib.Path, report: pathlib.Path, results: dict[str, dict[str, Any]]) -> str:
   grouped = rows_by_id(results)
   known = [row.id for row in paper.ROWS]
   audits = audit_lines(results)
@@ -386,8 +420,13 @@ def main(argv: Sequence[str] | None = None) -> None:
   if not args.out.is_dir():
     common.fail("experiments.report", f"{args.out}: no such results folder")
   report = args.report or args.out / "REPORT.md"
+  if report.is_dir():
+    common.fail("experiments.report", f"--report {report} is a folder: name a file")
   text = render(args.out, report)
-  common.atomic_write(report, lambda tmp: tmp.write_text(text))
+  try:
+    common.atomic_write(report, lambda tmp: tmp.write_text(text))
+  except OSError as error:
+    common.fail("experiments.report", f"--report {report}: cannot write: {error.strerror or error}")
   print(f"wrote {report}")
 
 

@@ -70,7 +70,7 @@ def write_mnist_dir(
       TEST_LABELS: rng.integers(0, 10, n_test, dtype=np.uint8),
   }
   # Pin the extremes so that scaling to exactly 0.0 and 1.0 is exercised.
-  arrays[IMAGES][0, 0, 0], arrays[IMAGES][0, 0, 1] = 0, 255
+  arrays[IMAGES][:1, 0, 0], arrays[IMAGES][:1, 0, 1] = 0, 255
   for name, array in arrays.items():
     write_file(folder / name, idx_bytes(array), gz)
   return arrays

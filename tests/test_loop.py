@@ -14,6 +14,7 @@ import jax
 import numpy as np
 import pytest
 
+import advjax
 from advjax import checkpoint
 from advjax import loop
 from advjax import train
@@ -92,7 +93,7 @@ def crash_on_epoch(monkeypatch, epoch):
 
 
 def test_resume_after_a_crash_matches_an_uninterrupted_run(tmp_path, monkeypatch):
-  objective = train.Noise(train.objectives.sign_noise, 0.1)  # Uses its PRNG key too.
+  objective = train.Noise(advjax.sign_noise, 0.1)  # Uses its PRNG key too.
   config = dataclasses.replace(CONFIG, patience=5)
   straight = loop.fit(
       MODEL, TRAIN, config, objective=objective, valid=VALID, workdir=tmp_path / "straight"

@@ -89,7 +89,9 @@ def test_a_collapse_is_flagged_and_the_best_epoch_kept(tmp_path, capsys):
   assert 1 - float(error) == pytest.approx(broken.watch_accuracy[best])
   rows = [json.loads(line) for line in (tmp_path / "2" / "metrics.jsonl").read_text().splitlines()]
   assert [row["watch_pgd_accuracy"] for row in rows] == broken.watch_accuracy
-  assert [row.get("watch_collapse", False) for row in rows] == [False, False, True, False]
+  # Its loss turned NaN in the epoch it collapsed: it stopped there as diverged.
+  assert broken.diverged == 3
+  assert [row.get("watch_collapse", False) for row in rows] == [False, False, True]
 
 
 def test_population_members_are_watched_each_on_its_own():
