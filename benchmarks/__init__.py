@@ -22,6 +22,11 @@ measures, in one process on one device:
 10. the same for the training-time eps study: 7 members, eps 0 to 0.3;
 11. one compiled epoch of the 1600-unit maxout, a GPU target (not run on a CPU).
 
+Each item is a module of ``benchmarks/items/`` that declares its keys in
+``results.json`` and the function that measures it (`benchmarks.items`);
+``benchmarks/base.py`` holds what they share: the sizes, the fixture, the
+result model and the PyTorch adapters.
+
 Results go to ``results.json`` and ``RESULTS.md`` beside this file, one entry
 per device kind (cpu, gpu), so that runs on different machines sit side by side.
 The peers are optional (``benchmarks/requirements.txt``); a peer that is not
@@ -46,9 +51,9 @@ if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", "")
       os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
   ).strip()
 
-from benchmarks.suite import FULL  # noqa: E402
-from benchmarks.suite import QUICK  # noqa: E402
-from benchmarks.suite import Config  # noqa: E402
+from benchmarks.base import FULL  # noqa: E402
+from benchmarks.base import QUICK  # noqa: E402
+from benchmarks.base import Config  # noqa: E402
 from benchmarks.suite import run  # noqa: E402
 
 __all__ = ["Config", "FULL", "QUICK", "run"]

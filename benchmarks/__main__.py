@@ -21,6 +21,7 @@ import tempfile
 # `python -m` has already run benchmarks/__init__.py, which sets the environment
 # that JAX and PyTorch read when they load.
 from advjax import data as advjax_data
+from benchmarks import base
 from benchmarks import suite
 
 
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         else pathlib.Path(__file__).resolve().parent
     )
   try:
-    suite.run(suite.QUICK if args.quick else suite.FULL, out, data_dir)
+    suite.run(base.QUICK if args.quick else base.FULL, out, data_dir)
   except advjax_data.DataError as error:
     parser.exit(1, f"{parser.prog}: error: {error}\n")
   return 0

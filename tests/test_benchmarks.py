@@ -19,9 +19,14 @@ import pytest
 from advjax import data as advjax_data
 import benchmarks
 from benchmarks import __main__ as cli
+from benchmarks import base
+from benchmarks import items
 from benchmarks import peers as peers_lib
 from benchmarks import report
-from benchmarks import suite
+from benchmarks.items import _epochs
+from benchmarks.items import epoch
+from benchmarks.items import members
+from benchmarks.items import wide_epoch
 
 # foolbox 3.3.4 imports a SciPy namespace that SciPy deprecates; not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore:.*scipy.ndimage.filters.*:DeprecationWarning")
@@ -65,7 +70,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], pathl
     return found
 
   with pytest.MonkeyPatch.context() as patch:
-    patch.setattr(suite.peers_lib, "load_peers", without_one)
+    patch.setattr(base.peers_lib, "load_peers", without_one)
     entry = benchmarks.run(TINY, out, data_dir=None, log=lambda line: None)
   return entry, out
 
@@ -91,7 +96,7 @@ def test_results_json_holds_every_item(run):
       "load_average_end",
       "matmul_peak",
   } <= set(saved)
-  assert list(saved["benchmarks"]) == list(suite.KEYS)
+  assert list(saved["benchmarks"]) == items.keys()
   assert saved["config"]["units"] == TINY.units
   assert saved["matmul_peak"]["jax"]["gflops"] > 0
   for section in saved["benchmarks"].values():
@@ -143,7 +148,7 @@ def test_the_compiled_epoch_ends_where_the_per_step_loop_does(run):
   looped, compiled = _rows(entry, "epoch")
   check = compiled["cross_check"]
   assert check["passed"], check
-  assert check["max_param_difference"] <= suite.PARAM_TOLERANCE * check["largest_param"]
+  assert check["max_param_difference"] <= _epochs.PARAM_TOLERANCE * check["largest_param"]
   assert check["loss_difference"] < 1e-4
   assert looped["flops"] == compiled["flops"]  # The same work, timed two ways.
 
@@ -154,7 +159,7 @@ def test_each_vmapped_member_is_its_own_run_alone(run, key):
   sequential, vmapped = _rows(entry, key)
   check = vmapped["cross_check"]
   assert check["passed"], check
-  assert check["min_ratio"] >= suite.IDENTIFICATION_MARGIN  # member by member
+  assert check["min_ratio"] >= _epochs.IDENTIFICATION_MARGIN  # member by member
   assert sequential["flops"] == vmapped["flops"]
 
 
@@ -166,7 +171,7 @@ def test_the_eps_study_gives_each_member_its_eps(run):
   assert _rows(entry, "eps_study_epoch")[1]["name"].startswith(
       f"one compiled epoch of {len(TINY.study_eps)} "
   )
-  assert suite.FULL.study_eps == suite.QUICK.study_eps == (0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3)
+  assert base.FULL.study_eps == base.QUICK.study_eps == (0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3)
 
 
 def test_the_wide_epoch_runs_where_the_config_asks(run):
@@ -181,7 +186,7 @@ def test_without_a_gpu_run_the_report_lists_the_gpu_targets(run):
   _, out = run
   text = (out / "RESULTS.md").read_text()
   gpu = text[text.index("## GPU: not measured") :]
-  for seconds in (suite.GPU_EPOCH_SECONDS, suite.GPU_SEEDS_SECONDS, suite.GPU_WIDE_SECONDS):
+  for seconds in (epoch.GPU_EPOCH_SECONDS, members.GPU_SEEDS_SECONDS, wide_epoch.GPU_WIDE_SECONDS):
     assert f"<= {seconds} s (GPU)" in gpu
 
 
