@@ -47,3 +47,13 @@ def test_a_study_member_is_the_model_trained_alone_with_its_step(results):
   assert member["losses"] == pytest.approx(alone["losses"], rel=1e-5)
   for key in ("test_error", "fgsm_error", "pgd_error"):
     assert member[key] == pytest.approx(alone[key], abs=1e-6)
+
+
+def test_the_report_shows_the_table_and_the_study(results):
+  from experiments import report
+
+  _, out = results
+  text = report.render(out, out / "REPORT.md")
+  assert "## Beyond the paper: training that holds" in text
+  assert "| small CNN | TRADES |" in text
+  assert "Study: FGSM from a random start at eps 0.3 over steps of 1.25, 2 eps" in text
