@@ -1,9 +1,10 @@
-"""``python -m benchmarks [--quick] [--out DIR] [--data-dir DIR]``: run every benchmark.
+"""``python -m benchmarks [--quick] [--repeat N] [--out DIR] [--data-dir DIR]``: run them all.
 
 The full run (about 10 minutes on 2 CPU cores) writes ``benchmarks/results.json``
 and ``benchmarks/RESULTS.md``; ``--quick`` runs tiny sizes in seconds, as a
 smoke test, and writes into a temporary folder unless ``--out`` says otherwise,
-so that it never overwrites the committed results.
+so that it never overwrites the committed results. ``--repeat N`` runs every
+item N times and reports each ratio's median and range over the runs.
 
 The data folder is ``--data-dir``, else ``$ADVJAX_DATA_DIR``; with neither, the
 items run on random images of MNIST's shape. An empty folder name, or a folder
@@ -45,7 +46,16 @@ def main(argv: list[str] | None = None) -> int:
       f"${advjax_data.DATA_DIR_ENV}; without either, random images "
       "of MNIST's shape)",
   )
+  parser.add_argument(
+      "--repeat",
+      type=int,
+      default=1,
+      metavar="N",
+      help="run the items N times; each ratio is the median of the runs, with its range",
+  )
   args = parser.parse_args(argv)
+  if args.repeat < 1:
+    parser.error(f"--repeat must be >= 1, got {args.repeat}")
   data_dir, origin = args.data_dir, "--data-dir"
   if data_dir is None:
     data_dir, origin = os.environ.get(advjax_data.DATA_DIR_ENV), advjax_data.DATA_DIR_ENV
@@ -64,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         else pathlib.Path(__file__).resolve().parent
     )
   try:
-    suite.run(base.QUICK if args.quick else base.FULL, out, data_dir)
+    suite.run(base.QUICK if args.quick else base.FULL, out, data_dir, repeat=args.repeat)
   except advjax_data.DataError as error:
     parser.exit(1, f"{parser.prog}: error: {error}\n")
   return 0

@@ -10,7 +10,11 @@ target is met.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import math
+import re
+import statistics
 from typing import Any, Callable
 
 import jax
@@ -34,10 +38,12 @@ __all__ = [
     "Item",
     "Row",
     "Section",
+    "combine",
     "judge",
     "missing",
     "on_gpu",
     "prepare",
+    "record",
     "rows",
     "run_jax",
     "run_torch",
@@ -166,7 +172,9 @@ class Row:
     seconds: median wall-clock seconds of one call.
     min_seconds: fastest call.
     repeats: timed calls.
-    ratio: ``seconds`` over the baseline row's ``seconds``.
+    ratio: ``seconds`` over the baseline row's ``seconds``; over repeated runs
+      (`combine`), the median of the runs' ratios.
+    ratio_min, ratio_max: the range of the ratio over the runs.
     throughput: images per second, for items that process a set of images.
     peak_bytes: working set of one call (see `benchmarks.harness`).
     flops: floating-point operations of one call (see `benchmarks.harness`).
@@ -182,6 +190,8 @@ class Row:
   min_seconds: float | None = None
   repeats: int | None = None
   ratio: float | None = None
+  ratio_min: float | None = None
+  ratio_max: float | None = None
   throughput: float | None = None
   peak_bytes: int | None = None
   flops: float | None = None
@@ -196,6 +206,9 @@ class Section:
 
   ``gpu_target`` is the target a GPU run of the item judges (``target`` unless
   the item sets another); the report lists them while no GPU run is recorded.
+  ``measured`` is the figure judged against the target (`judge`) or recorded
+  (`record`); over repeated runs (`combine`) it is the median of the runs'
+  figures, listed in ``measured_runs``, and ``met`` judges that median.
   """
 
   title: str
@@ -207,6 +220,10 @@ class Section:
   met: bool | None = None
   notes: list[str] = dataclasses.field(default_factory=list)
   gpu_target: str = ""
+  measured_runs: list[float | None] = dataclasses.field(default_factory=list)
+  measured_format: str = "{}"
+  bound: float | None = None
+  at_most: bool = True
 
   def __post_init__(self) -> None:
     self.gpu_target = self.gpu_target or self.target
@@ -300,11 +317,63 @@ def missing(name: str, peer: peers_lib.Peer) -> Row:
 def judge(
     section: Section, measured: float | None, bound: float, *, at_most: bool, text: str
 ) -> Section:
-  """Records the measured figure of ``section`` against its bound."""
-  section.measured = measured
+  """Records the measured figure of ``section`` and judges it against its bound."""
+  section.bound, section.at_most = bound, at_most
+  return record(section, measured, text)
+
+
+def record(section: Section, measured: float | None, text: str) -> Section:
+  """Records the measured figure of ``section``, formatted by ``text`` (``"{:.2f}x"``).
+
+  The figure is judged if `judge` gave the section a bound.
+  """
+  section.measured, section.measured_format, section.measured_runs = measured, text, [measured]
   if measured is not None:
     section.measured_text = text.format(measured)
-    section.met = measured <= bound if at_most else measured >= bound
+    if section.bound is not None:
+      section.met = measured <= section.bound if section.at_most else measured >= section.bound
+  return section
+
+
+def combine(runs: list[Section]) -> Section:
+  """One item's section over repeated runs: each ratio's median and range.
+
+  The rows keep the last run's figures (memory, work, cross-checks, notes),
+  with the median seconds and ratio over the runs and the ratio's range;
+  the measured figure is the median of the runs' figures, judged again.
+
+  Args:
+    runs: the same section from each run, in order.
+
+  Returns:
+    The combined section; ``runs[0]`` itself for a single run.
+  """
+  if len(runs) == 1:
+    return runs[0]
+  section = copy.deepcopy(runs[-1])
+  for i, row in enumerate(section.rows):
+    ratios = [run.rows[i].ratio for run in runs if run.rows[i].ratio is not None]
+    seconds = [run.rows[i].seconds for run in runs if run.rows[i].seconds is not None]
+    if ratios:
+      row.ratio = statistics.median(ratios)
+      row.ratio_min, row.ratio_max = min(ratios), max(ratios)
+    if seconds and row.seconds is not None:
+      median = statistics.median(seconds)
+      if row.throughput is not None:
+        row.throughput *= row.seconds / median
+      if row.gflops is not None:
+        row.gflops *= row.seconds / median
+      row.seconds = median
+      row.min_seconds = min(run.rows[i].min_seconds or math.inf for run in runs)
+      row.repeats = sum(run.rows[i].repeats or 0 for run in runs)
+  figures = [run.measured for run in runs]
+  known = [figure for figure in figures if figure is not None]
+  if known:
+    record(section, statistics.median(known), section.measured_format)
+    spec = re.search(r"\{[^}]*\}", section.measured_format)
+    number = (spec.group() if spec else "{}").format
+    section.measured_text += f" [{number(min(known))}, {number(max(known))}]"
+  section.measured_runs = figures
   return section
 
 

@@ -90,7 +90,8 @@ def device_section(entry: dict[str, Any]) -> str:
   load_start, load_end = machine["load_average"], entry["load_average_end"]
   lines = [
       f"## {machine['platform'].upper()}: {machine['device']}\n",
-      f"- run: `{entry['config']['name']}`, {entry['seconds']:.0f} s in all; load average "
+      f"- run: `{entry['config']['name']}`, {_runs(entry.get('repeat', 1))}"
+      f"{entry['seconds']:.0f} s in all; load average "
       f"(1/5/15 min) {_load(load_start)} at the start, {_load(load_end)} at the end",
       f"- software: Python {machine['python']}, JAX {machine['jax']}",
       "- peers: " + "; ".join(f"{name} {text}" for name, text in entry["peers"].items()),
@@ -129,7 +130,7 @@ def device_section(entry: dict[str, Any]) -> str:
                 [
                     row["name"],
                     _seconds(row["seconds"]),
-                    _ratio(row["ratio"]),
+                    _ratio(row["ratio"], row.get("ratio_min"), row.get("ratio_max")),
                     _throughput(row["throughput"]),
                     _gflops(row.get("gflops"), peak),
                     _bytes(row["peak_bytes"]),
@@ -163,8 +164,20 @@ def _seconds(value: float | None) -> str:
   return f"{value * 1e3:.2f} ms" if value < 1 else f"{value:.2f} s"
 
 
-def _ratio(value: float | None) -> str:
-  return "-" if value is None else f"{value:.2f}x"
+def _ratio(value: float | None, low: float | None = None, high: float | None = None) -> str:
+  """``1.29x``, or over repeated runs the median and range: ``1.29x [1.28, 1.51]``."""
+  if value is None:
+    return "-"
+  return f"{value:.2f}x" + ("" if low is None or high is None else f" [{low:.2f}, {high:.2f}]")
+
+
+def _runs(repeat: int) -> str:
+  if repeat == 1:
+    return ""
+  return (
+      f"{repeat} runs of every item (figures: median [min, max] over the runs; "
+      "notes and cross-checks: the last run's), "
+  )
 
 
 def _peak(peak: dict[str, dict[str, float]] | None) -> str:

@@ -21,6 +21,7 @@ def run(
     out: str | pathlib.Path | None = None,
     data_dir: str | None = None,
     log: Callable[[str], None] = print,
+    repeat: int = 1,
 ) -> dict[str, Any]:
   """Runs every item and writes ``results.json`` and ``RESULTS.md`` into ``out``.
 
@@ -29,10 +30,15 @@ def run(
     out: output folder; None writes nothing.
     data_dir: folder of the MNIST IDX files, or None for synthetic images.
     log: receives one line per finished item.
+    repeat: how many times to run the items, one after the other on the same
+      fixture; every ratio is then the median of the runs', with its range
+      (`benchmarks.base.combine`).
 
   Returns:
     This run's entry of ``results.json``.
   """
+  if repeat < 1:
+    raise ValueError(f"repeat must be >= 1, got {repeat}.")
   start = time.perf_counter()
   machine = harness.describe_machine()
   log(f"benchmarks ({config.name}) on {machine['device']}, load {machine['load_average']}")
@@ -42,16 +48,25 @@ def run(
       "  float32 matmul peak: "
       + ", ".join(f"{name} {best['gflops']:.0f} GFLOP/s" for name, best in peak.items())
   )
-  sections: dict[str, base.Section] = {}
-  for item in items.ITEMS:
-    for key, section in zip(item.keys, item.sections(bench)):
+  runs: dict[str, list[base.Section]] = {}
+  for run_number in range(1, repeat + 1):
+    if repeat > 1:
+      log(f"  run {run_number} of {repeat}")
+    for item in items.ITEMS:
+      for key, section in zip(item.keys, item.sections(bench)):
+        log(f"  {section.title}: {section.measured_text} (target {section.target})")
+        runs.setdefault(key, []).append(section)
+  sections = {key: base.combine(found) for key, found in runs.items()}
+  if repeat > 1:
+    log(f"  medians [min, max] of {repeat} runs:")
+    for section in sections.values():
       log(f"  {section.title}: {section.measured_text} (target {section.target})")
-      sections[key] = section
   entry = {
       "machine": machine,
       "load_average_end": list(os.getloadavg()),
       "seconds": time.perf_counter() - start,
       "config": dataclasses.asdict(config),
+      "repeat": repeat,
       "data": data_text,
       "model": model_text,
       "peers": {name: peer.describe() for name, peer in bench.peers.items()},

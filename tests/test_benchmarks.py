@@ -224,3 +224,43 @@ def test_rerun_keeps_other_devices(run, tmp_path):
   assert set(saved) == {entry["machine"]["platform"], "other"}
   text = (tmp_path / "RESULTS.md").read_text()
   assert entry["machine"]["device"] in text and "Other chip" in text
+
+
+def _timed(ratios: list[float | None], measured: float | None) -> base.Section:
+  """A section of a baseline row and one row with the given ratio, judged <= 1."""
+  rows = [
+      base.Row("baseline", seconds=2.0, min_seconds=1.9, repeats=2, ratio=1.0),
+      base.Row("ours", seconds=2.0 * (ratios[0] or 1), min_seconds=1.0, repeats=2, ratio=ratios[0]),
+  ]
+  section = base.Section("x", "over the baseline's", "ours / baseline <= 1.0", rows)
+  return base.judge(section, measured, 1.0, at_most=True, text="{:.2f}x")
+
+
+def test_repeated_runs_report_each_ratio_median_and_range():
+  runs = [_timed([r], r) for r in (1.2, 0.8, 0.9)]
+  combined = base.combine(runs)
+  ours = combined.rows[1]
+  assert (ours.ratio, ours.ratio_min, ours.ratio_max) == (0.9, 0.8, 1.2)
+  assert ours.seconds == pytest.approx(1.8) and ours.repeats == 6 and ours.min_seconds == 1.0
+  assert combined.measured == 0.9 and combined.met  # the median is judged: 0.9 <= 1
+  assert combined.measured_runs == [1.2, 0.8, 0.9]
+  assert combined.measured_text == "0.90x [0.80, 1.20]"
+  assert runs[-1].rows[1].ratio_min is None  # the runs themselves are left as they were
+  assert base.combine(runs[:1]) is runs[0]
+
+
+def test_the_report_shows_median_and_range_of_repeated_runs(run):
+  entry, _ = run
+  section = dataclasses.asdict(base.combine([_timed([r], r) for r in (1.2, 0.8, 0.9)]))
+  text = report.markdown({"cpu": dict(entry, repeat=3, benchmarks={"x": section})})
+  assert "3 runs of every item" in text
+  assert "| ours | 1.80 s | 0.90x [0.80, 1.20] |" in text
+  assert "| x | ours / baseline <= 1.0 | 0.90x [0.80, 1.20] | yes |" in text
+
+
+def test_repeat_below_one_is_an_error(tmp_path, capsys):
+  with pytest.raises(SystemExit) as exit_info:
+    cli.main(["--quick", "--out", str(tmp_path), "--repeat", "0"])
+  assert exit_info.value.code == 2 and "--repeat must be >= 1, got 0" in capsys.readouterr().err
+  with pytest.raises(ValueError, match="repeat must be >= 1, got 0"):
+    benchmarks.run(TINY, None, repeat=0)

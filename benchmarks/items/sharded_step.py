@@ -59,9 +59,7 @@ def sharded_step(bench: base.Bench) -> base.Section:
       else "a record, no target",
       rows,
   )
-  section.measured = rows[-1].ratio
-  section.measured_text = f"{rows[-1].ratio:.2f}x on {counts[-1]} device(s)"
-  return section
+  return base.record(section, rows[-1].ratio, f"{{:.2f}}x on {counts[-1]} device(s)")
 
 
 ITEM = base.Item(("sharded_step",), sharded_step)

@@ -68,7 +68,7 @@ def wide_epoch(bench: base.Bench) -> base.Section:
   if base.on_gpu():
     base.judge(section, rows[0].seconds, GPU_WIDE_SECONDS, at_most=True, text="{:.3f} s")
   else:
-    section.measured, section.measured_text = rows[0].seconds, f"{rows[0].seconds:.2f} s"
+    base.record(section, rows[0].seconds, "{:.2f} s")
   section.notes += [_epochs.repeats_note(cfg), _epochs.work_note(steps)]
   return section
 
