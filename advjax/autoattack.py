@@ -4,9 +4,11 @@
 (9 target classes), targeted FAB (9 target classes) and the Square attack
 (5,000 queries) in turn; each attack's point is kept only for the examples
 still robust before it, so every example is credited to the first attack that
-broke it. Shapes stay fixed under ``jit``: every attack runs on the whole
-batch and masks decide what it changes; an attack whose batch has no robust
-example left is skipped (``jax.lax.cond``; under ``vmap`` both branches run).
+broke it. Everything stays jittable with fixed shapes: before each attack the
+still robust examples are sorted to the front, and the attack runs on fixed
+chunks of ``batch_size`` of them in a ``jax.lax.while_loop`` that stops after
+the last robust one, so its cost follows the number still robust (under
+``vmap`` the loop runs as long as the longest member needs).
 
 `autoattack_curve` vmaps it over many epsilons in one program (and, composed
 with another ``jax.vmap``, over stacked ensemble members); `masking_flags`
@@ -79,6 +81,7 @@ def autoattack(
     num_queries: int = 5000,
     image_shape: tuple[int, int, int] | None = None,
     clip: attacks.Clip = (0.0, 1.0),
+    batch_size: int = 128,
 ) -> AutoAttackResult:
   """AutoAttack's standard L-infinity evaluation of one batch at one ``eps``.
 
@@ -93,7 +96,7 @@ def autoattack(
     params: the model parameters, any pytree.
     x: the clean inputs, inside ``clip``.
     y: ``(batch,)`` integer labels.
-    eps: radius of the L-infinity ball: a scalar, or one value per example.
+    eps: radius of the L-infinity ball: a scalar, or ``(batch,)`` values.
     key: PRNG key for the random starts and Square's proposals.
     num_steps: APGD iterations per run.
     num_targets: target classes of APGD-T and FAB-T, at most ``classes - 1``.
@@ -102,6 +105,9 @@ def autoattack(
     image_shape: ``(height, width, channels)`` of one example for Square,
       when ``x.shape[1:]`` is not that (see `advjax.square`).
     clip: ``(lo, hi)`` box of valid inputs.
+    batch_size: how many of the still robust examples an attack takes at a
+      time (a time and memory knob: the results do not depend on it beyond
+      the random draws).
 
   Returns:
     An `AutoAttackResult`.
@@ -120,25 +126,44 @@ def autoattack(
   ranked = jnp.argsort(logits, axis=1)
   robust = jnp.argmax(logits, axis=1) == y
   state = (robust, x, jnp.where(robust, -1, 0).astype(jnp.int32))
+  batch = x.shape[0]
+  chunk = min(batch_size, batch)
+  eps_rows = jnp.broadcast_to(jnp.asarray(eps), (batch,))
 
-  def run(state, code, attack):
-    def attacked(state):
-      robust, x_best, broken_by = state
-      x_adv = attack()
-      broken = robust & (jnp.argmax(logits_fn(params, x_adv), axis=1) != y)
-      rows = broken.reshape(broken.shape + (1,) * (x.ndim - 1))
-      return robust & ~broken, jnp.where(rows, x_adv, x_best), jnp.where(broken, code, broken_by)
+  def run(state, code, attack, target, attack_key):
+    """Runs ``attack`` on the robust examples only, gathered ``chunk`` at a time."""
+    robust = state[0]
+    order = jnp.argsort(~robust, stable=True)  # robust ones first
+    order = jnp.concatenate([order, jnp.zeros(-batch % chunk, order.dtype)])
+    count = jnp.sum(robust)
 
-    return jax.lax.cond(jnp.any(state[0]), attacked, lambda state: state, state)
+    def body(carry):
+      at, robust, x_best, broken_by = carry
+      rows = jax.lax.dynamic_slice(order, (at * chunk,), (chunk,))
+      x_adv = attack(
+          x[rows], y[rows], target[rows], eps_rows[rows], jax.random.fold_in(attack_key, at)
+      )
+      slots = at * chunk + jnp.arange(chunk)
+      broken = (slots < count) & (jnp.argmax(logits_fn(params, x_adv), axis=1) != y[rows])
+      into = jnp.where(broken, rows, batch)  # out of range: dropped
+      return (
+          at + 1,
+          robust.at[into].set(False, mode="drop"),
+          x_best.at[into].set(x_adv, mode="drop"),
+          broken_by.at[into].set(code, mode="drop"),
+      )
+
+    carry = jax.lax.while_loop(lambda carry: carry[0] * chunk < count, body, (0,) + state)
+    return carry[1:]
 
   def against_targets(state, code, attack):
     def one(state, rank):
       target = jnp.take(ranked, classes - 2 - rank, axis=1)
-      return run(state, code, lambda: attack(target, jax.random.fold_in(key, 2 + rank))), None
+      return run(state, code, attack, target, jax.random.fold_in(key, 2 + rank)), None
 
     return jax.lax.scan(one, state, jnp.arange(num_targets))[0]
 
-  def apgd_ce():
+  def apgd_ce(x, y, _, eps, key):
     return apgd(
         logits_fn,
         params,
@@ -146,45 +171,37 @@ def autoattack(
         y,
         eps,
         objective=cross_entropy,
-        key=jax.random.fold_in(key, 0),
+        key=key,
         num_steps=num_steps,
         clip=clip,
     )
 
-  def apgd_t(target, target_key):
+  def apgd_t(x, y, target, eps, key):
     objective = functools.partial(targeted_dlr_loss, target=target)
     return apgd(
-        logits_fn,
-        params,
-        x,
-        y,
-        eps,
-        objective=objective,
-        key=target_key,
-        num_steps=num_steps,
-        clip=clip,
+        logits_fn, params, x, y, eps, objective=objective, key=key, num_steps=num_steps, clip=clip
     )
 
-  def fab_t(target, _):
+  def fab_t(x, y, target, eps, _):
     return fab_targeted(logits_fn, params, x, y, eps, target=target, num_steps=fab_steps, clip=clip)
 
-  def square_attack():
+  def square_attack(x, y, _, eps, key):
     return square(
         logits_fn,
         params,
         x,
         y,
         eps,
-        key=jax.random.fold_in(key, 1),
+        key=key,
         num_queries=num_queries,
         image_shape=image_shape,
         clip=clip,
     )
 
-  state = run(state, 1, apgd_ce)
+  state = run(state, 1, apgd_ce, y, jax.random.fold_in(key, 0))
   state = against_targets(state, 2, apgd_t)
   state = against_targets(state, 3, fab_t)
-  state = run(state, 4, square_attack)
+  state = run(state, 4, square_attack, y, jax.random.fold_in(key, 1))
   robust, x_adv, broken_by = state
   grad = jax.grad(lambda point: jnp.sum(dlr_loss(logits_fn(params, point), y)))(x)
   zero_gradient = jnp.all(grad.reshape(grad.shape[0], -1) == 0, axis=1)
