@@ -24,6 +24,7 @@ from advjax.attacks import sign_step
 from advjax.attacks import targeted_fgsm
 from advjax.autoattack import ATTACKS
 from advjax.autoattack import AutoAttackResult
+from advjax.autoattack import attack_robust
 from advjax.autoattack import autoattack
 from advjax.autoattack import autoattack_curve
 from advjax.autoattack import autoattack_report
@@ -66,6 +67,7 @@ __all__ = [
     "adversarial_loss",
     "apgd",
     "apgd_checkpoints",
+    "attack_robust",
     "autoattack",
     "autoattack_curve",
     "autoattack_report",

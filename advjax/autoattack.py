@@ -4,11 +4,9 @@
 (9 target classes), targeted FAB (9 target classes) and the Square attack
 (5,000 queries) in turn; each attack's point is kept only for the examples
 still robust before it, so every example is credited to the first attack that
-broke it. Everything stays jittable with fixed shapes: before each attack the
-still robust examples are sorted to the front, and the attack runs on fixed
-chunks of ``batch_size`` of them in a ``jax.lax.while_loop`` that stops after
-the last robust one, so its cost follows the number still robust (under
-``vmap`` the loop runs as long as the longest member needs).
+broke it. Everything stays jittable with fixed shapes: each attack runs on
+the still robust examples only, gathered in fixed chunks (`attack_robust`),
+so its cost follows their number as the reference's does.
 
 `autoattack_curve` vmaps it over many epsilons in one program (and, composed
 with another ``jax.vmap``, over stacked ensemble members); `masking_flags`
@@ -19,7 +17,7 @@ reads AutoAttack's warnings of gradient masking out of a curve as data.
 from __future__ import annotations
 
 import functools
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -37,6 +35,7 @@ from advjax.square import square
 __all__ = [
     "ATTACKS",
     "AutoAttackResult",
+    "attack_robust",
     "autoattack",
     "autoattack_curve",
     "autoattack_report",
@@ -65,6 +64,72 @@ class AutoAttackResult(NamedTuple):
   x_adv: Array
   broken_by: Array
   zero_gradient: Array
+
+
+def attack_robust(
+    attack: Callable[[Array, Array, Array, Array, Array], Array],
+    logits_fn: LogitsFn,
+    params: Any,
+    x: Array,
+    y: Array,
+    eps: Any,
+    robust: Array,
+    *,
+    target: Array,
+    key: Array,
+    batch_size: int = 128,
+) -> tuple[Array, Array]:
+  """Runs ``attack`` on the examples still ``robust`` only, ``batch_size`` at a time.
+
+  The robust examples are sorted to the front and gathered in fixed chunks
+  inside a ``jax.lax.while_loop`` that stops after the last of them: the cost
+  follows their number, the shapes stay fixed (``jit`` and ``vmap`` work;
+  under ``vmap`` the loop runs as long as the longest member needs).
+
+  Args:
+    attack: ``(x, y, target, eps, key) -> x_adv`` on one chunk; ``eps`` comes
+      as one value per example of the chunk, ``key`` folded with the chunk's
+      index.
+    logits_fn: ``(params, x) -> (batch, classes)`` logits, to score the chunk.
+    params: the model parameters, any pytree.
+    x: the clean inputs.
+    y: ``(batch,)`` integer labels.
+    eps: a scalar, or ``(batch,)`` values.
+    robust: ``(batch,)`` bool: the examples to attack.
+    target: ``(batch,)`` labels handed to ``attack`` (``y`` when it takes none).
+    key: PRNG key.
+    batch_size: examples per chunk.
+
+  Returns:
+    ``(broken, x_adv)``: the robust examples the attack misclassified, and
+    their adversarial inputs (``x`` elsewhere).
+
+  Example:
+    >>> fgsm = lambda x, y, target, eps, key: advjax.fgsm(loss_fn, params, x, y, eps)
+    >>> broken, x_adv = attack_robust(fgsm, model.scores, params, x, y, 0.3, y >= 0, target=y,
+    ...                               key=key, batch_size=3)
+    >>> broken.shape, x_adv.shape
+    ((8,), (8, 784))
+  """
+  batch = x.shape[0]
+  chunk = min(batch_size, batch)
+  eps_rows = jnp.broadcast_to(jnp.asarray(eps), (batch,))
+  order = jnp.argsort(~robust, stable=True)  # robust ones first
+  order = jnp.concatenate([order, jnp.zeros(-batch % chunk, order.dtype)])
+  count = jnp.sum(robust)
+
+  def body(carry):
+    at, broken, x_adv = carry
+    rows = jax.lax.dynamic_slice(order, (at * chunk,), (chunk,))
+    found = attack(x[rows], y[rows], target[rows], eps_rows[rows], jax.random.fold_in(key, at))
+    slots = at * chunk + jnp.arange(chunk)
+    wrong = (slots < count) & (jnp.argmax(logits_fn(params, found), axis=1) != y[rows])
+    into = jnp.where(wrong, rows, batch)  # out of range: dropped
+    return at + 1, broken.at[into].set(True, mode="drop"), x_adv.at[into].set(found, mode="drop")
+
+  start = (0, jnp.zeros(batch, bool), x)
+  _, broken, x_adv = jax.lax.while_loop(lambda carry: carry[0] * chunk < count, body, start)
+  return broken, x_adv
 
 
 def autoattack(
@@ -106,8 +171,8 @@ def autoattack(
       when ``x.shape[1:]`` is not that (see `advjax.square`).
     clip: ``(lo, hi)`` box of valid inputs.
     batch_size: how many of the still robust examples an attack takes at a
-      time (a time and memory knob: the results do not depend on it beyond
-      the random draws).
+      time (`attack_robust`; a time and memory knob: the results depend on
+      it only through the random draws).
 
   Returns:
     An `AutoAttackResult`.
@@ -126,35 +191,23 @@ def autoattack(
   ranked = jnp.argsort(logits, axis=1)
   robust = jnp.argmax(logits, axis=1) == y
   state = (robust, x, jnp.where(robust, -1, 0).astype(jnp.int32))
-  batch = x.shape[0]
-  chunk = min(batch_size, batch)
-  eps_rows = jnp.broadcast_to(jnp.asarray(eps), (batch,))
 
   def run(state, code, attack, target, attack_key):
-    """Runs ``attack`` on the robust examples only, gathered ``chunk`` at a time."""
-    robust = state[0]
-    order = jnp.argsort(~robust, stable=True)  # robust ones first
-    order = jnp.concatenate([order, jnp.zeros(-batch % chunk, order.dtype)])
-    count = jnp.sum(robust)
-
-    def body(carry):
-      at, robust, x_best, broken_by = carry
-      rows = jax.lax.dynamic_slice(order, (at * chunk,), (chunk,))
-      x_adv = attack(
-          x[rows], y[rows], target[rows], eps_rows[rows], jax.random.fold_in(attack_key, at)
-      )
-      slots = at * chunk + jnp.arange(chunk)
-      broken = (slots < count) & (jnp.argmax(logits_fn(params, x_adv), axis=1) != y[rows])
-      into = jnp.where(broken, rows, batch)  # out of range: dropped
-      return (
-          at + 1,
-          robust.at[into].set(False, mode="drop"),
-          x_best.at[into].set(x_adv, mode="drop"),
-          broken_by.at[into].set(code, mode="drop"),
-      )
-
-    carry = jax.lax.while_loop(lambda carry: carry[0] * chunk < count, body, (0,) + state)
-    return carry[1:]
+    robust, x_best, broken_by = state
+    broken, x_adv = attack_robust(
+        attack,
+        logits_fn,
+        params,
+        x,
+        y,
+        eps,
+        robust,
+        target=target,
+        key=attack_key,
+        batch_size=batch_size,
+    )
+    rows = broken.reshape(broken.shape + (1,) * (x.ndim - 1))
+    return robust & ~broken, jnp.where(rows, x_adv, x_best), jnp.where(broken, code, broken_by)
 
   def against_targets(state, code, attack):
     def one(state, rank):
