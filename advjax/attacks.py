@@ -28,6 +28,7 @@ __all__ = [
     "fgsm",
     "input_grad",
     "pgd",
+    "project_linf",
     "sign_step",
     "targeted_fgsm",
 ]
@@ -140,6 +141,32 @@ def _round_into_ball(x: Array, target: Array, radius: Array) -> Array:
   outside = (jnp.abs(gap) > radius) | ((jnp.abs(gap) == radius) & (gap * error > 0))
   back = jnp.nextafter(fixed_result, fixed_x) - fixed_result  # exact: one value
   return result + jnp.where(outside, back, jnp.zeros_like(back))
+
+
+def project_linf(x: Array, x_adv: Array, eps: Any, *, clip: Clip = None) -> Array:
+  """Moves ``x_adv`` onto the L-infinity ``eps``-ball around ``x``, then into the box.
+
+  The result is rounded toward ``x`` as `sign_step`'s is: ``|result - x| <= eps``
+  holds exactly in every dtype, for ``x`` inside the ``clip`` box (clipping then
+  only moves a value toward ``x``).
+
+  Args:
+    x: the clean inputs.
+    x_adv: the points to project, of the shape of ``x`` (any float dtype).
+    eps: radius of the ball: a scalar, or one value per example.
+    clip: optional ``(lo, hi)`` box for the result.
+
+  Returns:
+    The projected points, in the dtype of ``x``.
+
+  Example:
+    >>> project_linf(jnp.zeros(3), jnp.array([0.5, -0.05, -2.]), 0.1, clip=(0., 1.))
+    Array([0.1, 0. , 0. ], dtype=float32)
+  """
+  wide = _widen(x)
+  radius = broadcast_eps(eps, wide)
+  moved = wide + jnp.clip(_widen(x_adv) - wide, -radius, radius)
+  return _clip(_round_into_ball(x, moved, radius), clip)
 
 
 def _clip(x: Array, clip: Clip) -> Array:
@@ -279,8 +306,7 @@ def pgd(
   sign = -1 if targeted else 1
 
   def project(x_adv):
-    moved = wide + jnp.clip(_widen(x_adv) - wide, -radius, radius)
-    return _clip(_round_into_ball(x, moved, radius), clip)
+    return project_linf(x, x_adv, eps, clip=clip)
 
   if random_start:
     if key is None:

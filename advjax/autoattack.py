@@ -1,0 +1,381 @@
+"""AutoAttack (Croce & Hein, ICML 2020), "standard" L-infinity version, and its flags.
+
+`autoattack` runs APGD with the cross-entropy, targeted APGD with the DLR loss
+(9 target classes), targeted FAB (9 target classes) and the Square attack
+(5,000 queries) in turn; each attack's point is kept only for the examples
+still robust before it, so every example is credited to the first attack that
+broke it. Everything stays jittable with fixed shapes: each attack runs on
+the still robust examples only, gathered in fixed chunks (`attack_robust`),
+so its cost follows their number as the reference's does.
+
+`autoattack_curve` vmaps it over many epsilons in one program (and, composed
+with another ``jax.vmap``, over stacked ensemble members); `masking_flags`
+reads AutoAttack's warnings of gradient masking out of a curve as data.
+`autoattack_report` is the whole evaluation as one jitted call returning JSON.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from advjax import attacks
+from advjax.apgd import LogitsFn
+from advjax.apgd import apgd
+from advjax.apgd import cross_entropy
+from advjax.apgd import dlr_loss
+from advjax.apgd import targeted_dlr_loss
+from advjax.fab import fab_targeted
+from advjax.square import square
+
+__all__ = [
+    "ATTACKS",
+    "AutoAttackResult",
+    "attack_robust",
+    "autoattack",
+    "autoattack_curve",
+    "autoattack_report",
+    "masking_flags",
+]
+
+Array = jax.Array
+
+# The attacks in the order they run; `AutoAttackResult.broken_by` counts from 1.
+ATTACKS = ("apgd-ce", "apgd-t", "fab-t", "square")
+
+
+class AutoAttackResult(NamedTuple):
+  """Per-example outcome of `autoattack` (with a leading epsilon axis from `autoattack_curve`).
+
+  Attributes:
+    robust: ``(batch,)`` bool: correctly classified and no attack broke it.
+    x_adv: the adversarial inputs (``x`` itself where no attack succeeded).
+    broken_by: ``(batch,)`` int32: -1 robust, 0 misclassified before any
+      attack, ``i + 1`` broken first by ``ATTACKS[i]``.
+    zero_gradient: ``(batch,)`` bool: the DLR loss's input gradient at ``x``
+      is exactly zero (AutoAttack's warning that gradient attacks may fail).
+  """
+
+  robust: Array
+  x_adv: Array
+  broken_by: Array
+  zero_gradient: Array
+
+
+def attack_robust(
+    attack: Callable[[Array, Array, Array, Array, Array], Array],
+    logits_fn: LogitsFn,
+    params: Any,
+    x: Array,
+    y: Array,
+    eps: Any,
+    robust: Array,
+    *,
+    target: Array,
+    key: Array,
+    batch_size: int = 128,
+) -> tuple[Array, Array]:
+  """Runs ``attack`` on the examples still ``robust`` only, ``batch_size`` at a time.
+
+  The robust examples are sorted to the front and gathered in fixed chunks
+  inside a ``jax.lax.while_loop`` that stops after the last of them: the cost
+  follows their number, the shapes stay fixed (``jit`` and ``vmap`` work;
+  under ``vmap`` the loop runs as long as the longest member needs).
+
+  Args:
+    attack: ``(x, y, target, eps, key) -> x_adv`` on one chunk; ``eps`` comes
+      as one value per example of the chunk, ``key`` folded with the chunk's
+      index.
+    logits_fn: ``(params, x) -> (batch, classes)`` logits, to score the chunk.
+    params: the model parameters, any pytree.
+    x: the clean inputs.
+    y: ``(batch,)`` integer labels.
+    eps: a scalar, or ``(batch,)`` values.
+    robust: ``(batch,)`` bool: the examples to attack.
+    target: ``(batch,)`` labels handed to ``attack`` (``y`` when it takes none).
+    key: PRNG key.
+    batch_size: examples per chunk.
+
+  Returns:
+    ``(broken, x_adv)``: the robust examples the attack misclassified, and
+    their adversarial inputs (``x`` elsewhere).
+
+  Example:
+    >>> fgsm = lambda x, y, target, eps, key: advjax.fgsm(loss_fn, params, x, y, eps)
+    >>> broken, x_adv = attack_robust(fgsm, model.scores, params, x, y, 0.3, y >= 0, target=y,
+    ...                               key=key, batch_size=3)
+    >>> broken.shape, x_adv.shape
+    ((8,), (8, 784))
+  """
+  batch = x.shape[0]
+  chunk = min(batch_size, batch)
+  eps_rows = jnp.broadcast_to(jnp.asarray(eps), (batch,))
+  order = jnp.argsort(~robust, stable=True)  # robust ones first
+  order = jnp.concatenate([order, jnp.zeros(-batch % chunk, order.dtype)])
+  count = jnp.sum(robust)
+
+  def body(carry):
+    at, broken, x_adv = carry
+    rows = jax.lax.dynamic_slice(order, (at * chunk,), (chunk,))
+    found = attack(x[rows], y[rows], target[rows], eps_rows[rows], jax.random.fold_in(key, at))
+    slots = at * chunk + jnp.arange(chunk)
+    wrong = (slots < count) & (jnp.argmax(logits_fn(params, found), axis=1) != y[rows])
+    into = jnp.where(wrong, rows, batch)  # out of range: dropped
+    return at + 1, broken.at[into].set(True, mode="drop"), x_adv.at[into].set(found, mode="drop")
+
+  start = (0, jnp.zeros(batch, bool), x)
+  _, broken, x_adv = jax.lax.while_loop(lambda carry: carry[0] * chunk < count, body, start)
+  return broken, x_adv
+
+
+def autoattack(
+    logits_fn: LogitsFn,
+    params: Any,
+    x: Array,
+    y: Array,
+    eps: Any,
+    *,
+    key: Array,
+    num_steps: int = 100,
+    num_targets: int = 9,
+    fab_steps: int = 100,
+    num_queries: int = 5000,
+    image_shape: tuple[int, int, int] | None = None,
+    clip: attacks.Clip = (0.0, 1.0),
+    batch_size: int = 128,
+) -> AutoAttackResult:
+  """AutoAttack's standard L-infinity evaluation of one batch at one ``eps``.
+
+  APGD-CE (``num_steps``), APGD-T with the DLR loss and FAB-T
+  (``fab_steps``), each against the ``num_targets`` classes ranked 2nd,
+  3rd, ... by the clean logits, then Square (``num_queries``). The defaults
+  are the reference's standard version.
+
+  Args:
+    logits_fn: ``(params, x) -> (batch, classes)`` logits; each example's
+      logits depend on that example only.
+    params: the model parameters, any pytree.
+    x: the clean inputs, inside ``clip``.
+    y: ``(batch,)`` integer labels.
+    eps: radius of the L-infinity ball: a scalar, or ``(batch,)`` values.
+    key: PRNG key for the random starts and Square's proposals.
+    num_steps: APGD iterations per run.
+    num_targets: target classes of APGD-T and FAB-T, at most ``classes - 1``.
+    fab_steps: FAB iterations per target.
+    num_queries: Square's query budget.
+    image_shape: ``(height, width, channels)`` of one example for Square,
+      when ``x.shape[1:]`` is not that (see `advjax.square`).
+    clip: ``(lo, hi)`` box of valid inputs.
+    batch_size: how many of the still robust examples an attack takes at a
+      time (`attack_robust`; a time and memory knob: the results depend on
+      it only through the random draws).
+
+  Returns:
+    An `AutoAttackResult`.
+
+  Example:
+    >>> result = advjax.autoattack(model.scores, params, x, y, 0.1, key=key, num_steps=5,
+    ...                            num_targets=2, fab_steps=5, num_queries=10,
+    ...                            image_shape=(28, 28, 1))
+    >>> result.robust.shape, bool(jnp.all(jnp.abs(result.x_adv - x) <= 0.1))
+    ((8,), True)
+  """
+  classes = jax.eval_shape(logits_fn, params, x).shape[1]
+  if not isinstance(num_targets, int) or not 0 <= num_targets < classes:
+    raise ValueError(f"num_targets must be an int in [0, {classes - 1}], got {num_targets!r}.")
+  logits = logits_fn(params, x)
+  ranked = jnp.argsort(logits, axis=1)
+  robust = jnp.argmax(logits, axis=1) == y
+  state = (robust, x, jnp.where(robust, -1, 0).astype(jnp.int32))
+
+  def run(state, code, attack, target, attack_key):
+    robust, x_best, broken_by = state
+    broken, x_adv = attack_robust(
+        attack,
+        logits_fn,
+        params,
+        x,
+        y,
+        eps,
+        robust,
+        target=target,
+        key=attack_key,
+        batch_size=batch_size,
+    )
+    rows = broken.reshape(broken.shape + (1,) * (x.ndim - 1))
+    return robust & ~broken, jnp.where(rows, x_adv, x_best), jnp.where(broken, code, broken_by)
+
+  def against_targets(state, code, attack):
+    def one(state, rank):
+      target = jnp.take(ranked, classes - 2 - rank, axis=1)
+      return run(state, code, attack, target, jax.random.fold_in(key, 2 + rank)), None
+
+    return jax.lax.scan(one, state, jnp.arange(num_targets))[0]
+
+  def apgd_ce(x, y, _, eps, key):
+    return apgd(
+        logits_fn,
+        params,
+        x,
+        y,
+        eps,
+        objective=cross_entropy,
+        key=key,
+        num_steps=num_steps,
+        clip=clip,
+    )
+
+  def apgd_t(x, y, target, eps, key):
+    objective = functools.partial(targeted_dlr_loss, target=target)
+    return apgd(
+        logits_fn, params, x, y, eps, objective=objective, key=key, num_steps=num_steps, clip=clip
+    )
+
+  def fab_t(x, y, target, eps, _):
+    return fab_targeted(logits_fn, params, x, y, eps, target=target, num_steps=fab_steps, clip=clip)
+
+  def square_attack(x, y, _, eps, key):
+    return square(
+        logits_fn,
+        params,
+        x,
+        y,
+        eps,
+        key=key,
+        num_queries=num_queries,
+        image_shape=image_shape,
+        clip=clip,
+    )
+
+  state = run(state, 1, apgd_ce, y, jax.random.fold_in(key, 0))
+  state = against_targets(state, 2, apgd_t)
+  state = against_targets(state, 3, fab_t)
+  state = run(state, 4, square_attack, y, jax.random.fold_in(key, 1))
+  robust, x_adv, broken_by = state
+  grad = jax.grad(lambda point: jnp.sum(dlr_loss(logits_fn(params, point), y)))(x)
+  zero_gradient = jnp.all(grad.reshape(grad.shape[0], -1) == 0, axis=1)
+  return AutoAttackResult(robust, x_adv, broken_by, zero_gradient)
+
+
+def autoattack_curve(
+    logits_fn: LogitsFn, params: Any, x: Array, y: Array, eps_values: Array, **settings: Any
+) -> AutoAttackResult:
+  """`autoattack` at every value of ``eps_values`` in one vmapped program.
+
+  Every epsilon uses the same ``key``, so the result equals separate calls.
+
+  Args:
+    logits_fn: ``(params, x) -> (batch, classes)`` logits.
+    params: the model parameters, any pytree.
+    x: the clean inputs.
+    y: ``(batch,)`` integer labels.
+    eps_values: ``(K,)`` radii.
+    **settings: `autoattack`'s keyword arguments (``key`` among them).
+
+  Returns:
+    An `AutoAttackResult` whose fields have a leading axis of ``K``.
+
+  Example:
+    >>> curve = jax.jit(lambda p, e: advjax.autoattack_curve(
+    ...     model.scores, p, x, y, e, key=key, num_steps=5, num_targets=1, fab_steps=5,
+    ...     num_queries=10, image_shape=(28, 28, 1)))(params, jnp.array([0.0, 0.1]))
+    >>> curve.robust.shape
+    (2, 8)
+  """
+
+  def one(eps):
+    return autoattack(logits_fn, params, x, y, eps, **settings)
+
+  return jax.vmap(one)(jnp.asarray(eps_values))
+
+
+def masking_flags(result: AutoAttackResult, eps_values: Any) -> dict[str, Any]:
+  """AutoAttack's gradient-masking warnings for a curve, as JSON-ready data.
+
+  Args:
+    result: `autoattack_curve`'s result (leading axis over ``eps_values``).
+    eps_values: the ``(K,)`` radii, increasing.
+
+  Returns:
+    A dict: ``square_broke`` (per epsilon, points the black-box Square broke
+    after every white-box attack failed), ``zero_gradients`` (points whose
+    DLR gradient is zero), ``non_monotone`` (robust accuracy rose somewhere
+    as epsilon grew), and ``any`` (one of them fired).
+
+  Example:
+    >>> fake = advjax.AutoAttackResult(jnp.array([[True], [True]]), None,
+    ...                                jnp.array([[-1], [4]]), jnp.array([[False], [False]]))
+    >>> masking_flags(fake, [0.1, 0.2])["square_broke"]
+    [0, 1]
+  """
+  robust_accuracy = np.mean(np.asarray(result.robust), axis=-1)
+  square_broke = np.sum(np.asarray(result.broken_by) == 1 + ATTACKS.index("square"), axis=-1)
+  zero_gradients = int(np.max(np.sum(np.asarray(result.zero_gradient), axis=-1)))
+  order = np.argsort(np.asarray(eps_values))
+  non_monotone = bool(np.any(np.diff(robust_accuracy[..., order], axis=-1) > 0))
+  flags = {
+      "square_broke": square_broke.tolist(),
+      "zero_gradients": zero_gradients,
+      "non_monotone": non_monotone,
+  }
+  flags["any"] = bool(np.any(square_broke > 0) or zero_gradients > 0 or non_monotone)
+  return flags
+
+
+def autoattack_report(
+    logits_fn: LogitsFn,
+    params: Any,
+    x: Array,
+    y: Array,
+    eps_values: Any,
+    *,
+    stacked: bool = False,
+    **settings: Any,
+) -> dict[str, Any]:
+  """The robustness curve of a model (or of each stacked member) as one jitted call.
+
+  Args:
+    logits_fn: ``(params, x) -> (batch, classes)`` logits.
+    params: the model parameters; with ``stacked``, members stacked on a
+      leading axis (`advjax.stack`).
+    x: the clean inputs.
+    y: ``(batch,)`` integer labels.
+    eps_values: the radii, increasing.
+    stacked: evaluate every member of ``params``, vmapped.
+    **settings: `autoattack`'s keyword arguments (``key`` among them).
+
+  Returns:
+    A JSON-ready dict: ``eps``, ``n``, ``robust_accuracy`` and its binomial
+    ``standard_error`` (per epsilon, or per member and epsilon), ``broken_by``
+    (counts per attack name, per epsilon), and ``flags`` (`masking_flags`).
+
+  Example:
+    >>> report = advjax.autoattack_report(model.scores, params, x, y, [0.0, 0.1], key=key,
+    ...     num_steps=5, num_targets=1, fab_steps=5, num_queries=10, image_shape=(28, 28, 1))
+    >>> sorted(report)
+    ['broken_by', 'eps', 'flags', 'n', 'robust_accuracy', 'standard_error']
+  """
+  eps_values = jnp.asarray(eps_values, jnp.float32)
+
+  def curve(params):
+    return autoattack_curve(logits_fn, params, x, y, eps_values, **settings)
+
+  result = jax.jit(jax.vmap(curve) if stacked else curve)(params)
+  robust_accuracy = np.mean(np.asarray(result.robust), axis=-1)
+  broken_by = np.asarray(result.broken_by)
+  n = x.shape[0]
+  return {
+      "eps": np.asarray(eps_values).tolist(),
+      "n": n,
+      "robust_accuracy": robust_accuracy.tolist(),
+      "standard_error": np.sqrt(robust_accuracy * (1 - robust_accuracy) / n).tolist(),
+      "broken_by": {
+          name: np.sum(broken_by == code, axis=-1).tolist()
+          for code, name in enumerate(("clean",) + ATTACKS)
+      },
+      "flags": masking_flags(result, eps_values),
+  }
