@@ -59,35 +59,22 @@ class Population:
         take(self.keys),
     )
 
+  def arguments(self, bench: base.Bench) -> tuple[Any, ...]:
+    """`train.train_epoch`'s arguments after the model, as the epoch and its size take them."""
+    return (self.static, self.dynamic, self.states, bench.train_x, bench.train_y, self.keys)
+
   def epoch(
       self, model: models.Classifier, bench: base.Bench
   ) -> tuple[train.TrainState, jax.Array]:
     """One compiled epoch of every member over the training split, blocking."""
     return jax.block_until_ready(
-        train.train_epoch(
-            model,
-            self.static,
-            self.dynamic,
-            self.states,
-            bench.train_x,
-            bench.train_y,
-            self.keys,
-            batch_size=bench.config.batch,
-        )
+        train.train_epoch(model, *self.arguments(bench), batch_size=bench.config.batch)
     )
 
   def epoch_bytes(self, model: models.Classifier, bench: base.Bench) -> int:
     """The compiled epoch's working set, the training split included; compiles it."""
     return harness.xla_bytes(
-        train.train_epoch,
-        model,
-        self.static,
-        self.dynamic,
-        self.states,
-        bench.train_x,
-        bench.train_y,
-        self.keys,
-        batch_size=bench.config.batch,
+        train.train_epoch, model, *self.arguments(bench), batch_size=bench.config.batch
     )
 
 
