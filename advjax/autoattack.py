@@ -111,6 +111,8 @@ def attack_robust(
     >>> broken.shape, x_adv.shape
     ((8,), (8, 784))
   """
+  # NumPy inputs (a data split's arrays) must be JAX arrays to take traced indices.
+  x, y, target = jnp.asarray(x), jnp.asarray(y), jnp.asarray(target)
   batch = x.shape[0]
   chunk = min(batch_size, batch)
   eps_rows = jnp.broadcast_to(jnp.asarray(eps), (batch,))

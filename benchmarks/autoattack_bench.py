@@ -54,27 +54,6 @@ def trained_maxout(data: Any, *, epochs: int, train_eps: float, seed: int) -> tu
   return model, result.params
 
 
-def torch_net(model: Any, params: Any) -> Any:
-  """The maxout in PyTorch, taking ``(batch, 1, 28, 28)`` images as torchattacks wants."""
-  import torch
-
-  from benchmarks import torch_maxout
-
-  module = model.module
-  maxout = torch_maxout.Maxout(params, module.pieces, module.input_keep, module.hidden_keep, "cpu")
-
-  class Images(torch.nn.Module):
-
-    def __init__(self) -> None:
-      super().__init__()
-      self.maxout = maxout
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-      return self.maxout(x.reshape(x.shape[0], -1))
-
-  return Images().eval()
-
-
 def advjax_attacks(model: Any) -> dict[str, Any]:
   """Jitted ``(params, x, y, eps, key) -> robust mask`` for each attack alone, advjax's.
 
@@ -137,37 +116,6 @@ def advjax_attacks(model: Any) -> dict[str, Any]:
   }
 
 
-def torch_attacks(net: Any, eps: float, *, shipped: bool = False) -> dict[str, Any]:
-  """torchattacks' attacks with the reference's standard settings (or AutoAttack as shipped)."""
-  import torchattacks
-
-  if shipped:
-    return {"autoattack": torchattacks.AutoAttack(net, eps=eps, version="standard", seed=0)}
-  attacks = {
-      "apgd-ce": torchattacks.APGD(net, eps=eps, steps=100, n_restarts=1, loss="ce", seed=0),
-      "apgd-t": torchattacks.APGDT(net, eps=eps, steps=100, n_restarts=1, n_classes=10, seed=0),
-      "fab-t": torchattacks.FAB(
-          net, eps=eps, steps=100, multi_targeted=True, n_classes=10, n_restarts=1, seed=0
-      ),
-      "square": torchattacks.Square(
-          net, eps=eps, n_queries=5000, n_restarts=1, resc_schedule=False, seed=0
-      ),
-  }
-  attacks["autoattack"] = torchattacks.MultiAttack(list(attacks.values()))
-  return attacks
-
-
-def torch_robust(net: Any, attack: Any, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-  """The robust mask of a torchattacks attack on flat images ``x``."""
-  import torch
-
-  images = torch.from_numpy(x.reshape(-1, 1, 28, 28).copy())
-  labels = torch.from_numpy(y.astype(np.int64))
-  adv = attack(images, labels)
-  with torch.no_grad():
-    return (net(adv).argmax(1) == labels).numpy()
-
-
 def timed(fn: Any, *args: Any) -> tuple[Any, float]:
   start = time.perf_counter()
   out = jax.block_until_ready(fn(*args))
@@ -187,12 +135,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
   import torch
   import torchattacks
 
+  from benchmarks import torch_autoattack
+
   data = data_lib.load_mnist(args.data_dir)
   x, y = data.test.x[: args.n], data.test.y[: args.n]
   start = time.perf_counter()
   model, params = trained_maxout(data, epochs=args.epochs, train_eps=args.train_eps, seed=0)
   train_seconds = time.perf_counter() - start
-  net = torch_net(model, params)
+  net = torch_autoattack.maxout_net(model, params)
   key = jax.random.key(0)
   xj, yj = jnp.asarray(x), jnp.asarray(y)
   clean = float(jnp.mean(jnp.argmax(model.scores(params, xj), 1) == yj))
@@ -203,7 +153,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
   fidelity = []
   compile_seconds = {}
   for eps in args.eps:
-    theirs = torch_attacks(net, eps)
+    theirs = torch_autoattack.attacks(net, eps)
     for name in ATTACK_NAMES:
       if name not in compile_seconds:
         begin = time.perf_counter()
@@ -211,7 +161,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         compile_seconds[name] = time.perf_counter() - begin
       robust, seconds = timed(ours[name], params, xj, yj, jnp.float32(eps), key)
       start = time.perf_counter()
-      reference = torch_robust(net, theirs[name], x, y)
+      reference = torch_autoattack.robust(net, theirs[name], x, y)
       fidelity.append(
           {
               "attack": name,
@@ -225,9 +175,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
       print(fidelity[-1], flush=True)
 
   timing_eps = args.eps[0]
-  shipped = torch_attacks(net, timing_eps, shipped=True)["autoattack"]
+  shipped = torch_autoattack.shipped(net, timing_eps)
   start = time.perf_counter()
-  shipped_robust = torch_robust(net, shipped, x, y)
+  shipped_robust = torch_autoattack.robust(net, shipped, x, y)
   shipped_seconds = time.perf_counter() - start
   ours_aa = [row for row in fidelity if row["attack"] == "autoattack" and row["eps"] == timing_eps]
   speed = {

@@ -84,6 +84,13 @@ class Config:
     peak_sizes, peak_repeats: the square float32 matrix products that measure
       the machine's matmul peak, and the timed calls of each.
     eps, alpha: the paper's FGSM step and clean-term weight on MNIST.
+    autoattack_examples, autoattack_eps: test images and radius of the
+      AutoAttack items (12, 13).
+    autoattack_steps, autoattack_targets, autoattack_queries: its budget, on
+      both sides: APGD-CE, APGD-T and FAB-T steps, targets of APGD-T and
+      FAB-T, Square's queries (the reference's "standard": 100, 9, 5,000).
+    autoattack_repeats: timed calls a row of the AutoAttack items.
+    curve_eps: the radii of the AutoAttack curve (item 13).
   """
 
   name: str
@@ -110,6 +117,13 @@ class Config:
   peak_repeats: int
   eps: float = 0.25
   alpha: float = 0.5
+  autoattack_examples: int = 1000
+  autoattack_eps: float = 0.1
+  autoattack_steps: int = 100
+  autoattack_targets: int = 9
+  autoattack_queries: int = 5000
+  autoattack_repeats: int = 1
+  curve_eps: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3)
 
 
 FULL = Config(
@@ -159,6 +173,11 @@ QUICK = Config(
     wide_on_cpu=False,
     peak_sizes=(128, 256),
     peak_repeats=3,
+    autoattack_examples=16,
+    autoattack_steps=3,
+    autoattack_targets=1,
+    autoattack_queries=10,
+    curve_eps=(0.1, 0.3),
 )
 
 

@@ -48,6 +48,7 @@ from advjax import models
 from advjax import objectives
 from experiments import common
 from experiments import maxout
+from experiments import robustness
 
 NAME = "robust_training"
 PROG = f"experiments.{NAME}"
@@ -72,6 +73,7 @@ class Preset:
     eps: the CNNs' eps (MNIST's standard, 0.3).
     maxout_eps: the maxouts' eps (the paper's, 0.25).
     seeds: kept 1 (one model per method); a field so the shared flags apply.
+    autoattack: AutoAttack's budget; it attacks the PGD evaluation's subset.
   """
 
   epochs: int
@@ -87,6 +89,7 @@ class Preset:
   eps: float = 0.3
   maxout_eps: float = 0.25
   seeds: int = 1
+  autoattack: robustness.Budget = robustness.Budget()
 
 
 FIELD = {
@@ -124,6 +127,7 @@ PRESETS = {
         restarts=1,
         study_restarts=1,
         watch=64,
+        autoattack=robustness.Budget(num_steps=3, num_targets=1, fab_steps=3, num_queries=10),
     ),
 }
 
@@ -226,7 +230,7 @@ def score(
     preset: Preset,
     restarts: int,
 ) -> dict[str, Any]:
-  """Clean and FGSM error on the whole test set; PGD-50 with restarts on the subset."""
+  """Clean and FGSM error on the test set; PGD-50 (with restarts) and AutoAttack on a subset."""
   x_fgsm = evaluation.fgsm_examples(model, params, test.x, test.y, eps, clip=BOX)
   n = min(preset.subset, len(test.y))
   start = time.perf_counter()
@@ -244,6 +248,10 @@ def score(
           clip=BOX,
       )
   )
+  pgd_seconds = time.perf_counter() - start
+  autoattack = robustness.autoattack(
+      model, params, test, [eps], subset=preset.subset, budget=preset.autoattack
+  )
   return {
       "test_error": evaluation.score(model, params, test.x, test.y)[0],
       "fgsm_error": evaluation.score(model, params, x_fgsm, test.y)[0],
@@ -251,7 +259,8 @@ def score(
       "pgd_error_se": standard_error(pgd, n),
       "pgd_examples": n,
       "pgd_restarts": restarts,
-      "pgd_seconds": time.perf_counter() - start,
+      "pgd_seconds": pgd_seconds,
+      "autoattack": autoattack,
   }
 
 

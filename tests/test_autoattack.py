@@ -325,3 +325,13 @@ def test_flags_fire_on_zero_gradients_and_non_monotone_curves():
   )
   assert advjax.masking_flags(fake, [0.1, 0.2])["non_monotone"]
   assert not advjax.masking_flags(fake, [0.2, 0.1])["non_monotone"]
+
+
+def test_numpy_inputs_give_what_jax_arrays_give():
+  # A data split holds NumPy arrays; the attacks index them with traced rows.
+  params, x, y = linear_problem()
+  report = functools.partial(
+      advjax.autoattack_report, linear_logits, params, eps_values=[0.03], key=jax.random.key(0)
+  )
+  from_numpy = report(x=np.asarray(x), y=np.asarray(y), **SETTINGS)
+  assert from_numpy == report(x=jnp.asarray(x), y=jnp.asarray(y), **SETTINGS)

@@ -5,6 +5,7 @@ Each module declares its `benchmarks.base.Item` as ``ITEM``: the
 To add an item, write a module here with its ``ITEM`` and list it below.
 """
 
+from benchmarks.items import autoattack
 from benchmarks.items import ensemble
 from benchmarks.items import epoch
 from benchmarks.items import fgsm
@@ -25,6 +26,7 @@ ITEMS = (
     epoch.ITEM,
     members.ITEM,
     wide_epoch.ITEM,
+    autoattack.ITEM,
 )
 
 
