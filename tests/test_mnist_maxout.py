@@ -141,7 +141,7 @@ def test_an_unusable_out_is_one_line_before_the_data_loads(tmp_path, out, monkey
   (tmp_path / "a-file").write_text("not a folder")
   loaded = []
   monkeypatch.setattr(
-      mnist_maxout.common.data_lib, "load_mnist", lambda *args, **kwargs: loaded.append(1)
+      mnist_maxout.cli.data_lib, "load_mnist", lambda *args, **kwargs: loaded.append(1)
   )
   with pytest.raises(SystemExit) as exit_info:
     mnist_maxout.main([*TINY, "--out", out])

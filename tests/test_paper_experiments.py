@@ -21,7 +21,7 @@ from advjax import loop
 from advjax import models
 from advjax import train
 from experiments import all as experiments_all
-from experiments import common
+from experiments import curves
 from experiments import ensemble
 from experiments import epsilon_sweep
 from experiments import maxout
@@ -30,6 +30,7 @@ from experiments import noise_controls
 from experiments import paper
 from experiments import report
 from experiments import training_study
+from experiments import verdicts
 from tests.test_mnist_maxout import write_idx
 
 # The ids of ../shared/PAPER.md's table, written out here independently of
@@ -210,11 +211,11 @@ def test_maxout_rows_judge_the_numbers():
 
 
 def test_judge():
-  assert common.judge(0.85, 0.894, 0.10, False) == "reproduced"
-  assert common.judge(0.60, 0.894, 0.10, True) == "same direction"
-  assert common.judge(0.60, 0.894, 0.10, False) == "not reproduced"
-  assert common.judge(None, 0.894, 0.10, True) == "not reproduced"
-  assert common.judge(0.89, 0.894, 0.10, True, trained=False) == "not reproduced"
+  assert verdicts.judge(0.85, 0.894, 0.10, False) == "reproduced"
+  assert verdicts.judge(0.60, 0.894, 0.10, True) == "same direction"
+  assert verdicts.judge(0.60, 0.894, 0.10, False) == "not reproduced"
+  assert verdicts.judge(None, 0.894, 0.10, True) == "not reproduced"
+  assert verdicts.judge(0.89, 0.894, 0.10, True, trained=False) == "not reproduced"
 
 
 def test_the_driver_runs_every_experiment_the_report_expects():
@@ -276,7 +277,7 @@ def check_rows(results: dict, row_id: str, count: int) -> None:
 
 
 def check_sweep(sweep: dict) -> None:
-  assert sweep["eps"] == pytest.approx(list(common.SWEEP_EPS))
+  assert sweep["eps"] == pytest.approx(list(curves.SWEEP_EPS))
   assert len(sweep["error"]) == len(sweep["confidence"]) == len(sweep["eps"])
   assert all(0 <= e <= 1 for e in sweep["error"])
 

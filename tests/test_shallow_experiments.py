@@ -14,12 +14,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments import common
+from experiments import curves
 from experiments import logistic_regression
+from experiments import numeric
 from experiments import rbf_network
 from experiments import rubbish
 from experiments import shallow
 from experiments import softmax_regression
+from experiments import verdicts
 from tests.test_data import write_mnist_dir
 
 SCRIPTS = {
@@ -62,12 +64,12 @@ def test_each_script_writes_its_json_rows_sweep_and_figures(runs, name):
   assert written["config"]["preset"] == "tiny"
   assert {row["id"] for row in written["rows"]} == ROW_IDS[name]
   for row in written["rows"]:
-    assert row["verdict"] in common.VERDICTS and row["paper"]
+    assert row["verdict"] in verdicts.VERDICTS and row["paper"]
     assert row["measured"] is None or 0 <= row["measured"] <= 1
   assert written["sweep"]
   for curve in written["sweep"].values():
-    assert curve["eps"] == list(common.SWEEP_EPS)
-    assert len(curve["error"]) == len(curve["confidence"]) == len(common.SWEEP_EPS)
+    assert curve["eps"] == list(curves.SWEEP_EPS)
+    assert len(curve["error"]) == len(curve["confidence"]) == len(curves.SWEEP_EPS)
     assert all(0 <= e <= 1 for e in curve["error"])
   assert written["figures"] == FIGURES.get(name, [])
   for figure in written["figures"]:
@@ -157,12 +159,12 @@ def test_transfer_agreement_follows_the_definitions():
 
 
 def test_mean_over_seeds_and_verdicts():
-  assert shallow.mean_over_seeds(
+  assert numeric.mean_over_seeds(
       [{"a": 1.0, "b": [None, 2.0], "c": "x"}, {"a": 3.0, "b": [None, 4.0], "c": "x"}]
   ) == {"a": 2.0, "b": [None, 3.0], "c": "x"}
   # The paper's 99.9%, a tolerance of 5 points and the claim "above half".
   verdicts = [
-      shallow.row("M1.fgsm_error", measured, 0.05, lambda v: v > 0.5)["verdict"]
+      verdicts.row("M1.fgsm_error", measured, 0.05, lambda v: v > 0.5)["verdict"]
       for measured in (0.98, 0.6, 0.3, None)
   ]
   assert verdicts == ["reproduced", "same direction", "not reproduced", "not reproduced"]
