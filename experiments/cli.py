@@ -24,6 +24,17 @@ from typing import Any, Iterable, Iterator
 from advjax import data as data_lib
 from advjax.checkpoint import CheckpointError
 
+__all__ = [
+    "DEFAULT_OUT",
+    "parser",
+    "settings",
+    "positive",
+    "fail",
+    "check_out",
+    "load_data",
+    "one_line_errors",
+]
+
 DEFAULT_OUT = pathlib.Path("runs")
 
 

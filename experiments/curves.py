@@ -16,6 +16,8 @@ import advjax
 from advjax import models
 from experiments import numeric
 
+__all__ = ["SWEEP_EPS", "sweep_grid", "sweep_entry", "at_eps", "mean_sweep", "sweep"]
+
 SWEEP_EPS = tuple(round(0.025 * i, 3) for i in range(21))
 """The eps grid of every error-against-eps curve: steps of 0.025 up to 0.5."""
 

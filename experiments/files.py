@@ -18,6 +18,8 @@ from typing import Any, Callable
 
 from advjax import loop
 
+__all__ = ["run_folder", "atomic_write", "write_results", "save_figure"]
+
 
 def run_folder(work: pathlib.Path, name: str, fingerprint: dict[str, Any]) -> pathlib.Path:
   """The folder of one training run: ``work/<name>-<digest of everything it depends on>``.

@@ -7,6 +7,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+__all__ = ["number", "mean", "percent", "fraction", "mean_over_seeds"]
+
 
 def number(value: float | None) -> float | None:
   """A float for JSON: NaN (a confidence with no mistake to average) becomes None."""

@@ -14,6 +14,17 @@ from typing import Any, Callable, Literal
 from experiments import numeric
 from experiments import paper
 
+__all__ = [
+    "Verdict",
+    "VERDICTS",
+    "LEARNT_ERROR",
+    "paper_row",
+    "judge",
+    "row",
+    "learnt",
+    "comparable",
+]
+
 Verdict = Literal["reproduced", "same direction", "not reproduced", "out of scope"]
 
 
