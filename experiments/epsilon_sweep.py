@@ -31,7 +31,6 @@ Writes ``OUT/epsilon_sweep.json`` and three PNGs in ``OUT/figures``.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import pathlib
@@ -45,7 +44,6 @@ import advjax
 from advjax import data as data_lib
 from advjax import models
 from advjax import objectives
-from experiments import cli
 from experiments import curves
 from experiments import files
 from experiments import maxout
@@ -402,14 +400,6 @@ def rows(results: dict[str, Any]) -> list[dict[str, Any]]:
   return result
 
 
-def one_pair(args: argparse.Namespace, preset: Preset) -> Preset:
-  """Refuses ``--seeds`` other than 1: the figures use one pair of maxouts."""
-  del args
-  if preset.seeds != 1:
-    cli.fail(EXPERIMENT.prog, "--seeds must be 1: the figures use one pair of maxouts")
-  return preset
-
-
 EXPERIMENT = runner.Experiment(
     NAME,
     "Fig. 4 (logits along an FGSM direction), error against eps for every "
@@ -418,7 +408,7 @@ EXPERIMENT = runner.Experiment(
     run,
     rows=rows,
     alpha=True,
-    prepare=one_pair,
+    prepare=runner.one_seed(f"experiments.{NAME}", "the figures use one pair of maxouts"),
     errors=(maxout.ParamsFileError,),
 )
 

@@ -30,7 +30,7 @@ from experiments import files
 from experiments import numeric
 from experiments import verdicts
 
-__all__ = ["Experiment", "main", "rows_table", "title"]
+__all__ = ["Experiment", "main", "one_seed", "rows_table", "title"]
 
 Results = dict[str, Any]
 
@@ -165,3 +165,19 @@ def title(dataset: str, preset_name: str, seeds: int, eps: float) -> str:
   """The first line of an experiment's printed table: what was run on what."""
   name = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST"}.get(dataset, dataset)
   return f"{name} test set, preset {preset_name}, {seeds} seed(s), FGSM eps {eps:g}, no clipping"
+
+
+def one_seed(prog: str, why: str) -> Callable[[argparse.Namespace, Any], Any]:
+  """An `Experiment.prepare` that refuses ``--seeds`` other than 1, saying ``why``.
+
+  Example:
+    >>> prepare = one_seed("experiments.epsilon_sweep", "the figures use one pair of maxouts")
+  """
+
+  def prepare(args: argparse.Namespace, preset: Any) -> Any:
+    del args
+    if preset.seeds != 1:
+      cli.fail(prog, f"--seeds must be 1: {why}")
+    return preset
+
+  return prepare

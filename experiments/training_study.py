@@ -23,7 +23,6 @@ members' checkpoints under ``OUT/training_study_runs``.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import pathlib
 from typing import Any, Sequence
@@ -36,7 +35,6 @@ from advjax import data as data_lib
 from advjax import evaluation
 from advjax import models
 from advjax import objectives
-from experiments import cli
 from experiments import files
 from experiments import maxout
 from experiments import numeric
@@ -213,14 +211,6 @@ def run(preset: Preset, data: data_lib.MNIST, out: pathlib.Path, args: Any) -> d
   }
 
 
-def one_seed(args: argparse.Namespace, preset: Preset) -> Preset:
-  """Refuses ``--seeds`` other than 1: the members of a group share one seed."""
-  del args
-  if preset.seeds != 1:
-    cli.fail(EXPERIMENT.prog, "--seeds must be 1: the members of a group share one seed")
-  return preset
-
-
 EXPERIMENT = runner.Experiment(
     NAME,
     "Maxouts adversarially trained across eps and alpha, each study one vmapped program "
@@ -228,7 +218,7 @@ EXPERIMENT = runner.Experiment(
     PRESETS,
     run,
     alpha=True,
-    prepare=one_seed,
+    prepare=runner.one_seed(f"experiments.{NAME}", "the members of a group share one seed"),
 )
 
 

@@ -219,3 +219,9 @@ def test_verdicts_follow_the_tolerance_then_the_claim():
   assert verdicts.judge(0.89, 0.894, 0.10, True, trained=False) == "not reproduced"
   with pytest.raises(ValueError, match="verdict must be one of"):
     verdicts.paper_row(verdicts.paper.FIGURES["M1.fgsm_error"], 0.5, "maybe")  # type: ignore
+
+
+def test_an_experiment_of_one_seed_refuses_more(tmp_path):
+  single = dataclasses.replace(FAKE, prepare=runner.one_seed("experiments.fake", "one pair"))
+  with pytest.raises(SystemExit, match="^experiments.fake: error: --seeds must be 1: one pair$"):
+    runner.main(single, ["--seeds", "2", "--out", str(tmp_path)])
