@@ -22,7 +22,7 @@ import sys
 import time
 from typing import Sequence
 
-from experiments import common
+from experiments import cli
 from experiments import report
 
 EXPERIMENTS = (
@@ -62,16 +62,16 @@ def main(argv: Sequence[str] | None = None) -> None:
   parser.add_argument("--data-dir", help="folder of the four MNIST IDX files")
   parser.add_argument(
       "--out",
-      default=common.DEFAULT_OUT,
+      default=cli.DEFAULT_OUT,
       type=pathlib.Path,
-      help=f"results folder (default: {common.DEFAULT_OUT}; the committed "
+      help=f"results folder (default: {cli.DEFAULT_OUT}; the committed "
       "reference results are in results)",
   )
   parser.add_argument(
       "--report", type=pathlib.Path, help="report to write (default: OUT/REPORT.md)"
   )
   args = parser.parse_args(argv)
-  common.check_out("experiments.all", args.out)
+  cli.check_out("experiments.all", args.out)
   report_path = args.report or args.out / "REPORT.md"
   flags = ["--preset", args.preset, "--out", str(args.out)]
   if args.data_dir:

@@ -35,12 +35,15 @@ import advjax
 from advjax import data as data_lib
 from advjax import loop
 from advjax import models
-from advjax import train
-from experiments import common
+from advjax import objectives
+from experiments import cli
+from experiments import curves
 from experiments import maxout
+from experiments import numeric
+from experiments import runner
+from experiments import verdicts
 
 NAME = "ensemble"
-PROG = f"experiments.{NAME}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,18 +122,11 @@ def train_ensemble(
   """Trains ensemble ``seed``'s members as one population; returns their stacked params.
 
   Returns:
-    ``(stacked params, summaries)``: one `maxout.Trained` summary per member.
+    ``(stacked params, summaries)``: one `experiments.training.Trained` summary per member.
   """
   members = range(seed * preset.members, (seed + 1) * preset.members)
   trained = maxout.train(
-      "members",
-      train.Clean(),
-      "error",
-      preset.training(),
-      data,
-      work,
-      perturbed=False,
-      seeds=members,
+      "members", objectives.Clean(), "error", preset.training(), data, work, seeds=members
   )
   return advjax.stack([t.params for t in trained]), [t.summary for t in trained]
 
@@ -169,7 +165,7 @@ def score(
 ) -> dict[str, Any]:
   """Sweeps of the ensemble attacked as a whole, through members, and of members alone.
 
-  The attack on the ensemble sweeps the whole grid of `common.sweep_grid`;
+  The attack on the ensemble sweeps the whole grid of `curves.sweep_grid`;
   the attacks through the first ``attacked`` members, and those members
   attacked and scored alone, only eps 0 and ``eps``: each costs a pass of
   every member.
@@ -182,7 +178,7 @@ def score(
       ensemble_loss,
       probs,
       (stacked, jnp.int32(0)),
-      eps_values=np.asarray(common.sweep_grid(eps), np.float32),
+      eps_values=np.asarray(curves.sweep_grid(eps), np.float32),
   )
   headline = (0.0, eps)
   on_member = [
@@ -191,132 +187,134 @@ def score(
       )
       for m in range(attacked)
   ]
-  alone = [maxout.sweep(model, advjax.member(stacked, m), test, headline) for m in range(attacked)]
+  first = models.maxout_linear_first(model)
+  alone = [
+      curves.sweep(model, advjax.member(stacked, m), test, headline, probs_fn=first)
+      for m in range(attacked)
+  ]
   return {
-      "on_ensemble": common.sweep_entry(on_ensemble),
-      "on_member": [common.sweep_entry(s) for s in on_member],
+      "on_ensemble": curves.sweep_entry(on_ensemble),
+      "on_member": [curves.sweep_entry(s) for s in on_member],
       "alone": alone,
   }
 
 
-def run(preset: Preset, data: data_lib.MNIST, work: pathlib.Path, dataset: str) -> dict[str, Any]:
+def measure_ensemble(
+    model: models.Classifier, preset: Preset, seed: int, data: data_lib.MNIST, work: pathlib.Path
+) -> dict[str, Any]:
+  """Trains ensemble ``seed`` and scores it: its ``per_seed`` entry, with its ``sweeps``."""
+  print(
+      f"training {preset.members} maxouts of {preset.units} units at once, ensemble {seed}",
+      flush=True,
+  )
+  stacked, summaries = train_ensemble(preset, seed, data, work)
+  sweeps = score(model, stacked, data.test, preset.attacked, preset.eps)
+  error, _ = curves.at_eps(sweeps["on_ensemble"], 0.0)
+  fgsm_error, fgsm_confidence = curves.at_eps(sweeps["on_ensemble"], preset.eps)
+  on_member = [curves.at_eps(s, preset.eps) for s in sweeps["on_member"]]
+  alone = [curves.at_eps(s, 0.0)[0] for s in sweeps["alone"]]
+  alone_fgsm = [curves.at_eps(s, preset.eps) for s in sweeps["alone"]]
+  print(
+      f"  ensemble test error {error:.2%}; FGSM error {fgsm_error:.1%} attacking the "
+      f"ensemble, {numeric.mean([e for e, _ in on_member]):.1%} attacking one member",
+      flush=True,
+  )
+  return {
+      "seed": seed,
+      "ensemble": {
+          "test_error": error,
+          "fgsm_error": fgsm_error,
+          "fgsm_confidence": fgsm_confidence,
+      },
+      "attack_on_one_member": {
+          "fgsm_error": numeric.mean([e for e, _ in on_member]),
+          "fgsm_confidence": numeric.mean([c for _, c in on_member]),
+          "per_member_fgsm_error": [e for e, _ in on_member],
+      },
+      "members_alone": {
+          "test_error": numeric.mean(alone),
+          "fgsm_error": numeric.mean([e for e, _ in alone_fgsm]),
+          "fgsm_confidence": numeric.mean([c for _, c in alone_fgsm]),
+          "per_member_test_error": alone,
+      },
+      # One population: every member's summary holds the same seconds.
+      "train_seconds": summaries[0]["train_seconds"],
+      "members": summaries,
+      "sweeps": sweeps,
+  }
+
+
+def run(preset: Preset, data: data_lib.MNIST, out: pathlib.Path, args: Any) -> dict[str, Any]:
   """Trains and scores an ensemble per seed; returns the results (without ``config``)."""
+  del args
+  examples, batch = len(data.train_full.y), loop.TrainConfig.batch_size
+  if examples < batch:
+    cli.fail(
+        EXPERIMENT.prog,
+        f"the training split has {examples} examples, fewer than one batch of {batch}",
+    )
   model = models.maxout_mlp(units=preset.units)
-  eps = preset.eps
-  per_seed = []
-  for seed in range(preset.seeds):
-    print(
-        f"training {preset.members} maxouts of {preset.units} units at once, " f"ensemble {seed}",
-        flush=True,
-    )
-    stacked, summaries = train_ensemble(preset, seed, data, work)
-    sweeps = score(model, stacked, data.test, preset.attacked, eps)
-    error, _ = common.at_eps(sweeps["on_ensemble"], 0.0)
-    fgsm_error, fgsm_confidence = common.at_eps(sweeps["on_ensemble"], eps)
-    on_member = [common.at_eps(s, eps) for s in sweeps["on_member"]]
-    alone = [common.at_eps(s, 0.0)[0] for s in sweeps["alone"]]
-    alone_fgsm = [common.at_eps(s, eps) for s in sweeps["alone"]]
-    per_seed.append(
-        {
-            "seed": seed,
-            "ensemble": {
-                "test_error": error,
-                "fgsm_error": fgsm_error,
-                "fgsm_confidence": fgsm_confidence,
-            },
-            "attack_on_one_member": {
-                "fgsm_error": common.mean([e for e, _ in on_member]),
-                "fgsm_confidence": common.mean([c for _, c in on_member]),
-                "per_member_fgsm_error": [e for e, _ in on_member],
-            },
-            "members_alone": {
-                "test_error": common.mean(alone),
-                "fgsm_error": common.mean([e for e, _ in alone_fgsm]),
-                "fgsm_confidence": common.mean([c for _, c in alone_fgsm]),
-                "per_member_test_error": alone,
-            },
-            # One population: every member's summary holds the same seconds.
-            "train_seconds": summaries[0]["train_seconds"],
-            "members": summaries,
-            "sweeps": sweeps,
-        }
-    )
-    print(
-        f"  ensemble test error {error:.2%}; FGSM error {fgsm_error:.1%} "
-        f"attacking the ensemble, "
-        f"{per_seed[-1]['attack_on_one_member']['fgsm_error']:.1%} attacking "
-        "one member",
-        flush=True,
-    )
+  work = out / f"{NAME}_runs"
+  per_seed = [measure_ensemble(model, preset, seed, data, work) for seed in range(preset.seeds)]
 
   def averaged(part: str) -> dict[str, float | None]:
     keys = [k for k in per_seed[0][part] if not k.startswith("per_")]
-    return {k: common.mean([run[part][k] for run in per_seed]) for k in keys}
+    return {k: numeric.mean([run[part][k] for run in per_seed]) for k in keys}
 
-  ensemble, one_member = averaged("ensemble"), averaged("attack_on_one_member")
-  note = (
-      f"{preset.members} members of {preset.units} units, {preset.epochs} "
-      f"epochs, {preset.seeds} seed(s); ensemble clean test error "
-      f"{common.percent(ensemble['test_error'], 2)}"
-  )
-  label = f"ensemble of {preset.members}"
-  trained = common.learnt(ensemble["test_error"])
-  results = {
-      "ensemble": ensemble,
-      "attack_on_one_member": one_member,
+  label = f"ensemble of {preset.members}, attack on the ensemble"
+  return {
+      "ensemble": averaged("ensemble"),
+      "attack_on_one_member": averaged("attack_on_one_member"),
       "members_alone": averaged("members_alone"),
       "per_seed": [{k: v for k, v in run.items() if k != "sweeps"} for run in per_seed],
-      "sweep": {
-          f"{label}, attack on the ensemble": common.mean_sweep(
-              [run["sweeps"]["on_ensemble"] for run in per_seed]
-          )
-      },
-      "rows": [],
+      "sweep": {label: curves.mean_sweep([run["sweeps"]["on_ensemble"] for run in per_seed])},
+      "config": {"combination": "mean probabilities"},
   }
-  if common.comparable(dataset):
-    results["rows"] = [
-        common.compare(
-            "E1.on_ensemble",
-            ensemble["fgsm_error"],
-            0.10,
-            ensemble["fgsm_error"] >= 0.5,
-            f"claim: ensembling is no defence (most inputs fooled); {note}",
-            trained=trained,
-        ),
-        common.compare(
-            "E1.on_member",
-            one_member["fgsm_error"],
-            0.10,
-            one_member["fgsm_error"] < ensemble["fgsm_error"],
-            "claim: one member's examples fool the ensemble less than its "
-            f"own; {note}; mean over the {preset.attacked} members attacked",
-            trained=trained,
-        ),
-    ]
-  return results
+
+
+def rows(results: dict[str, Any]) -> list[dict[str, Any]]:
+  """Row E1: the FGSM error attacking the ensemble, and attacking one member."""
+  config = results["config"]
+  ensemble, one_member = results["ensemble"], results["attack_on_one_member"]
+  note = (
+      f"{config['members']} members of {config['units']} units, {config['epochs']} "
+      f"epochs, {config['seeds']} seed(s); ensemble clean test error "
+      f"{numeric.percent(ensemble['test_error'], 2)}"
+  )
+  trained = verdicts.learnt(ensemble["test_error"])
+  return [
+      verdicts.row(
+          "E1.on_ensemble",
+          ensemble["fgsm_error"],
+          0.10,
+          ensemble["fgsm_error"] >= 0.5,
+          f"claim: ensembling is no defence (most inputs fooled); {note}",
+          trained=trained,
+      ),
+      verdicts.row(
+          "E1.on_member",
+          one_member["fgsm_error"],
+          0.10,
+          one_member["fgsm_error"] < ensemble["fgsm_error"],
+          "claim: one member's examples fool the ensemble less than its "
+          f"own; {note}; mean over the {config['attacked']} members attacked",
+          trained=trained,
+      ),
+  ]
+
+
+EXPERIMENT = runner.Experiment(
+    NAME,
+    "An ensemble of 12 maxout networks, trained as one vmapped population, under FGSM (row E1).",
+    PRESETS,
+    run,
+    rows=rows,
+)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-  """Runs the experiment; a one-line error and exit status 1 on bad data or settings."""
-  run_ = common.setup(
-      PROG,
-      common.parser(
-          PROG,
-          "An ensemble of 12 maxout networks, trained as one vmapped population, "
-          "under FGSM (row E1).",
-          PRESETS,
-      ),
-      PRESETS,
-      argv,
-  )
-  examples, batch = len(run_.data.train_full.y), loop.TrainConfig.batch_size
-  if examples < batch:
-    common.fail(
-        PROG, f"the training split has {examples} examples, fewer than one " f"batch of {batch}"
-    )
-  with common.one_line_errors(PROG):
-    results = run(run_.preset, run_.data, run_.args.out / f"{NAME}_runs", run_.args.dataset)
-  return common.finish(run_, NAME, results, combination="mean probabilities")
+  """Runs the experiment; see `experiments.runner.main`."""
+  return runner.main(EXPERIMENT, argv)
 
 
 if __name__ == "__main__":

@@ -43,13 +43,16 @@ import numpy as np
 import advjax
 from advjax import data as data_lib
 from advjax import models
-from advjax import train
-from experiments import common
+from advjax import objectives
+from experiments import curves
+from experiments import files
 from experiments import maxout
+from experiments import numeric
 from experiments import paper
+from experiments import runner
+from experiments import verdicts
 
 NAME = "epsilon_sweep"
-PROG = f"experiments.{NAME}"
 PARAMS_FILE = "mnist_maxout_params.npz"
 
 
@@ -128,20 +131,10 @@ def maxout_pair(
   print(f"{path} not found: training a {preset.maxout.units}-unit maxout pair here", flush=True)
   work = out / f"{NAME}_runs"
   settings = dataclasses.replace(preset.maxout, eps=preset.eps, alpha=preset.alpha, seeds=1)
-  params = {
-      "clean": maxout.train("clean", train.Clean(), "error", settings, data, work, perturbed=False)[
-          0
-      ].params,
-      "adversarial": maxout.train(
-          "adversarial",
-          train.Adversarial(preset.eps, preset.alpha),
-          "fgsm_error",
-          settings,
-          data,
-          work,
-          perturbed=True,
-      )[0].params,
-  }
+  (clean,) = maxout.train("clean", objectives.Clean(), "error", settings, data, work)
+  adversarial = objectives.Adversarial(preset.eps, preset.alpha)
+  (robust,) = maxout.train("adversarial", adversarial, "fgsm_error", settings, data, work)
+  params = {"clean": clean.params, "adversarial": robust.params}
   return models.maxout_mlp(units=preset.maxout.units), params, f"trained in {work}"
 
 
@@ -294,37 +287,48 @@ def weights_figure(kernels: dict[str, np.ndarray], pieces: int, units: int) -> F
 # ---------------------------------------------------------------------------
 
 
-def run(preset: Preset, data: data_lib.MNIST, out: pathlib.Path, dataset: str) -> dict[str, Any]:
-  """Measures and draws the three figures; returns the results (without ``seconds``)."""
-  model, params, source = maxout_pair(preset, data, out)
-  test = data.test
-
-  # Fig. 4.
+def fig4_numbers(
+    model: models.Classifier, params: Any, test: data_lib.Split, preset: Preset, out: pathlib.Path
+) -> tuple[dict[str, Any], str]:
+  """Fig. 4's numbers on the first test images, and the figure of one of them (its path)."""
   eps_values = np.linspace(-preset.eps_max, preset.eps_max, preset.points, dtype=np.float32)
   n = min(preset.examples, len(test.y))
-  logits = logits_along_fgsm(model, params["clean"], test.x[:n], test.y[:n], eps_values)
+  logits = logits_along_fgsm(model, params, test.x[:n], test.y[:n], eps_values)
   wrong = logits.argmax(-1) != test.y[:n]
-  positive = eps_values > 0
-  wrong_fraction = float(wrong[positive].mean())
-  r2 = line_fit_r2(eps_values, logits)
   clean_index = int(np.argmin(np.abs(eps_values)))
   correct = np.flatnonzero(~wrong[clean_index])
   shown = int(correct[0]) if correct.size else 0
-  figures = {
-      "fig4_logits": common.save_figure(
-          fig4(eps_values, logits[:, shown], int(test.y[shown])), out, f"{NAME}_fig4_logits"
-      )
+  figure = fig4(eps_values, logits[:, shown], int(test.y[shown]))
+  numbers = {
+      "eps_max": preset.eps_max,
+      "points": preset.points,
+      "examples": n,
+      "line_r2": line_fit_r2(eps_values, logits),
+      "wrong_fraction_positive_eps": float(wrong[eps_values > 0].mean()),
+      "shown_test_index": shown,
   }
+  return numbers, files.save_figure(figure, out, f"{NAME}_fig4_logits")
+
+
+def run(preset: Preset, data: data_lib.MNIST, out: pathlib.Path, args: Any) -> dict[str, Any]:
+  """Measures and draws the three figures; returns the results (without ``seconds``)."""
+  del args
+  model, params, source = maxout_pair(preset, data, out)
+  test = data.test
+  numbers, fig4_path = fig4_numbers(model, params["clean"], test, preset, out)
+  figures = {"fig4_logits": fig4_path}
 
   # Error against eps.
+  first = models.maxout_linear_first(model)
+  grid = curves.sweep_grid(preset.eps)
   sweep = {
-      f"{name} maxout": maxout.sweep(model, params[name], test, common.sweep_grid(preset.eps))
+      f"{name} maxout": curves.sweep(model, params[name], test, grid, probs_fn=first)
       for name in maxout.MODEL_NAMES
   }
   others, notes = gather_sweeps(out)
   for note in notes:
     print(f"  left out of the error plot: {note}")
-  figures["error_vs_eps"] = common.save_figure(
+  figures["error_vs_eps"] = files.save_figure(
       error_figure({**{f"{NAME}: {k}": v for k, v in sweep.items()}, **others}, preset.eps),
       out,
       f"{NAME}_error_vs_eps",
@@ -332,47 +336,30 @@ def run(preset: Preset, data: data_lib.MNIST, out: pathlib.Path, dataset: str) -
 
   # Fig. 3.
   kernels = {name: np.asarray(params[name]["maxout_0"]["kernel"]) for name in maxout.MODEL_NAMES}
-  figures["fig3_weights"] = common.save_figure(
+  figures["fig3_weights"] = files.save_figure(
       weights_figure(kernels, model.module.pieces, min(preset.units_shown, model.module.units)),
       out,
       f"{NAME}_fig3_weights",
   )
-  ratio = {name: participation_ratio(kernel) for name, kernel in kernels.items()}
-  results = {
+  return {
       "maxouts": source,
-      "fig4": {
-          "eps_max": preset.eps_max,
-          "points": preset.points,
-          "examples": n,
-          "line_r2": r2,
-          "wrong_fraction_positive_eps": wrong_fraction,
-          "shown_test_index": shown,
-      },
-      "participation_ratio": ratio,
+      "fig4": numbers,
+      "participation_ratio": {name: participation_ratio(k) for name, k in kernels.items()},
       "sweep": sweep,
       "figures": figures,
       "left_out": notes,
-      "rows": [],
+      "config": {"sweep_eps": list(grid)},
   }
-  if common.comparable(dataset):
-    results["rows"] = rows(
-        sweep, r2, wrong_fraction, ratio, f"first {n} test images, eps in +-{preset.eps_max}"
-    )
-  return results
 
 
-def rows(
-    sweep: dict[str, dict[str, list[Any]]],
-    r2: float,
-    wrong_fraction: float,
-    ratio: dict[str, float],
-    examples: str,
-) -> list[dict[str, Any]]:
+def rows(results: dict[str, Any]) -> list[dict[str, Any]]:
   """Rows F4 (Fig. 4) and M6's Fig. 3 proxy."""
+  sweep, fig4_, ratio = results["sweep"], results["fig4"], results["participation_ratio"]
+  r2, wrong_fraction = fig4_["line_r2"], fig4_["wrong_fraction_positive_eps"]
   # Fig. 4 asks for a trained classifier, else its lines say nothing.
-  clean_error, _ = common.at_eps(sweep["clean maxout"], 0.0)
-  trained = common.learnt(clean_error)
-  both_trained = trained and common.learnt(common.at_eps(sweep["adversarial maxout"], 0.0)[0])
+  clean_error, _ = curves.at_eps(sweep["clean maxout"], 0.0)
+  trained = verdicts.learnt(clean_error)
+  both_trained = trained and verdicts.learnt(curves.at_eps(sweep["adversarial maxout"], 0.0)[0])
   localized = ratio["adversarial"] / ratio["clean"]
   # At least a tenth fewer pixels per filter counts as "more localized".
   fig3_verdict = (
@@ -382,21 +369,24 @@ def rows(
       if localized <= 0.9
       else "same direction"
   )
-  figure_note = f"clean maxout (test error {common.percent(clean_error, 2)}), {examples}"
+  figure_note = (
+      f"clean maxout (test error {numeric.percent(clean_error, 2)}), first "
+      f"{fig4_['examples']} test images, eps in +-{fig4_['eps_max']}"
+  )
   result = [
-      common.paper_row(
+      verdicts.paper_row(
           paper.FIGURES["F4.line_r2"],
           r2,
-          common.judge(r2, 1.0, 0.05, r2 >= 0.8, trained=trained),
-          f"at least 0.95 counts as reproduced, 0.8 as the same direction; " f"{figure_note}",
+          verdicts.judge(r2, 1.0, 0.05, r2 >= 0.8, trained=trained),
+          f"at least 0.95 counts as reproduced, 0.8 as the same direction; {figure_note}",
       ),
-      common.paper_row(
+      verdicts.paper_row(
           paper.FIGURES["F4.wrong_fraction"],
           wrong_fraction,
-          common.judge(wrong_fraction, 1.0, 0.5, wrong_fraction > 0, trained=trained),
+          verdicts.judge(wrong_fraction, 1.0, 0.5, wrong_fraction > 0, trained=trained),
           f"at least half counts as reproduced; {figure_note}",
       ),
-      common.paper_row(
+      verdicts.paper_row(
           paper.FIGURES["M6.localized"],
           localized,
           fig3_verdict,
@@ -410,25 +400,22 @@ def rows(
   return result
 
 
+EXPERIMENT = runner.Experiment(
+    NAME,
+    "Fig. 4 (logits along an FGSM direction), error against eps for every "
+    "model, and Fig. 3 (maxout weights).",
+    PRESETS,
+    run,
+    rows=rows,
+    alpha=True,
+    prepare=runner.one_seed(f"experiments.{NAME}", "the figures use one pair of maxouts"),
+    errors=(maxout.ParamsFileError,),
+)
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-  """Runs the experiment; a one-line error and exit status 1 on bad data or settings."""
-  run_ = common.setup(
-      PROG,
-      common.parser(
-          PROG,
-          "Fig. 4 (logits along an FGSM direction), error against eps for every "
-          "model, and Fig. 3 (maxout weights).",
-          PRESETS,
-          alpha=True,
-      ),
-      PRESETS,
-      argv,
-  )
-  if run_.preset.seeds != 1:
-    common.fail(PROG, "--seeds must be 1: the figures use one pair of maxouts")
-  with common.one_line_errors(PROG, maxout.ParamsFileError):
-    results = run(run_.preset, run_.data, run_.args.out, run_.args.dataset)
-  return common.finish(run_, NAME, results, sweep_eps=list(common.sweep_grid(run_.preset.eps)))
+  """Runs the experiment; see `experiments.runner.main`."""
+  return runner.main(EXPERIMENT, argv)
 
 
 if __name__ == "__main__":

@@ -44,9 +44,12 @@ from advjax import data as data_lib
 from advjax import evaluation
 from advjax import loop
 from advjax import models
-from experiments import common
+from experiments import numeric
 from experiments import paper
+from experiments import runner
 from experiments import shallow
+from experiments import training
+from experiments import verdicts
 
 # The paper's 0.0025, and smaller ones. From the recipe's +-0.005
 # initialisation the data gradient of the first layer is ~1e-6 per weight,
@@ -69,7 +72,7 @@ class Figure2(NamedTuple):
 
 
 def closed_form(
-    trained: shallow.Trained, test: data_lib.Split, x_adv: np.ndarray, eps: float
+    trained: training.Trained, test: data_lib.Split, x_adv: np.ndarray, eps: float
 ) -> dict[str, float]:
   """Checks the FGSM point and its loss against section 5's closed forms.
 
@@ -103,7 +106,7 @@ def adversarial_reference(out: pathlib.Path) -> float | None:
   """The adversarially trained maxout's FGSM error from ``out/mnist_maxout.json``, if any."""
   try:
     results = json.loads((out / "mnist_maxout.json").read_text())
-    return common.number(results["models"]["adversarial"]["fgsm_error"])
+    return numeric.number(results["models"]["adversarial"]["fgsm_error"])
   except (OSError, ValueError, KeyError, TypeError):
     return None
 
@@ -130,7 +133,7 @@ def l1_runs(
   runs = {"clean": shallow.maxout(preset, data, seed, work)}
   for coefficient in L1_COEFFICIENTS:
     # The subset as "validation": fit then records the training error per epoch.
-    runs[f"l1_{coefficient:g}"] = shallow.train_cached(
+    runs[f"l1_{coefficient:g}"] = shallow.train(
         f"maxout_l1_{coefficient:g}",
         maxout,
         data.train,
@@ -171,7 +174,7 @@ def measure(
   train_split, valid, test = (
       data_lib.binary_subset(s) for s in (data.train, data.valid, data.test)
   )
-  logistic = shallow.train_cached(
+  logistic = shallow.train(
       "logistic_regression",
       models.logistic_regression(),
       train_split,
@@ -186,9 +189,9 @@ def measure(
   fgsm_error, fgsm_confidence = evaluation.score(logistic.model, logistic.params, x_adv, test.y)
   numbers = {
       "test_error": error,
-      "test_confidence": common.number(confidence),
+      "test_confidence": numeric.number(confidence),
       "fgsm_error": fgsm_error,
-      "fgsm_confidence": common.number(fgsm_confidence),
+      "fgsm_confidence": numeric.number(fgsm_confidence),
       "test_examples": len(test),
       "closed_form": closed_form(logistic, test, x_adv, preset.eps),
       "l1": l1_runs(preset, data, seed, work),
@@ -229,7 +232,7 @@ def draw(inputs: Figure2, measured: dict[str, Any], preset: shallow.Preset) -> F
       ),
       (
           _mosaic(inputs.clean, 2),
-          f"(c) test 3s and 7s\n{common.percent(measured['test_error'])} error",
+          f"(c) test 3s and 7s\n{numeric.percent(measured['test_error'])} error",
           "gray",
           0,
           1,
@@ -238,7 +241,7 @@ def draw(inputs: Figure2, measured: dict[str, Any], preset: shallow.Preset) -> F
       (
           _mosaic(inputs.adversarial, 2),
           f"(d) FGSM examples, eps {preset.eps:g}\n"
-          f"{common.percent(measured['fgsm_error'])} error",
+          f"{numeric.percent(measured['fgsm_error'])} error",
           "gray",
           0,
           1,
@@ -260,46 +263,46 @@ def rows(measured: dict[str, Any]) -> list[dict[str, Any]]:
   trains = small["train_error"] <= 0.05
   no_benefit = small["fgsm_error"] >= l1["clean"]["fgsm_error"] - 0.05
   compared = (
-      f"clean maxout's {common.percent(l1['clean']['fgsm_error'])} (trained "
+      f"clean maxout's {numeric.percent(l1['clean']['fgsm_error'])} (trained "
       "for the preset's maxout epochs)"
   )
   adversarial = measured["adversarial_maxout_fgsm_error"]
   if adversarial is not None:
     compared += (
         f"; the adversarially trained maxout of mnist_maxout.json: "
-        f"{common.percent(adversarial)}"
+        f"{numeric.percent(adversarial)}"
     )
   return [
-      shallow.row(
+      verdicts.row(
           "M2.test_error",
           measured["test_error"],
           0.01,
           lambda error: error <= 0.03,
           "claim: the model fits the task well (error at most 3%)",
       ),
-      shallow.row(
+      verdicts.row(
           "M2.fgsm_error",
           measured["fgsm_error"],
           0.05,
           lambda error: error >= 0.9,
           "claim: a linear model is fooled almost always (at least 90%)",
       ),
-      common.paper_row(
+      verdicts.paper_row(
           paper.FIGURES["L1.large"],
           large["train_error"],
           "reproduced" if stalls else "not reproduced",
           f"after {epochs} epochs, first 10,000 training images, dropout off; "
           f"paper: training stalls above 5%; coefficient {L1_COEFFICIENTS[1]}: "
-          f"{common.percent(middle['train_error'])}",
+          f"{numeric.percent(middle['train_error'])}",
       ),
-      common.paper_row(
+      verdicts.paper_row(
           paper.FIGURES["L1.small.train_error"],
           small["train_error"],
           "reproduced" if trains else "not reproduced",
           f"coefficient {L1_COEFFICIENTS[-1]}, after {epochs} epochs; 'trains' read "
           "as at most 5%",
       ),
-      common.paper_row(
+      verdicts.paper_row(
           paper.FIGURES["L1.small.fgsm_error"],
           small["fgsm_error"],
           "reproduced" if no_benefit else "not reproduced",
@@ -309,7 +312,7 @@ def rows(measured: dict[str, Any]) -> list[dict[str, Any]]:
   ]
 
 
-EXPERIMENT = shallow.Experiment(
+EXPERIMENT = shallow.experiment(
     "logistic_regression",
     "Logistic regression on MNIST 3s vs 7s under FGSM with Fig. 2 (row M2), and L1 "
     "weight decay on maxout (row L1).",
@@ -320,8 +323,8 @@ EXPERIMENT = shallow.Experiment(
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-  """Runs the experiment; see `experiments.shallow.main`."""
-  return shallow.main(EXPERIMENT, argv)
+  """Runs the experiment; see `experiments.runner.main`."""
+  return runner.main(EXPERIMENT, argv)
 
 
 if __name__ == "__main__":

@@ -1,14 +1,13 @@
-"""Maxout networks as the experiments train and score them: presets, training, sweeps, params.
+"""Maxout networks as the experiments train and score them: presets, training, params, audit.
 
 Shared by the experiments built on the paper's maxout network
-(``mnist_maxout``, ``noise_controls``, ``ensemble``, ``epsilon_sweep``):
+(``mnist_maxout``, ``noise_controls``, ``ensemble``, ``epsilon_sweep``,
+``training_study``):
 
 - `Preset` and `PRESETS`: the recipe's settings and how far each preset
   follows the paper's protocol;
-- `train`: every seed of one model as one population
-  (`advjax.loop.fit_members`, or `advjax.loop.fit_and_retrain` for the
-  protocol), in a run folder named after everything the run depends on;
-- `sweep`: error and confidence under FGSM across eps on the test set;
+- `config` and `train`: a preset as the arguments of the experiments' one
+  trainer, `experiments.training.train`;
 - `save_params` / `load_params`: the clean and adversarial pair, for the
   experiments that reuse it;
 - `audit`: the stronger attacks beyond the paper (PGD with restarts, FGSM
@@ -19,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
-from typing import Any, NamedTuple, Sequence
+from typing import Any, Sequence
 import zipfile
 
 from flax import traverse_util
@@ -28,14 +27,14 @@ import jax.numpy as jnp
 from jax.sharding import Mesh
 import numpy as np
 
-import advjax
 from advjax import data as data_lib
 from advjax import evaluation
 from advjax import loop
 from advjax import models
-from advjax import sharding
-from advjax import train as train_lib
-from experiments import common
+from advjax import objectives
+from experiments import curves
+from experiments import files
+from experiments import training
 
 MODEL_NAMES = ("clean", "adversarial")
 
@@ -149,57 +148,20 @@ STRENGTH = tuple(PRESETS)
 """The presets from the shortest run to the closest to the paper's."""
 
 
-class Trained(NamedTuple):
-  """One seed's model as `train` gives it.
-
-  Attributes:
-    params: the final parameters, on one device of this host.
-    summary: ``seed``, ``best_epoch`` (None without early stopping),
-      ``epochs_trained`` (all phases) and ``train_seconds`` (of the whole
-      population of seeds, all phases, all invocations).
-    curve: the selection run's validation scores per epoch (``epoch``,
-      ``valid_error``, ``valid_fgsm_error``), empty without validation.
-    losses: the training objective per epoch, every phase in turn.
-  """
-
-  params: Any
-  summary: dict[str, Any]
-  curve: dict[str, list[Any]]
-  losses: list[float]
-
-
-def train(
-    name: str,
-    objective: train_lib.Objective,
-    monitor: str,
-    preset: Preset,
-    data: data_lib.MNIST,
-    work: pathlib.Path,
-    *,
-    perturbed: bool,
-    seeds: Sequence[int] | None = None,
-    mesh: Mesh | None = None,
-) -> list[Trained]:
-  """Trains one maxout per seed of ``preset``, as one population, resuming from ``work``.
+def config(preset: Preset, objective: Any, monitor: str) -> loop.TrainConfig:
+  """The loop's settings of a maxout of ``preset`` trained on ``objective``.
 
   Args:
-    name: names the run folder, e.g. ``"clean"`` or ``"adversarial"``.
-    objective: what the models minimise.
-    monitor: the validation score of early stopping, ``"error"`` or ``"fgsm_error"``.
     preset: the settings.
-    data: the data.
-    work: the folder of the runs; each gets ``<name>-<digest>``, the digest
-      of everything the run depends on (`experiments.common.run_folder`).
-    perturbed: train for ``preset.adversarial_epochs`` (a perturbed objective).
-    seeds: the seeds, ``0 .. preset.seeds - 1`` when None.
-    mesh: train data-parallel on this mesh; None for one device. The run
-      folder does not depend on it: a run resumes on another device count.
+    objective: what the model minimises; any but `advjax.objectives.Clean`
+      trains for ``preset.adversarial_epochs`` (a perturbed objective).
+    monitor: the validation score of early stopping, ``"error"`` or ``"fgsm_error"``.
 
   Returns:
-    One `Trained` per seed.
+    A `advjax.loop.TrainConfig`.
   """
-  config = loop.TrainConfig(
-      epochs=preset.epochs_of(perturbed),
+  return loop.TrainConfig(
+      epochs=preset.epochs_of(not isinstance(objective, objectives.Clean)),
       eval_eps=preset.eps,
       patience=preset.patience,
       monitor=monitor,
@@ -208,102 +170,55 @@ def train(
       momentum=preset.momentum,
       momentum_epochs=preset.momentum_epochs,
   )
-  model = models.maxout_mlp(units=preset.units)
-  seeds = tuple(range(preset.seeds) if seeds is None else seeds)
+
+
+def train(
+    name: str,
+    objective: Any,
+    monitor: str,
+    preset: Preset,
+    data: data_lib.MNIST,
+    work: pathlib.Path,
+    *,
+    seeds: Sequence[int] | None = None,
+    mesh: Mesh | None = None,
+) -> list[training.Trained]:
+  """`experiments.training.train` of one maxout per seed of ``preset``, as the preset says.
+
+  With early stopping and ``preset.retrain``, the paper's protocol; without
+  ``retrain``, the first 50,000 images with the last 10,000 validated; else
+  all 60,000 images.
+
+  Args:
+    name: names the run folder, e.g. ``"clean"`` or ``"adversarial"``.
+    objective: what the models minimise.
+    monitor: the validation score of early stopping (see `config`).
+    preset: the settings.
+    data: the data.
+    work: the folder of the run folders.
+    seeds: the seeds, ``0 .. preset.seeds - 1`` when None.
+    mesh: train data-parallel on this mesh; None for one device.
+
+  Returns:
+    One `experiments.training.Trained` per seed.
+  """
   protocol = preset.patience is not None and preset.retrain
   split, valid = (
       (data.train, data.valid) if protocol or not preset.retrain else (data.train_full, None)
   )
-  workdir = common.run_folder(
-      work,
+  return training.train(
       name,
-      {
-          "run": loop.fingerprint(model, objective, config, seeds=seeds, train=split, valid=valid),
-          "retrain": protocol,
-      },
+      models.maxout_mlp(units=preset.units),
+      split,
+      config(preset, objective, monitor),
+      work,
+      valid=valid,
+      retrain=data if protocol else None,
+      seeds=range(preset.seeds) if seeds is None else seeds,
+      objective=objective,
+      mesh=mesh,
+      identity={"retrain": protocol},
   )
-  if len(seeds) > 1 and len(set(seeds)) == 1:  # a study: its members differ in settings
-    label = f"{name} maxout, {len(seeds)} members of seed {seeds[0]}"
-  else:
-    label = f"{name} maxout, seed{'s' if len(seeds) > 1 else ''} " + ", ".join(map(str, seeds))
-  print(f"training the {label} in {workdir}", flush=True)
-  if protocol:
-    selection, final = loop.fit_and_retrain(
-        model,
-        data,
-        config,
-        seeds=seeds,
-        objective=objective,
-        workdir=workdir,
-        desc=label,
-        mesh=mesh,
-    )
-  else:
-    final = selection = loop.fit_members(
-        model,
-        split,
-        config,
-        seeds=seeds,
-        objective=objective,
-        valid=valid,
-        workdir=workdir,
-        desc=label,
-        mesh=mesh,
-    )
-  trained = []
-  for seed, chosen, result in zip(seeds, selection, final):
-    history = (chosen.history + result.history) if protocol else result.history
-    curve = {
-        key: [row.get(key) for row in chosen.history]
-        for key in ("epoch", "valid_error", "valid_fgsm_error")
-    }
-    summary = {
-        "seed": seed,
-        "best_epoch": chosen.best_epoch or None,
-        "epochs_trained": len(history),
-        "train_seconds": sum(row["seconds"] for row in history),
-        # The epoch whose training loss was not finite (None: never).
-        "diverged": result.diverged or chosen.diverged,
-    }
-    # Scored on one device: the test set is small next to training.
-    trained.append(
-        Trained(
-            sharding.local_copy(result.params),
-            summary,
-            curve if valid is not None else {},
-            [row["loss"] for row in history],
-        )
-    )
-  return trained
-
-
-def sweep(
-    model: models.Classifier, params: Any, split: Any, eps_values: Any
-) -> dict[str, list[Any]]:
-  """Error and confidence of a softmax maxout under FGSM at each eps, as JSON lists.
-
-  One `advjax.epsilon_sweep` through the `LinearFirst` fast path: the input
-  gradient once per batch, the first layer on ``x`` and on the direction.
-
-  Args:
-    model: a `advjax.models.maxout_mlp` classifier.
-    params: its parameters.
-    split: the examples (``x``, ``y``), e.g. the test set.
-    eps_values: the epsilons.
-
-  Returns:
-    A `common.sweep_entry`: ``{"eps", "error", "confidence"}``.
-  """
-  result = advjax.epsilon_sweep(
-      model.loss_fn(),
-      models.maxout_linear_first(model),
-      params,
-      split.x,
-      split.y,
-      np.asarray(eps_values, np.float32),
-      batch_size=500,
-  )
-  return common.sweep_entry(result)
 
 
 def pgd_error(
@@ -349,7 +264,7 @@ def audit(
   predicted = jnp.argmax(evaluation.probabilities(model, params, test.x), axis=-1)
   x_adv = evaluation.fgsm_examples(model, params, test.x, predicted, eps)
   grid = np.linspace(eps / 20, eps, 20)
-  worst = sweep(model, params, test, grid)
+  worst = curves.sweep(model, params, test, grid, probs_fn=models.maxout_linear_first(model))
   at = int(np.argmax(worst["error"]))
   return {
       "pgd": pgd,
@@ -369,7 +284,7 @@ def save_params(path: pathlib.Path, params: dict[str, Any]) -> None:
   """
   flat = traverse_util.flatten_dict(params, sep="/")
   arrays = {key: np.asarray(value) for key, value in flat.items()}
-  common.atomic_write(path, lambda tmp: np.savez(tmp, **arrays))
+  files.atomic_write(path, lambda tmp: np.savez(tmp, **arrays))
 
 
 def load_params(path: pathlib.Path) -> tuple[models.Classifier, dict[str, Any]]:

@@ -42,7 +42,6 @@ import argparse
 import dataclasses
 import math
 import pathlib
-import time
 from typing import Any, Sequence
 
 import jax
@@ -52,11 +51,16 @@ from advjax import data as data_lib
 from advjax import evaluation
 from advjax import loop
 from advjax import models
+from advjax import objectives
 from advjax import sharding
-from advjax import train
-from experiments import common
+from experiments import cli
+from experiments import files
 from experiments import maxout
+from experiments import numeric
 from experiments import paper
+from experiments import runner
+from experiments import training
+from experiments import verdicts
 
 NAME = "mnist_maxout"
 PROG = f"experiments.{NAME}"
@@ -80,13 +84,13 @@ def measure_seed(
     fgsm_error, fgsm_confidence = evaluation.score(model, params[name], examples[name], test.y)
     scores[name] = {
         "test_error": error,
-        "test_confidence": common.number(confidence),
+        "test_confidence": numeric.number(confidence),
         "fgsm_error": fgsm_error,
-        "fgsm_confidence": common.number(fgsm_confidence),
+        "fgsm_confidence": numeric.number(fgsm_confidence),
     }
     print(
-        f"  {name}: test error {common.percent(error, 2)}, FGSM error "
-        f"{common.percent(fgsm_error)}",
+        f"  {name}: test error {numeric.percent(error, 2)}, FGSM error "
+        f"{numeric.percent(fgsm_error)}",
         flush=True,
     )
   transfer = {
@@ -122,18 +126,18 @@ def rows(results: dict[str, Any]) -> list[dict[str, Any]]:
       f"{config['epochs']}/{config['adversarial_epochs'] or config['epochs']} "
       f"epochs (clean/adversarial{', most' if config['patience'] else ''}), "
       f"{config['seeds']} seed(s); clean test errors "
-      f"{common.percent(clean['test_error'], 2)} (clean), "
-      f"{common.percent(adversarial['test_error'], 2)} (adversarial), "
+      f"{numeric.percent(clean['test_error'], 2)} (clean), "
+      f"{numeric.percent(adversarial['test_error'], 2)} (adversarial), "
       f"difference {100 * difference:+.2f} +- {100 * se:.2f} points "
       f"({TEST_EXAMPLES_NOTE})"
   )
   better = difference < 0
   robust = adversarial["fgsm_error"] < clean["fgsm_error"]
   asymmetric = transfer["adversarial_to_clean"] > transfer["clean_to_adversarial"]
-  clean_learnt = common.learnt(clean["test_error"])
-  both = clean_learnt and common.learnt(adversarial["test_error"])
+  clean_learnt = verdicts.learnt(clean["test_error"])
+  both = clean_learnt and verdicts.learnt(adversarial["test_error"])
   clean_conf, adversarial_conf = clean["fgsm_confidence"], adversarial["fgsm_confidence"]
-  compare = lambda key, measured, tolerance, claim, trained: common.compare(
+  compare = lambda key, measured, tolerance, claim, trained: verdicts.row(
       key, measured, tolerance, claim, scale, trained=trained
   )
   result = [
@@ -227,14 +231,14 @@ def format_table(results: dict[str, Any]) -> str:
             ]
         )
     ]
-  with_paper = common.comparable(config["dataset"])
+  with_paper = verdicts.comparable(config["dataset"])
   out = [
-      common.title(config["dataset"], config["preset"], config["seeds"], config["eps"])
+      runner.title(config["dataset"], config["preset"], config["seeds"], config["eps"])
       + f"; {config['units']} units",
       f"{'':52}{'ours':>8}" + ("   paper" if with_paper else ""),
   ]
   out += [
-      f"{model:20}{metric:32}{common.percent(value, 2):>8}"
+      f"{model:20}{metric:32}{numeric.percent(value, 2):>8}"
       + (f"   {reference}" if with_paper else "")
       for model, metric, value, reference in lines
   ]
@@ -264,7 +268,7 @@ def draw_curves(path: pathlib.Path, curves: dict[str, dict[str, list[Any]]]) -> 
     axes.set_ylabel(f"{label} (%)")
     axes.set_yscale("log")
     axes.legend()
-  common.atomic_write(path, lambda tmp: figure.savefig(tmp, dpi=120, format="png"))
+  files.atomic_write(path, lambda tmp: figure.savefig(tmp, dpi=120, format="png"))
   return True
 
 
@@ -275,9 +279,9 @@ def device_mesh(devices: str) -> Mesh | None:
   elif devices.isdigit() and int(devices) >= 1:
     count = int(devices)
   else:
-    common.fail(PROG, f"--devices must be a count >= 1 or 'all', got {devices!r}")
+    cli.fail(PROG, f"--devices must be a count >= 1 or 'all', got {devices!r}")
   if count > jax.device_count():
-    common.fail(
+    cli.fail(
         PROG,
         f"--devices {count}: only {jax.device_count()} "
         f"{jax.devices()[0].platform} device(s) here (on a CPU, "
@@ -285,30 +289,28 @@ def device_mesh(devices: str) -> Mesh | None:
     )
   batch = loop.TrainConfig.batch_size  # the recipe's 100, which every preset keeps
   if batch % count:
-    common.fail(PROG, f"--devices {count} does not divide the batch of {batch}")
+    cli.fail(PROG, f"--devices {count} does not divide the batch of {batch}")
   return None if count == 1 and jax.process_count() == 1 else sharding.data_mesh(count)
 
 
-def run(
+def train_pair(
     preset: maxout.Preset, data: data_lib.MNIST, work: pathlib.Path, mesh: Mesh | None
-) -> tuple[dict[str, Any], dict[str, Any]]:
-  """Trains and scores both models of every seed; returns ``(results, seed 0's params)``."""
-  model = models.maxout_mlp(units=preset.units)
-  trained = {
-      "clean": maxout.train(
-          "clean", train.Clean(), "error", preset, data, work, perturbed=False, mesh=mesh
-      ),
+) -> dict[str, list[training.Trained]]:
+  """Both models of every seed: ``{"clean": [...], "adversarial": [...]}``."""
+  adversarial = objectives.Adversarial(preset.eps, preset.alpha)
+  return {
+      "clean": maxout.train("clean", objectives.Clean(), "error", preset, data, work, mesh=mesh),
       "adversarial": maxout.train(
-          "adversarial",
-          train.Adversarial(preset.eps, preset.alpha),
-          "fgsm_error",
-          preset,
-          data,
-          work,
-          perturbed=True,
-          mesh=mesh,
+          "adversarial", adversarial, "fgsm_error", preset, data, work, mesh=mesh
       ),
   }
+
+
+def measure(
+    preset: maxout.Preset, data: data_lib.MNIST, trained: dict[str, list[training.Trained]]
+) -> dict[str, Any]:
+  """Scores both models of every seed on the test set: ``models``, ``transfer``, ``audit``."""
+  model = models.maxout_mlp(units=preset.units)
   per_seed = {name: [] for name in maxout.MODEL_NAMES}
   transfers, audits = [], {name: [] for name in maxout.MODEL_NAMES}
   for seed in range(preset.seeds):
@@ -322,10 +324,10 @@ def run(
       )
     transfers.append({"seed": seed, **transfer})
   keys = ("test_error", "test_confidence", "fgsm_error", "fgsm_confidence")
-  results = {
+  return {
       "models": {
           name: {
-              **{k: common.mean([r[k] for r in rows]) for k in keys},
+              **{k: numeric.mean([r[k] for r in rows]) for k in keys},
               "per_seed": rows,
               "curves": [t.curve for t in trained[name]],
           }
@@ -333,7 +335,7 @@ def run(
       },
       "transfer": {
           **{
-              k: common.mean([t[k] for t in transfers])
+              k: numeric.mean([t[k] for t in transfers])
               for k in ("clean_to_adversarial", "adversarial_to_clean")
           },
           "per_seed": transfers,
@@ -341,42 +343,50 @@ def run(
       "audit": {name: _mean_audit(runs) for name, runs in audits.items()},
       "test_examples": len(data.test.y),
   }
-  return results, {name: trained[name][0].params for name in maxout.MODEL_NAMES}
 
 
 def _mean_audit(runs: list[dict[str, Any]]) -> dict[str, Any]:
   """The seeds' audits averaged (the worst eps: seed 0's), with every seed's kept."""
   return {
-      "pgd": {radius: common.mean([r["pgd"][radius] for r in runs]) for radius in runs[0]["pgd"]},
-      "fgsm_predicted_labels": common.mean([r["fgsm_predicted_labels"] for r in runs]),
+      "pgd": {radius: numeric.mean([r["pgd"][radius] for r in runs]) for radius in runs[0]["pgd"]},
+      "fgsm_predicted_labels": numeric.mean([r["fgsm_predicted_labels"] for r in runs]),
       "worst_fgsm": {
-          "error": common.mean([r["worst_fgsm"]["error"] for r in runs]),
+          "error": numeric.mean([r["worst_fgsm"]["error"] for r in runs]),
           "eps": runs[0]["worst_fgsm"]["eps"],
       },
       "per_seed": runs,
   }
 
 
-def size_flags(args: argparse.Namespace, preset: maxout.Preset) -> maxout.Preset:
-  """``--units`` and ``--epochs`` applied to the preset (``--epochs`` sets both models')."""
-  for flag in ("units", "epochs"):
-    value = common.positive(PROG, flag, getattr(args, flag))
-    if value is not None:
-      preset = dataclasses.replace(preset, **{flag: value})
-  if args.epochs is not None:
-    preset = dataclasses.replace(preset, adversarial_epochs=None)
-  return preset
+def run(
+    preset: maxout.Preset, data: data_lib.MNIST, out: pathlib.Path, args: argparse.Namespace
+) -> dict[str, Any]:
+  """Trains and scores both models of every seed; writes seed 0's pair and its curves."""
+  mesh = device_mesh(args.devices)
+  work = args.work or out / f"{NAME}_runs"
+  trained = train_pair(preset, data, work, mesh)
+  results = measure(preset, data, trained)
+  results["config"] = {
+      "work": str(work),
+      "devices": 1 if mesh is None else mesh.size,
+      "platform": jax.devices()[0].platform,
+  }
+  # Every host computes the same results; one writes them.
+  if jax.process_index() == 0:
+    name = results_name(args.preset)
+    maxout.save_params(
+        out / f"{name}_params.npz", {n: trained[n][0].params for n in maxout.MODEL_NAMES}
+    )
+    curves = {n: results["models"][n]["curves"][0] for n in maxout.MODEL_NAMES}
+    if all(curve for curve in curves.values()):
+      figure = pathlib.Path("figures") / f"{name}_validation.png"
+      if draw_curves(out / figure, curves):
+        results["figures"] = {"validation curves": figure.as_posix()}
+  return results
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-  """Runs the experiment and returns its results; bad data or flags exit with one line."""
-  parser = common.parser(
-      PROG,
-      "Clean and adversarially trained maxout networks on MNIST "
-      "(Goodfellow et al. 2015, sections 4 and 6).",
-      maxout.PRESETS,
-      alpha=True,
-  )
+def add_flags(parser: argparse.ArgumentParser) -> None:
+  """The flags beyond every experiment's: the network's size, the work folder, the devices."""
   parser.add_argument("--units", type=int, help="maxout units per layer")
   parser.add_argument(
       "--epochs", type=int, help="epochs of both models (the most, with early stopping)"
@@ -396,51 +406,50 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   parser.add_argument(
       "--distributed",
       action="store_true",
-      help="join a multi-host run (jax.distributed.initialize); " "implied by --coordinator",
+      help="join a multi-host run (jax.distributed.initialize); implied by --coordinator",
   )
   parser.add_argument("--coordinator", help="multi-host: host 0's address, host:port")
   parser.add_argument("--num-processes", type=int, help="multi-host: number of hosts")
   parser.add_argument("--process-id", type=int, help="multi-host: this host's index")
-  start = time.perf_counter()
-  args = parser.parse_args(argv)
-  preset = size_flags(args, common.settings(PROG, args, maxout.PRESETS))
-  common.check_out(PROG, args.out)
+
+
+def prepare(args: argparse.Namespace, preset: maxout.Preset) -> maxout.Preset:
+  """``--units`` and ``--epochs`` applied (``--epochs`` sets both models'), the hosts joined,
+  ``--devices`` checked."""
+  for flag in ("units", "epochs"):
+    value = cli.positive(PROG, flag, getattr(args, flag))
+    if value is not None:
+      preset = dataclasses.replace(preset, **{flag: value})
+  if args.epochs is not None:
+    preset = dataclasses.replace(preset, adversarial_epochs=None)
   if args.distributed or args.coordinator:
     sharding.initialize_distributed(
         coordinator_address=args.coordinator,
         num_processes=args.num_processes,
         process_id=args.process_id,
     )
-  mesh = device_mesh(args.devices)
-  work = args.work or args.out / f"{NAME}_runs"
-  data = common.load_data(PROG, args.data_dir, args.dataset)
-  with common.one_line_errors(PROG):
-    results, params = run(preset, data, work, mesh)
+  device_mesh(args.devices)
+  return preset
 
-  name = results_name(args.preset)
-  results["config"] = {
-      "preset": args.preset,
-      **dataclasses.asdict(preset),
-      "dataset": args.dataset,
-      "clip": None,
-      "data_dir": args.data_dir,
-      "work": str(work),
-      "devices": 1 if mesh is None else mesh.size,
-      "platform": jax.devices()[0].platform,
-  }
-  results["rows"] = rows(results) if common.comparable(args.dataset) else []
-  # Every host computes the same results; one writes them.
-  with common.one_line_errors(PROG):
-    if jax.process_index() == 0:
-      maxout.save_params(args.out / f"{name}_params.npz", params)
-      curves = {n: results["models"][n]["curves"][0] for n in maxout.MODEL_NAMES}
-      if all(curve for curve in curves.values()):
-        figure = pathlib.Path("figures") / f"{name}_validation.png"
-        if draw_curves(args.out / figure, curves):
-          results["figures"] = {"validation curves": figure.as_posix()}
-      print(format_table(results))
-      common.write_results(args.out, name, results, start)
-  return results
+
+EXPERIMENT = runner.Experiment(
+    NAME,
+    "Clean and adversarially trained maxout networks on MNIST "
+    "(Goodfellow et al. 2015, sections 4 and 6).",
+    maxout.PRESETS,
+    run,
+    rows=rows,
+    alpha=True,
+    flags=add_flags,
+    prepare=prepare,
+    results_name=results_name,
+    table=format_table,
+)
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+  """Runs the experiment; see `experiments.runner.main`."""
+  return runner.main(EXPERIMENT, argv)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Noise is no substitute for adversarial examples: the controls of section 6 (row M7).
 
 Trains the maxout network of ``experiments.mnist_maxout`` on
-``alpha * J(x) + (1 - alpha) * J(x + noise)`` (`advjax.train.Noise`, alpha
+``alpha * J(x) + (1 - alpha) * J(x + noise)`` (`advjax.objectives.Noise`, alpha
 and eps from the preset: 0.5 and 0.25) with two kinds of noise:
 ``eps * s``, ``s`` uniform in {-1, +1} per pixel (`advjax.sign_noise`), and
 ``U(-eps, eps)`` per pixel (`advjax.uniform_noise`). The paper finds that
@@ -27,12 +27,14 @@ from typing import Any, Sequence
 import advjax
 from advjax import data as data_lib
 from advjax import models
-from advjax import train
-from experiments import common
+from advjax import objectives
+from experiments import curves
 from experiments import maxout
+from experiments import numeric
+from experiments import runner
+from experiments import verdicts
 
 NAME = "noise_controls"
-PROG = f"experiments.{NAME}"
 
 # kind -> (label, the noise).
 KINDS = {
@@ -57,27 +59,23 @@ PRESETS = {
 
 
 def run(
-    preset: maxout.Preset, data: data_lib.MNIST, out: pathlib.Path, dataset: str
+    preset: maxout.Preset, data: data_lib.MNIST, out: pathlib.Path, args: Any
 ) -> dict[str, Any]:
   """Trains and scores both noise controls, every seed as one population."""
+  del args
   model = models.maxout_mlp(units=preset.units)
-  grid = common.sweep_grid(preset.eps)
-  comparable = common.comparable(dataset)
-  results: dict[str, Any] = {"models": {}, "sweep": {}, "rows": []}
+  first = models.maxout_linear_first(model)
+  grid = curves.sweep_grid(preset.eps)
+  results: dict[str, Any] = {"models": {}, "sweep": {}}
   for kind, (label, noise_fn) in KINDS.items():
     runs = []
+    objective = objectives.Noise(noise_fn, preset.eps, preset.alpha)
     for trained in maxout.train(
-        f"{kind}-noise",
-        train.Noise(noise_fn, preset.eps, preset.alpha),
-        "error",
-        preset,
-        data,
-        out / f"{NAME}_runs",
-        perturbed=True,
+        f"{kind}-noise", objective, "error", preset, data, out / f"{NAME}_runs"
     ):
-      sweep = maxout.sweep(model, trained.params, data.test, grid)
-      error, _ = common.at_eps(sweep, 0.0)
-      fgsm_error, fgsm_confidence = common.at_eps(sweep, preset.eps)
+      sweep = curves.sweep(model, trained.params, data.test, grid, probs_fn=first)
+      error, _ = curves.at_eps(sweep, 0.0)
+      fgsm_error, fgsm_confidence = curves.at_eps(sweep, preset.eps)
       print(
           f"  {kind} noise, seed {trained.summary['seed']}: test error {error:.2%}, "
           f"FGSM error {fgsm_error:.1%}",
@@ -92,64 +90,67 @@ def run(
               **trained.summary,
           }
       )
-    scores = {
-        key: common.mean([r[key] for r in runs])
-        for key in ("test_error", "fgsm_error", "fgsm_confidence")
-    }
     results["models"][kind] = {
-        **scores,
+        **{
+            key: numeric.mean([r[key] for r in runs])
+            for key in ("test_error", "fgsm_error", "fgsm_confidence")
+        },
         "per_seed": [{k: v for k, v in r.items() if k != "sweep"} for r in runs],
     }
-    results["sweep"][f"maxout, {label}"] = common.mean_sweep([r["sweep"] for r in runs])
-    if not comparable:
-      continue
+    results["sweep"][f"maxout, {label}"] = curves.mean_sweep([r["sweep"] for r in runs])
+  return results
+
+
+def rows(results: dict[str, Any]) -> list[dict[str, Any]]:
+  """Row M7: both controls' FGSM error and confidence on its mistakes."""
+  config = results["config"]
+  result = []
+  for kind in KINDS:
+    scores = results["models"][kind]
     note = (
-        f"{preset.units} units, {preset.epochs} epochs"
-        f"{' (most; early stopping)' if preset.patience else ''}, "
-        f"{preset.seeds} seed(s); clean test error "
-        f"{common.percent(scores['test_error'], 2)}"
+        f"{config['units']} units, {config['epochs']} epochs"
+        f"{' (most; early stopping)' if config['patience'] else ''}, "
+        f"{config['seeds']} seed(s); clean test error "
+        f"{numeric.percent(scores['test_error'], 2)}"
     )
-    trained_well = common.learnt(scores["test_error"])
+    trained = verdicts.learnt(scores["test_error"])
     # Noise training leaves the model fooled: what counts is that most FGSM
     # examples still fool it (against 17.9% after adversarial training).
-    results["rows"] += [
-        common.compare(
+    result += [
+        verdicts.row(
             f"M7.{kind}.fgsm_error",
             scores["fgsm_error"],
             0.10,
-            scores["fgsm_error"] >= 0.5,
+            lambda error: error >= 0.5,
             f"claim: noise leaves most inputs fooled (at least 50%); {note}",
-            trained=trained_well,
+            trained=trained,
         ),
-        common.compare(
+        verdicts.row(
             f"M7.{kind}.fgsm_confidence",
             scores["fgsm_confidence"],
             0.10,
             (scores["fgsm_confidence"] or 0) >= 0.5,
             f"claim: confidently wrong (above 50%); {note}",
-            trained=trained_well,
+            trained=trained,
         ),
     ]
-  return results
+  return result
+
+
+EXPERIMENT = runner.Experiment(
+    NAME,
+    "Maxout networks trained with sign or uniform noise instead of adversarial "
+    "examples (row M7).",
+    PRESETS,
+    run,
+    rows=rows,
+    alpha=True,
+)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-  """Runs the experiment; a one-line error and exit status 1 on bad data or settings."""
-  run_ = common.setup(
-      PROG,
-      common.parser(
-          PROG,
-          "Maxout networks trained with sign or uniform noise instead of adversarial "
-          "examples (row M7).",
-          PRESETS,
-          alpha=True,
-      ),
-      PRESETS,
-      argv,
-  )
-  with common.one_line_errors(PROG):
-    results = run(run_.preset, run_.data, run_.args.out, run_.args.dataset)
-  return common.finish(run_, NAME, results)
+  """Runs the experiment; see `experiments.runner.main`."""
+  return runner.main(EXPERIMENT, argv)
 
 
 if __name__ == "__main__":

@@ -38,8 +38,10 @@ import numpy as np
 
 from advjax import data as data_lib
 from advjax import evaluation
-from experiments import common
+from experiments import numeric
+from experiments import runner
 from experiments import shallow
+from experiments import verdicts
 
 MODEL = "RBF network"
 
@@ -70,16 +72,16 @@ def transfer_agreement(
   """
   maxout_wrong, softmax_wrong, rbf_wrong = (p != labels for p in (maxout, softmax, rbf))
   return {
-      "maxout_error": shallow.fraction(maxout_wrong),
-      "softmax_error": shallow.fraction(softmax_wrong),
-      "rbf_error": shallow.fraction(rbf_wrong),
-      "softmax_agrees_on_maxout_mistakes": shallow.fraction(softmax == maxout, maxout_wrong),
-      "rbf_agrees_on_maxout_mistakes": shallow.fraction(rbf == maxout, maxout_wrong),
-      "softmax_agrees_where_both_wrong": shallow.fraction(
+      "maxout_error": numeric.fraction(maxout_wrong),
+      "softmax_error": numeric.fraction(softmax_wrong),
+      "rbf_error": numeric.fraction(rbf_wrong),
+      "softmax_agrees_on_maxout_mistakes": numeric.fraction(softmax == maxout, maxout_wrong),
+      "rbf_agrees_on_maxout_mistakes": numeric.fraction(rbf == maxout, maxout_wrong),
+      "softmax_agrees_where_both_wrong": numeric.fraction(
           softmax == maxout, maxout_wrong & softmax_wrong
       ),
-      "rbf_agrees_where_both_wrong": shallow.fraction(rbf == maxout, maxout_wrong & rbf_wrong),
-      "rbf_agrees_with_softmax_where_both_wrong": shallow.fraction(
+      "rbf_agrees_where_both_wrong": numeric.fraction(rbf == maxout, maxout_wrong & rbf_wrong),
+      "rbf_agrees_with_softmax_where_both_wrong": numeric.fraction(
           rbf == softmax, softmax_wrong & rbf_wrong
       ),
   }
@@ -111,7 +113,7 @@ def measure(
       "test_error": scores["error"],
       "clean_confidence": float(np.mean(np.max(clean_probs, axis=-1))),
       "fgsm_error": scores["fgsm_error"],
-      "fgsm_confidence": common.number(scores["fgsm_confidence"]),
+      "fgsm_confidence": numeric.number(scores["fgsm_confidence"]),
       "transfer": transfer_agreement(
           test.y, *(shallow.predictions(m, x_adv) for m in (maxout, softmax, rbf))
       ),
@@ -134,21 +136,21 @@ def rows(measured: dict[str, Any]) -> list[dict[str, Any]]:
   mistakes_confidence = measured["fgsm_confidence"]
   less_linear = "claim: the RBF network follows the maxout less than softmax regression"
   return [
-      shallow.row(
+      verdicts.row(
           "M8.fgsm_error",
           measured["fgsm_error"],
           0.1,
           lambda error: error < 0.9,
           "claim: fooled clearly less often than the linear models' ~99%",
       ),
-      shallow.row(
+      verdicts.row(
           "M8.fgsm_confidence",
           mistakes_confidence,
           0.02,
           lambda confidence: confidence <= 0.1,
           "claim: fooled only with low confidence (at most 10%)",
       ),
-      shallow.row(
+      verdicts.row(
           "M8.clean_confidence",
           measured["clean_confidence"],
           0.1,
@@ -156,27 +158,27 @@ def rows(measured: dict[str, Any]) -> list[dict[str, Any]]:
           "claim: far more confident on clean inputs than on its FGSM "
           "mistakes (5 times at least)",
       ),
-      shallow.row(
+      verdicts.row(
           "T.softmax_on_maxout_mistakes",
           softmax_mistakes,
           0.1,
           _compare(rbf_mistakes, True),
           less_linear,
       ),
-      shallow.row(
+      verdicts.row(
           "T.rbf_on_maxout_mistakes",
           rbf_mistakes,
           0.1,
           _compare(softmax_mistakes, False),
           less_linear,
       ),
-      shallow.row(
+      verdicts.row(
           "T.softmax_where_both_wrong", softmax_both, 0.1, _compare(rbf_both, True), less_linear
       ),
-      shallow.row(
+      verdicts.row(
           "T.rbf_where_both_wrong", rbf_both, 0.1, _compare(softmax_both, False), less_linear
       ),
-      shallow.row(
+      verdicts.row(
           "T.rbf_with_softmax",
           transfer["rbf_agrees_with_softmax_where_both_wrong"],
           0.1,
@@ -187,7 +189,7 @@ def rows(measured: dict[str, Any]) -> list[dict[str, Any]]:
   ]
 
 
-EXPERIMENT = shallow.Experiment(
+EXPERIMENT = shallow.experiment(
     "rbf_network",
     "The shallow RBF network on MNIST under FGSM (row M8), and the transfer of FGSM "
     "examples from a maxout network to it and to softmax regression (row T).",
@@ -197,8 +199,8 @@ EXPERIMENT = shallow.Experiment(
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-  """Runs the experiment; see `experiments.shallow.main`."""
-  return shallow.main(EXPERIMENT, argv)
+  """Runs the experiment; see `experiments.runner.main`."""
+  return runner.main(EXPERIMENT, argv)
 
 
 if __name__ == "__main__":

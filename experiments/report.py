@@ -27,9 +27,13 @@ import os
 import pathlib
 from typing import Any, Sequence
 
-from experiments import common
+from experiments import cli
+from experiments import files
 from experiments import maxout
+from experiments import numeric
 from experiments import paper
+from experiments import training_study
+from experiments import verdicts
 
 
 def load_results(out: pathlib.Path) -> dict[str, dict[str, Any]]:
@@ -86,7 +90,7 @@ def _run_label(content: dict[str, Any]) -> str:
 
 
 def _measured(row: dict[str, Any]) -> str:
-  return row.get("display") or common.percent(row.get("measured"), 2)
+  return row.get("display") or numeric.percent(row.get("measured"), 2)
 
 
 def _cell(text: Any) -> str:
@@ -109,16 +113,18 @@ def summary_line(
     return [row.id, row.experiment, row.paper, "-", "-", f"not run ({where})"]
   measured = "; ".join(f"{r['metric']}: {_measured(r)}" for r in rows)
   runs = sorted({f"{r['file']} ({_run_label(results[r['file']])})" for r in rows})
-  verdicts = [r["verdict"] for r in rows]
+  found = [r["verdict"] for r in rows]
   # The summary's verdict of a row is its weakest measured one.
   weakest = max(
-      verdicts,
-      key=lambda v: common.VERDICTS.index(v) if v in common.VERDICTS else len(common.VERDICTS),
+      found,
+      key=lambda v: (
+          verdicts.VERDICTS.index(v) if v in verdicts.VERDICTS else len(verdicts.VERDICTS)
+      ),
   )
   verdict = (
       weakest
-      if len(set(verdicts)) == 1
-      else (f"{weakest} ({verdicts.count('reproduced')} of {len(verdicts)} reproduced)")
+      if len(set(found)) == 1
+      else (f"{weakest} ({found.count('reproduced')} of {len(found)} reproduced)")
   )
   return [row.id, row.experiment, row.paper, measured, "; ".join(runs), verdict]
 
@@ -147,10 +153,10 @@ def audit_lines(results: dict[str, dict[str, Any]]) -> list[str]:
     table = [
         [
             model,
-            common.percent(models[model]["fgsm_error"]),
-            *(common.percent(error) for error in attacks["pgd"].values()),
-            common.percent(attacks["fgsm_predicted_labels"]),
-            f"{common.percent(attacks['worst_fgsm']['error'])} "
+            numeric.percent(models[model]["fgsm_error"]),
+            *(numeric.percent(error) for error in attacks["pgd"].values()),
+            numeric.percent(attacks["fgsm_predicted_labels"]),
+            f"{numeric.percent(attacks['worst_fgsm']['error'])} "
             f"(eps {attacks['worst_fgsm']['eps']:.3g})",
         ]
         for model, attacks in audit.items()
@@ -161,12 +167,12 @@ def audit_lines(results: dict[str, dict[str, Any]]) -> list[str]:
     pgd = adversarial["pgd"].get(f"{eps:g}")
     sentence = (
         f"The adversarially trained maxout's FGSM error of "
-        f"{common.percent(models['adversarial']['fgsm_error'])} at eps {eps:g} becomes "
-        f"{common.percent(pgd)} under PGD at the same eps, "
-        f"{common.percent(adversarial['fgsm_predicted_labels'])} under FGSM with "
-        f"predicted labels, and {common.percent(adversarial['worst_fgsm']['error'])} "
+        f"{numeric.percent(models['adversarial']['fgsm_error'])} at eps {eps:g} becomes "
+        f"{numeric.percent(pgd)} under PGD at the same eps, "
+        f"{numeric.percent(adversarial['fgsm_predicted_labels'])} under FGSM with "
+        f"predicted labels, and {numeric.percent(adversarial['worst_fgsm']['error'])} "
         f"at the worst eps of FGSM ({adversarial['worst_fgsm']['eps']:.3g}); the clean "
-        f"maxout is at {common.percent(audit['clean']['pgd'].get(f'{eps:g}'))} under "
+        f"maxout is at {numeric.percent(audit['clean']['pgd'].get(f'{eps:g}'))} under "
         "PGD."
     )
     lines += [
@@ -180,7 +186,6 @@ def audit_lines(results: dict[str, dict[str, Any]]) -> list[str]:
   return lines
 
 
-STUDY_SCORES = ("test_error", "fgsm_error_own_eps", "fgsm_error", "pgd_error")
 # A member whose clean test error is at least this learned nothing: ten balanced
 # classes leave 90% to a constant guess.
 CHANCE = 0.5
@@ -221,7 +226,7 @@ def study_lines(content: dict[str, Any]) -> list[str]:
     rows = group["members"]
     header = [setting, "clean", "FGSM at its training eps", f"FGSM at {eps:g}", f"PGD at {eps:g}"]
     table = [
-        [f"{value:g}", *(common.percent(row[key], 2) for key in STUDY_SCORES)]
+        [f"{value:g}", *(numeric.percent(row[key], 2) for key in training_study.SCORES)]
         for value, row in zip(group["values"], rows)
     ]
     if any("train_loss" in row for row in rows):  # older runs did not record it
@@ -235,7 +240,7 @@ def study_lines(content: dict[str, Any]) -> list[str]:
     ]
     if stuck:
       lines += [
-          f"Did not learn (clean error {common.percent(CHANCE, 0)} or more, chance level): "
+          f"Did not learn (clean error {numeric.percent(CHANCE, 0)} or more, chance level): "
           f"{setting} {', '.join(f'{value:g}' for value in stuck)}; left out below.",
           "",
       ]
@@ -254,7 +259,7 @@ def study_lines(content: dict[str, Any]) -> list[str]:
       continue
     lowest = lambda key, pairs=pairs: min(pairs, key=lambda pair: pair[1][key])
     sentences = [
-        f"the {label} is lowest at {setting} {value:g} " f"({common.percent(row[key], 2)})"
+        f"the {label} is lowest at {setting} {value:g} " f"({numeric.percent(row[key], 2)})"
         for key, label in (
             ("test_error", "clean error"),
             ("fgsm_error", f"FGSM error at {eps:g}"),
@@ -286,9 +291,9 @@ def robust_lines(content: dict[str, Any]) -> list[str]:
           row["model"],
           row["method"],
           f"{row['eps']:g}",
-          common.percent(row["test_error"], 2),
-          common.percent(row["fgsm_error"]),
-          f"{common.percent(row['pgd_error'])} +- {common.percent(row['pgd_error_se'])}",
+          numeric.percent(row["test_error"], 2),
+          numeric.percent(row["fgsm_error"]),
+          f"{numeric.percent(row['pgd_error'])} +- {numeric.percent(row['pgd_error_se'])}",
           "-" if row["collapse_epoch"] is None else f"epoch {row['collapse_epoch']}",
           str(row["kept_epoch"]),
           f"{row['train_seconds']:.0f}",
@@ -296,10 +301,10 @@ def robust_lines(content: dict[str, Any]) -> list[str]:
       for row in content["models"]
   ]
   sentences = [
-      f"- {row['model']}, {row['method']}: {common.percent(1 - row['test_error'], 2)} clean and "
-      f"{common.percent(1 - row['pgd_error'])} PGD accuracy at eps {row['eps']:g}"
+      f"- {row['model']}, {row['method']}: {numeric.percent(1 - row['test_error'], 2)} clean and "
+      f"{numeric.percent(1 - row['pgd_error'])} PGD accuracy at eps {row['eps']:g}"
       + (
-          f", FGSM accuracy {common.percent(1 - row['fgsm_error'])}: a model that resists FGSM "
+          f", FGSM accuracy {numeric.percent(1 - row['fgsm_error'])}: a model that resists FGSM "
           "and not PGD, the mark of a masked gradient"
           if row["fgsm_error"] < 0.5 <= row["pgd_error"]
           else ""
@@ -313,12 +318,6 @@ def robust_lines(content: dict[str, Any]) -> list[str]:
       + "."
       for row in content["models"]
   ]
-  field = [
-      f"{name} {' / '.join(f'{v:.2f}' for v in values)}"
-      for name, values in content.get("field", {}).items()
-  ]
-  study = content["study"]
-  collapse = study.get("collapse_from")
   lines = [
       f"From robust_training.json ({_run_label(content)}; CNN of Wong et al. at eps "
       f"{config.get('eps', 0.3):g}, the paper's 240-unit maxout at "
@@ -333,6 +332,18 @@ def robust_lines(content: dict[str, Any]) -> list[str]:
       *sentences,
       "",
   ]
+  return lines + field_and_study_lines(content)
+
+
+def field_and_study_lines(content: dict[str, Any]) -> list[str]:
+  """The end of the robust-training section: the field's figures, and the step study."""
+  field = [
+      f"{name} {' / '.join(f'{v:.2f}' for v in values)}"
+      for name, values in content.get("field", {}).items()
+  ]
+  study = content["study"]
+  collapse = study.get("collapse_from")
+  lines = []
   if field:
     lines += [
         "The field's MNIST figures at eps 0.3 (clean / PGD as reported / AutoAttack accuracy, "
@@ -343,7 +354,7 @@ def robust_lines(content: dict[str, Any]) -> list[str]:
       f"Study: FGSM from a random start at eps {study['eps']:g} over steps of "
       + ", ".join(f"{m['step_over_eps']:g}" for m in study["members"])
       + " eps, one vmapped population: PGD-50 accuracy "
-      + ", ".join(f"{common.percent(1 - m['pgd_error'])}" for m in study["members"])
+      + ", ".join(f"{numeric.percent(1 - m['pgd_error'])}" for m in study["members"])
       + ". "
       + (
           f"Training collapsed (catastrophic overfitting) from a step of {collapse:g} eps."
@@ -452,6 +463,18 @@ def _render(out: pathlib.Path, report: pathlib.Path, results: dict[str, dict[str
         *robust_lines(results["robust_training"]),
     ]
   lines += [
+      *details_lines(grouped, known),
+      *runs_lines(results),
+      "## Figures",
+      "",
+      *figures(out, results, report),
+  ]
+  return "\n".join(lines).rstrip() + "\n"
+
+
+def details_lines(grouped: dict[str, list[dict[str, Any]]], known: list[str]) -> list[str]:
+  """The details: every measured row with its verdict, note and results file."""
+  return [
       "## Every measured number",
       "",
       *_table(
@@ -471,6 +494,12 @@ def _render(out: pathlib.Path, report: pathlib.Path, results: dict[str, dict[str
           ],
       ),
       "",
+  ]
+
+
+def runs_lines(results: dict[str, dict[str, Any]]) -> list[str]:
+  """The runs: every results file's preset, seeds, data, device and duration."""
+  return [
       "## Runs",
       "",
       *_table(
@@ -488,11 +517,7 @@ def _render(out: pathlib.Path, report: pathlib.Path, results: dict[str, dict[str
           ],
       ),
       "",
-      "## Figures",
-      "",
-      *figures(out, results, report),
   ]
-  return "\n".join(lines).rstrip() + "\n"
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -503,9 +528,9 @@ def main(argv: Sequence[str] | None = None) -> None:
   )
   parser.add_argument(
       "--out",
-      default=common.DEFAULT_OUT,
+      default=cli.DEFAULT_OUT,
       type=pathlib.Path,
-      help=f"results folder to read (default: {common.DEFAULT_OUT}; "
+      help=f"results folder to read (default: {cli.DEFAULT_OUT}; "
       "the committed reference results are in results)",
   )
   parser.add_argument(
@@ -513,15 +538,15 @@ def main(argv: Sequence[str] | None = None) -> None:
   )
   args = parser.parse_args(argv)
   if not args.out.is_dir():
-    common.fail("experiments.report", f"{args.out}: no such results folder")
+    cli.fail("experiments.report", f"{args.out}: no such results folder")
   report = args.report or args.out / "REPORT.md"
   if report.is_dir():
-    common.fail("experiments.report", f"--report {report} is a folder: name a file")
+    cli.fail("experiments.report", f"--report {report} is a folder: name a file")
   text = render(args.out, report)
   try:
-    common.atomic_write(report, lambda tmp: tmp.write_text(text))
+    files.atomic_write(report, lambda tmp: tmp.write_text(text))
   except OSError as error:
-    common.fail("experiments.report", f"--report {report}: cannot write: {error.strerror or error}")
+    cli.fail("experiments.report", f"--report {report}: cannot write: {error.strerror or error}")
   print(f"wrote {report}")
 
 

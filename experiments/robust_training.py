@@ -46,12 +46,14 @@ from advjax import evaluation
 from advjax import loop
 from advjax import models
 from advjax import objectives
-from experiments import common
+from experiments import files
 from experiments import maxout
+from experiments import numeric
 from experiments import robustness
+from experiments import runner
+from experiments import training
 
 NAME = "robust_training"
-PROG = f"experiments.{NAME}"
 BOX = (0.0, 1.0)
 
 
@@ -191,30 +193,20 @@ def fit(
     watch: loop.PGDWatch,
     members: int = 1,
 ) -> list[loop.FitResult]:
-  """Trains ``members`` models (one seed, settings per member) in a run folder of their own."""
-  seeds = (0,) * members
-  split = data.train_full
-  workdir = common.run_folder(
-      work,
+  """Trains ``members`` models (one seed, settings per member) on all training images, watched."""
+  trained = training.train(
       name,
-      {
-          "run": loop.fingerprint(model, objective, config, seeds=seeds, train=split, tx=tx),
-          "optimizer": optimizer,
-          "watch": loop.describe(watch),
-      },
-  )
-  print(f"training {name} in {workdir}", flush=True)
-  return loop.fit_members(
       model,
-      split,
+      data.train_full,
       config,
-      seeds=seeds,
+      work,
+      seeds=(0,) * members,
       objective=objective,
       tx=tx,
-      workdir=workdir,
-      desc=name,
       watch=watch,
+      identity={"optimizer": optimizer, "watch": loop.describe(watch)},
   )
+  return [t.result for t in trained]
 
 
 def standard_error(p: float | None, n: int) -> float | None:
@@ -374,9 +366,9 @@ def step_study(preset: Preset, data: data_lib.MNIST, work: pathlib.Path) -> dict
 def row_text(row: dict[str, Any]) -> str:
   """One model's scores in a line."""
   return (
-      f"{row.get('method', '')}: clean {common.percent(row['test_error'], 2)}, "
-      f"FGSM {common.percent(row['fgsm_error'])}, PGD-50 {common.percent(row['pgd_error'])} "
-      f"(+-{common.percent(row['pgd_error_se'])} on {row['pgd_examples']}), "
+      f"{row.get('method', '')}: clean {numeric.percent(row['test_error'], 2)}, "
+      f"FGSM {numeric.percent(row['fgsm_error'])}, PGD-50 {numeric.percent(row['pgd_error'])} "
+      f"(+-{numeric.percent(row['pgd_error_se'])} on {row['pgd_examples']}), "
       f"train {row['train_seconds']:.0f} s"
   )
 
@@ -407,33 +399,41 @@ def study_figure(study: dict[str, Any]) -> Figure:
   return figure
 
 
-def run(preset: Preset, data: data_lib.MNIST, out: pathlib.Path) -> dict[str, Any]:
+def run(preset: Preset, data: data_lib.MNIST, out: pathlib.Path, args: Any) -> dict[str, Any]:
   """Trains and scores every model, then the study; returns the results (without ``config``)."""
+  del args
   work = out / f"{NAME}_runs"
   models_ = train_cnns(preset, data, work) + train_maxouts(preset, data, work)
   study = step_study(preset, data, work)
-  figure = common.save_figure(study_figure(study), out, f"{NAME}_study")
-  return {"models": models_, "study": study, "figures": [figure], "field": FIELD, "rows": []}
+  figure = files.save_figure(study_figure(study), out, f"{NAME}_study")
+  return {
+      "models": models_,
+      "study": study,
+      "figures": [figure],
+      "field": FIELD,
+      "config": {"clip": list(BOX)},
+  }
+
+
+def table(results: dict[str, Any]) -> str:
+  """Every model's scores, a line each, above the (empty) table of the paper's rows."""
+  lines = [f"{row['model']}, {row_text(row)}" for row in results["models"]]
+  return "\n".join([*lines, runner.rows_table(results)])
+
+
+EXPERIMENT = runner.Experiment(
+    NAME,
+    "Robust training beside the paper's objective: FGSM from a random start, N-FGSM, "
+    "PGD and TRADES, scored with PGD-50 and watched for catastrophic overfitting.",
+    PRESETS,
+    run,
+    table=table,
+)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-  """Runs the experiment; a one-line error and exit status 1 on bad data or settings."""
-  run_ = common.setup(
-      PROG,
-      common.parser(
-          PROG,
-          "Robust training beside the paper's objective: FGSM from a random start, N-FGSM, "
-          "PGD and TRADES, scored with PGD-50 and watched for catastrophic overfitting.",
-          PRESETS,
-      ),
-      PRESETS,
-      argv,
-  )
-  with common.one_line_errors(PROG):
-    results = run(run_.preset, run_.data, run_.args.out)
-  for row in results["models"]:
-    print(f"{row['model']}, {row_text(row)}")
-  return common.finish(run_, NAME, results, clip=list(BOX))
+  """Runs the experiment; see `experiments.runner.main`."""
+  return runner.main(EXPERIMENT, argv)
 
 
 if __name__ == "__main__":

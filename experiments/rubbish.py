@@ -34,8 +34,11 @@ import numpy as np
 import advjax
 from advjax import data as data_lib
 from advjax import evaluation
-from experiments import common
+from experiments import numeric
+from experiments import runner
 from experiments import shallow
+from experiments import training
+from experiments import verdicts
 
 THRESHOLD = 0.5
 # The samples' key is folded away from the training seed's stream.
@@ -49,7 +52,7 @@ LABELS = {
 }
 
 
-def rubbish_scores(trained: shallow.Trained, x: np.ndarray) -> dict[str, Any]:
+def rubbish_scores(trained: training.Trained, x: np.ndarray) -> dict[str, Any]:
   """A model's error, confidence and false-positive classes on rubbish inputs.
 
   Args:
@@ -69,8 +72,8 @@ def rubbish_scores(trained: shallow.Trained, x: np.ndarray) -> dict[str, Any]:
   shares = counts / claimed.sum() if claimed.any() else [None] * CLASSES
   return {
       "error": float(error),
-      "confidence": common.number(confidence),
-      "false_positive_classes": [common.number(s) for s in shares],
+      "confidence": numeric.number(confidence),
+      "false_positive_classes": [numeric.number(s) for s in shares],
   }
 
 
@@ -118,7 +121,7 @@ def draw(inputs: None, measured: dict[str, Any], preset: shallow.Preset) -> Figu
         np.arange(CLASSES) + (i - (len(LABELS) - 1) / 2) * width,
         shares,
         width,
-        label=f"{label}: {common.percent(scores['error'])} of rubbish claimed",
+        label=f"{label}: {numeric.percent(scores['error'])} of rubbish claimed",
     )
   ax.set_xticks(range(CLASSES))
   ax.set_xlabel("class given probability above 0.5")
@@ -145,51 +148,51 @@ def rows(measured: dict[str, Any]) -> list[dict[str, Any]]:
   high = "claim: confidently wrong (above 50%)"
   others = [m["error"] for m in (softmax_net, sigmoid_net, regression)]
   return [
-      shallow.row(
+      verdicts.row(
           "R.maxout_softmax.error",
           softmax_net["error"],
           0.05,
           lambda error: error >= 0.5,
           "claim: most rubbish is given a class",
       ),
-      shallow.row(
+      verdicts.row(
           "R.maxout_softmax.confidence", softmax_net["confidence"], 0.1, lambda c: c > 0.5, high
       ),
-      shallow.row(
+      verdicts.row(
           "R.maxout_softmax.fives",
           shares[5],
           0.1,
           _claim_on_classes(shares, np.argmax, 5),
           "claim: 5 is the most common class",
       ),
-      shallow.row(
+      verdicts.row(
           "R.maxout_softmax.eights",
           shares[8],
           0.01,
           _claim_on_classes(shares, np.argmin, 8),
           "claim: 8 is the rarest class",
       ),
-      shallow.row(
+      verdicts.row(
           "R.maxout_sigmoid.error",
           sigmoid_net["error"],
           0.1,
           lambda error: error < softmax_net["error"],
           "claim: below the softmax maxout's error",
       ),
-      shallow.row(
+      verdicts.row(
           "R.maxout_sigmoid.confidence", sigmoid_net["confidence"], 0.1, lambda c: c > 0.5, high
       ),
-      shallow.row(
+      verdicts.row(
           "R.softmax_regression.error",
           regression["error"],
           0.1,
           lambda error: error > 0.25,
           "claim: a linear model gives rubbish a class often (over 25%)",
       ),
-      shallow.row(
+      verdicts.row(
           "R.softmax_regression.confidence", regression["confidence"], 0.1, lambda c: c > 0.5, high
       ),
-      shallow.row(
+      verdicts.row(
           "R.rbf.error",
           rbf["error"],
           0.05,
@@ -199,7 +202,7 @@ def rows(measured: dict[str, Any]) -> list[dict[str, Any]]:
   ]
 
 
-EXPERIMENT = shallow.Experiment(
+EXPERIMENT = shallow.experiment(
     "rubbish",
     "Rubbish-class inputs N(0, I): how often maxout (softmax and sigmoid outputs), "
     "softmax regression and the RBF network give them a class (row R).",
@@ -210,8 +213,8 @@ EXPERIMENT = shallow.Experiment(
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-  """Runs the experiment; see `experiments.shallow.main`."""
-  return shallow.main(EXPERIMENT, argv)
+  """Runs the experiment; see `experiments.runner.main`."""
+  return runner.main(EXPERIMENT, argv)
 
 
 if __name__ == "__main__":

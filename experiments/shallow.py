@@ -4,14 +4,16 @@ The experiments ``softmax_regression``, ``logistic_regression``,
 ``rbf_network`` and ``rubbish`` use overlapping models: the rubbish-class
 experiment scores the softmax regression and the RBF network of M1 and M8, the
 transfer numbers of section 8 need a maxout network beside them. Each model is
-trained once per preset and seed by `train_cached`, which checkpoints it under
-``OUT/shallow_runs/<model>-seed<k>-<digest>``: the first experiment that needs
-it trains it, the others (and any rerun) restore it from there.
+trained once per preset and seed by `experiments.training.train`, which
+checkpoints it under ``OUT/shallow_runs/<model>-<digest>``: the first
+experiment that needs it trains it, the others (and any rerun) restore it
+from there.
 
 An experiment is then a `measure` function (one seed in, numbers and sweeps
 out), a `rows` function (the numbers beside the paper's), and optionally a
-figure; `main` does the flags, the data, the seeds and the JSON. Every
-experiment writes ``OUT/<name>.json`` with the keys
+figure; `experiment` makes them an `experiments.runner.Experiment` that runs
+every seed and averages them. Every experiment writes ``OUT/<name>.json``
+with the keys
 
 - ``config``: the preset's settings (eps among them), the dataset, clipping,
   the sweep's epsilons;
@@ -19,7 +21,7 @@ experiment writes ``OUT/<name>.json`` with the keys
 - ``per_seed``: the numbers of each seed;
 - ``sweep``: ``{model: {"eps", "error", "confidence"}}``, FGSM error and mean
   confidence on the mistakes against eps on the test set, averaged over seeds;
-- ``rows``: `experiments.common.paper_row` dictionaries (MNIST runs only);
+- ``rows``: `experiments.verdicts.row` dictionaries (MNIST runs only);
 - ``figures``: PNG paths relative to OUT (``figures/<name>.png``);
 - ``seconds``: the run's wall time.
 
@@ -32,7 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
-from typing import Any, Callable, Literal, NamedTuple, Sequence
+from typing import Any, Callable, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -40,14 +42,16 @@ from matplotlib.figure import Figure
 import numpy as np
 import optax
 
-import advjax
 from advjax import data as data_lib
 from advjax import evaluation
 from advjax import loop
 from advjax import models
-from advjax import train
 from advjax.attacks import LossFn
-from experiments import common
+from experiments import curves
+from experiments import files
+from experiments import numeric
+from experiments import runner
+from experiments import training
 
 SWEEP_BATCH = 1000
 # Recipe SGD (learning rate 0.1) leaves the RBF network at 48% clean error
@@ -127,21 +131,6 @@ PRESETS = {
 }
 
 
-class Trained(NamedTuple):
-  """A classifier, its trained parameters and its training history.
-
-  Attributes:
-    model: the classifier.
-    params: the parameters `advjax.train.fit` returned.
-    history: its per-epoch rows (``loss``, and ``valid_*`` scores when it
-      validated).
-  """
-
-  model: models.Classifier
-  params: Params
-  history: list[dict[str, Any]]
-
-
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class L1:
@@ -194,7 +183,7 @@ def l1_norm(params: Params) -> jax.Array:
 # ---------------------------------------------------------------------------
 
 
-def train_cached(
+def train(
     name: str,
     model: models.Classifier,
     split: data_lib.Split,
@@ -202,51 +191,37 @@ def train_cached(
     work: pathlib.Path,
     *,
     valid: data_lib.Split | None = None,
-    objective: train.Objective = train.Clean(),
+    objective: Any = None,
     adam: float | None = None,
-) -> Trained:
-  """Trains ``model``, or restores it when an earlier run left it in ``work``.
-
-  The run folder is `common.run_folder` ``(work, name, ...)``: its digest
-  covers everything that shapes the run (model, objective, settings, seed,
-  optimizer, data), so other settings get their own folder instead of a
-  mismatch.
+) -> training.Trained:
+  """`experiments.training.train` of one seed (``config.seed``), with Adam or the recipe's SGD.
 
   Args:
-    name: the model's folder prefix, e.g. ``"maxout"``.
+    name: the model's folder prefix, e.g. ``"maxout_softmax"``.
     model: the classifier.
     split: training data.
     config: the trainer's settings.
     work: the folder holding the run folders.
-    valid: validation data: needed with ``config.patience``; otherwise only
-      its per-epoch scores are recorded in the history.
-    objective: what to minimise.
+    valid: validation data (see `experiments.training.train`).
+    objective: what to minimise; None for the model's loss.
     adam: learning rate of Adam, or None for the recipe's SGD.
 
   Returns:
-    The model, the final parameters (the best epoch's with early stopping)
-    and the per-epoch history.
-
-  Example:
-    >>> trained = train_cached("softmax", models.softmax_regression(), data.train,
-    ...                        loop.TrainConfig(epochs=20), out / "shallow_runs")
+    The trained (or restored) model.
   """
   tx = None if adam is None else optax.adam(adam)
-  workdir = common.run_folder(
-      work,
+  (trained,) = training.train(
       name,
-      {
-          "run": loop.fingerprint(
-              model, objective, config, seeds=[config.seed], train=split, valid=valid, tx=tx
-          ),
-          "adam": adam,
-      },
+      model,
+      split,
+      config,
+      work,
+      valid=valid,
+      objective=objective,
+      tx=tx,
+      identity={"adam": adam},
   )
-  print(f"{name}: training or restoring in {workdir}", flush=True)
-  result = loop.fit(
-      model, split, config, objective=objective, valid=valid, tx=tx, workdir=workdir, desc=name
-  )
-  return Trained(model, result.params, result.history)
+  return trained
 
 
 def config(preset: Preset, epochs: int, seed: int) -> loop.TrainConfig:
@@ -274,7 +249,7 @@ def validation(preset: Preset, split: data_lib.Split) -> data_lib.Split | None:
 
 def softmax_regression(
     preset: Preset, data: data_lib.MNIST, seed: int, work: pathlib.Path
-) -> Trained:
+) -> training.Trained:
   """The shallow softmax regression of M1, recipe SGD, zero initialisation.
 
   Args:
@@ -289,7 +264,7 @@ def softmax_regression(
   Example:
     >>> softmax = softmax_regression(PRESETS["quick"], data, 0, out / "shallow_runs")
   """
-  return train_cached(
+  return train(
       "softmax_regression",
       models.softmax_regression(),
       data.train,
@@ -299,7 +274,9 @@ def softmax_regression(
   )
 
 
-def rbf_network(preset: Preset, data: data_lib.MNIST, seed: int, work: pathlib.Path) -> Trained:
+def rbf_network(
+    preset: Preset, data: data_lib.MNIST, seed: int, work: pathlib.Path
+) -> training.Trained:
   """The shallow RBF network of M8 (per-class ``exp(q_k)``), trained with Adam.
 
   Args:
@@ -314,7 +291,7 @@ def rbf_network(preset: Preset, data: data_lib.MNIST, seed: int, work: pathlib.P
   Example:
     >>> rbf = rbf_network(PRESETS["quick"], data, 0, out / "shallow_runs")
   """
-  return train_cached(
+  return train(
       "rbf_network",
       models.rbf_network(),
       data.train,
@@ -331,7 +308,7 @@ def maxout(
     seed: int,
     work: pathlib.Path,
     output: Literal["softmax", "sigmoid"] = "softmax",
-) -> Trained:
+) -> training.Trained:
   """The maxout network of M3 (recipe SGD, dropout, max-norm), softmax or sigmoid outputs.
 
   Args:
@@ -348,7 +325,7 @@ def maxout(
   Example:
     >>> net = maxout(PRESETS["quick"], data, 0, out / "shallow_runs")
   """
-  return train_cached(
+  return train(
       f"maxout_{output}",
       models.maxout_mlp(units=preset.maxout_units, output=output),
       data.train,
@@ -363,62 +340,20 @@ def maxout(
 # ---------------------------------------------------------------------------
 
 
-def sweep(trained: Trained, split: data_lib.Split, eps: float) -> dict[str, list[float | None]]:
-  """FGSM error and confidence on the mistakes at every eps of `common.sweep_grid`.
-
-  One `advjax.epsilon_sweep` over the split (the input gradient is taken once
-  per batch). Labels of +-1 (logistic regression) are scored as the classes
-  0/1 of its probabilities and handed to the loss as +-1.
-
-  Args:
-    trained: the model and its parameters.
-    split: the examples, usually the test set.
-    eps: the run's eps, added to the grid.
-
-  Returns:
-    ``{"eps", "error", "confidence"}``, lists of floats; a confidence is None
-    where there is no mistake.
-
-  Example:
-    >>> sweep(softmax, data.test, 0.25)["error"][10]   # the FGSM error at eps 0.25
-  """
-  model = trained.model
-  labels = np.asarray(split.y)
-  loss_fn = model.loss_fn()
-  if labels.dtype.kind == "f":
-    labels = (labels > 0).astype(np.int32)
-    loss_fn = lambda params, x, y: model.loss(params, x, 2.0 * y - 1.0)
-  result = advjax.epsilon_sweep(
-      loss_fn,
-      model.probabilities,
-      trained.params,
-      split.x,
-      labels,
-      np.asarray(common.sweep_grid(eps), np.float32),
-      batch_size=SWEEP_BATCH,
+def sweep(trained: training.Trained, split: data_lib.Split, eps: float) -> dict[str, Any]:
+  """`experiments.curves.sweep` of a shallow model on the grid through ``eps``."""
+  return curves.sweep(
+      trained.model, trained.params, split, curves.sweep_grid(eps), batch_size=SWEEP_BATCH
   )
-  return common.sweep_entry(result)
 
 
-def predictions(trained: Trained, x: np.ndarray) -> np.ndarray:
+def predictions(trained: training.Trained, x: np.ndarray) -> np.ndarray:
   """The predicted classes (argmax of the probabilities) on ``x``, no dropout."""
   return np.argmax(evaluation.probabilities(trained.model, trained.params, x), axis=-1)
 
 
-def fraction(mask: np.ndarray, within: np.ndarray | None = None) -> float | None:
-  """The fraction of ``within`` (everything when None) where ``mask`` holds; None if empty.
-
-  Example:
-    >>> fraction(np.array([True, False, True]), np.array([True, True, False]))
-    0.5
-  """
-  if within is not None:
-    mask = mask[within]
-  return float(np.mean(mask)) if mask.size else None
-
-
 # ---------------------------------------------------------------------------
-# Seeds, verdicts, figures, and the command line.
+# Seeds, and the experiment.
 # ---------------------------------------------------------------------------
 
 
@@ -436,121 +371,47 @@ class Measured(NamedTuple):
   figure_inputs: Any = None
 
 
-def mean_over_seeds(values: Sequence[Any]) -> Any:
-  """Averages parallel JSON-ready results: numbers, lists element-wise, dicts key-wise.
-
-  None stands for "not measured" (a confidence without mistakes) and is left
-  out of the mean. A value equal across all seeds is kept as it is (an int
-  stays an int).
-
-  Args:
-    values: one result per seed, all with the same structure.
-
-  Returns:
-    A result of that structure.
-
-  Example:
-    >>> mean_over_seeds([{"a": [1.0, None]}, {"a": [3.0, None]}])
-    {'a': [2.0, None]}
-  """
-  first = values[0]
-  if all(v == first for v in values[1:]):
-    # Equal across seeds (a sample count, an unmeasured None): kept as it is.
-    return first
-  if isinstance(first, dict):
-    return {key: mean_over_seeds([v[key] for v in values]) for key in first}
-  if isinstance(first, list):
-    return [mean_over_seeds(parts) for parts in zip(*values, strict=True)]
-  if first is None or isinstance(first, (int, float)):
-    return common.mean(values)
-  return first
-
-
-def row(
-    key: str,
-    measured: float | None,
-    tolerance: float,
-    claim: Callable[[float], bool],
-    note: str = "",
-) -> dict[str, Any]:
-  """The `common.compare` row of the paper's ``key``, its claim tested on ``measured``.
-
-  The verdict is "reproduced" within ``tolerance`` (absolute, as a fraction)
-  of the paper's value; otherwise "same direction" when the paper's
-  qualitative ``claim`` holds for the measured value, else "not reproduced".
-  Unmeasured (None) is "not reproduced".
+def experiment(
+    name: str,
+    description: str,
+    measure: Callable[[Preset, data_lib.MNIST, int, pathlib.Path], Measured],
+    rows: Callable[[dict[str, Any]], list[dict[str, Any]]],
+    draw: Callable[[Any, dict[str, Any], Preset], Figure] | None = None,
+) -> runner.Experiment:
+  """A shallow-model experiment for `experiments.runner.main`: every seed, averaged.
 
   Args:
-    key: the paper's number in `experiments.paper.FIGURES`, e.g. ``"M1.fgsm_error"``.
-    measured: ours, a fraction or None.
-    tolerance: the largest absolute difference that counts as reproduced.
-    claim: ``measured -> bool``, the qualitative claim behind the number.
-    note: the claim in words, and anything else the reader needs.
-
-  Returns:
-    A row for ``rows``.
-
-  Example:
-    >>> row("M1.fgsm_error", 0.998, 0.05, lambda e: e > 0.5)["verdict"]
-    'reproduced'
-  """
-  return common.compare(key, measured, tolerance, measured is not None and claim(measured), note)
-
-
-@dataclasses.dataclass(frozen=True)
-class Experiment:
-  """One shallow-model experiment, for `main`.
-
-  Attributes:
     name: the module and results name, e.g. ``"softmax_regression"``.
     description: one sentence for ``--help``.
     measure: ``(preset, data, seed, work) -> Measured`` for one seed.
     rows: ``(measured numbers averaged over seeds) -> [row, ...]``.
     draw: optional ``(seed 0's figure_inputs, averaged numbers, preset) ->
       Figure``, saved as ``OUT/figures/<name>.png``.
-  """
-
-  name: str
-  description: str
-  measure: Callable[[Preset, data_lib.MNIST, int, pathlib.Path], Measured]
-  rows: Callable[[dict[str, Any]], list[dict[str, Any]]]
-  draw: Callable[[Any, dict[str, Any], Preset], Figure] | None = None
-
-
-def main(experiment: Experiment, argv: Sequence[str] | None = None) -> dict[str, Any]:
-  """Runs an experiment from the command line and writes ``OUT/<name>.json``.
-
-  Args:
-    experiment: what to run.
-    argv: the flags (``sys.argv[1:]`` when None): those of `common.parser`.
 
   Returns:
-    The results as written.
+    The `experiments.runner.Experiment`.
 
   Example:
-    >>> main(EXPERIMENT, ["--preset", "tiny", "--out", "/tmp/results"])
+    >>> EXPERIMENT = experiment("softmax_regression", "...", measure, rows)
   """
-  prog = f"experiments.{experiment.name}"
-  run = common.setup(prog, common.parser(prog, experiment.description, PRESETS), PRESETS, argv)
-  preset, out = run.preset, run.args.out
-  work = out / "shallow_runs"
-  with common.one_line_errors(prog):
-    per_seed = [experiment.measure(preset, run.data, seed, work) for seed in range(preset.seeds)]
-  measured = mean_over_seeds([m.numbers for m in per_seed])
-  figures = []
-  if experiment.draw is not None:
-    figures.append(
-        common.save_figure(
-            experiment.draw(per_seed[0].figure_inputs, measured, preset), out, experiment.name
-        )
-    )
-  results = {
-      "measured": measured,
-      "per_seed": [{"seed": seed, **m.numbers} for seed, m in enumerate(per_seed)],
-      "sweep": mean_over_seeds([m.sweep for m in per_seed]),
-      "rows": (experiment.rows(measured) if common.comparable(run.args.dataset) else []),
-      "figures": figures,
-  }
-  return common.finish(
-      run, experiment.name, results, sweep_eps=list(common.sweep_grid(preset.eps)), work=str(work)
+
+  def run(preset: Preset, data: data_lib.MNIST, out: pathlib.Path, args: Any) -> dict[str, Any]:
+    del args
+    work = out / "shallow_runs"
+    per_seed = [measure(preset, data, seed, work) for seed in range(preset.seeds)]
+    measured = numeric.mean_over_seeds([m.numbers for m in per_seed])
+    figures = []
+    if draw is not None:
+      figure = draw(per_seed[0].figure_inputs, measured, preset)
+      figures.append(files.save_figure(figure, out, name))
+    return {
+        "measured": measured,
+        "per_seed": [{"seed": seed, **m.numbers} for seed, m in enumerate(per_seed)],
+        "sweep": numeric.mean_over_seeds([m.sweep for m in per_seed]),
+        "figures": figures,
+        "config": {"sweep_eps": list(curves.sweep_grid(preset.eps)), "work": str(work)},
+    }
+
+  return runner.Experiment(
+      name, description, PRESETS, run, rows=lambda results: rows(results["measured"])
   )

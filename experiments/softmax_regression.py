@@ -19,8 +19,10 @@ from typing import Any, Sequence
 
 from advjax import data as data_lib
 from advjax import evaluation
-from experiments import common
+from experiments import numeric
+from experiments import runner
 from experiments import shallow
+from experiments import verdicts
 
 MODEL = "softmax regression"
 
@@ -49,7 +51,7 @@ def measure(
       "fgsm_confidence": scores["fgsm_confidence"],
   }
   return shallow.Measured(
-      {k: common.number(v) for k, v in numbers.items()},
+      {k: numeric.number(v) for k, v in numbers.items()},
       {MODEL: shallow.sweep(softmax, data.test, preset.eps)},
   )
 
@@ -57,14 +59,14 @@ def measure(
 def rows(measured: dict[str, Any]) -> list[dict[str, Any]]:
   """Row M1: the FGSM error and the confidence on its mistakes."""
   return [
-      shallow.row(
+      verdicts.row(
           "M1.fgsm_error",
           measured["fgsm_error"],
           0.05,
           lambda error: error >= 0.5,
           "claim: a linear model is fooled on most inputs",
       ),
-      shallow.row(
+      verdicts.row(
           "M1.fgsm_confidence",
           measured["fgsm_confidence"],
           0.1,
@@ -74,7 +76,7 @@ def rows(measured: dict[str, Any]) -> list[dict[str, Any]]:
   ]
 
 
-EXPERIMENT = shallow.Experiment(
+EXPERIMENT = shallow.experiment(
     "softmax_regression",
     "Shallow softmax regression on MNIST under FGSM (row M1 of the paper).",
     measure,
@@ -83,8 +85,8 @@ EXPERIMENT = shallow.Experiment(
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-  """Runs the experiment; see `experiments.shallow.main`."""
-  return shallow.main(EXPERIMENT, argv)
+  """Runs the experiment; see `experiments.runner.main`."""
+  return runner.main(EXPERIMENT, argv)
 
 
 if __name__ == "__main__":

@@ -34,12 +34,14 @@ import advjax
 from advjax import data as data_lib
 from advjax import evaluation
 from advjax import models
-from advjax import train
-from experiments import common
+from advjax import objectives
+from experiments import files
 from experiments import maxout
+from experiments import numeric
+from experiments import runner
+from experiments import training
 
 NAME = "training_study"
-PROG = f"experiments.{NAME}"
 SCORES = ("test_error", "fgsm_error_own_eps", "fgsm_error", "pgd_error")
 
 
@@ -67,11 +69,11 @@ class Preset:
   alpha: float = 0.5
   seeds: int = 1
 
-  def groups(self) -> dict[str, train.Adversarial]:
+  def groups(self) -> dict[str, objectives.Adversarial]:
     """Each group's objective, its settings one per member."""
     return {
-        "eps": train.Adversarial(eps=list(self.eps_values), alpha=self.alpha),
-        "alpha": train.Adversarial(eps=self.eps, alpha=list(self.alpha_values)),
+        "eps": objectives.Adversarial(eps=list(self.eps_values), alpha=self.alpha),
+        "alpha": objectives.Adversarial(eps=self.eps, alpha=list(self.alpha_values)),
     }
 
 
@@ -111,28 +113,20 @@ PRESETS = {
 
 def train_group(
     name: str,
-    objective: train.Adversarial,
+    objective: objectives.Adversarial,
     members: int,
     preset: Preset,
     data: data_lib.MNIST,
     work: pathlib.Path,
-) -> list[maxout.Trained]:
-  """Trains one group's members as one population; one `maxout.Trained` per member."""
-  return maxout.train(
-      f"{name}-group",
-      objective,
-      "error",
-      preset.training,
-      data,
-      work,
-      perturbed=True,
-      seeds=(preset.seed,) * members,
-  )
+) -> list[training.Trained]:
+  """Trains one group's members as one population; one `training.Trained` per member."""
+  seeds = (preset.seed,) * members
+  return maxout.train(f"{name}-group", objective, "error", preset.training, data, work, seeds=seeds)
 
 
 def score_group(
     model: models.Classifier,
-    trained: list[maxout.Trained],
+    trained: list[training.Trained],
     own_eps: Sequence[float],
     preset: Preset,
     test: Any,
@@ -153,7 +147,7 @@ def score_group(
                 model, member.params, test, preset.eps, jax.random.key(m)
             ),
             **member.summary,
-            "train_loss": member.losses,
+            "train_loss": [row["loss"] for row in member.history],
         }
     )
   return rows
@@ -185,11 +179,12 @@ def draw(groups: dict[str, dict[str, Any]], eps: float) -> Figure:
   return figure
 
 
-def run(preset: Preset, data: data_lib.MNIST, out: pathlib.Path) -> dict[str, Any]:
+def run(preset: Preset, data: data_lib.MNIST, out: pathlib.Path, args: Any) -> dict[str, Any]:
   """Trains and scores both groups; returns the results (without ``config``)."""
+  del args
   model = models.maxout_mlp(units=preset.training.units)
-  training = dataclasses.replace(preset.training, eps=preset.eps, alpha=preset.alpha)
-  preset = dataclasses.replace(preset, training=training)
+  training_ = dataclasses.replace(preset.training, eps=preset.eps, alpha=preset.alpha)
+  preset = dataclasses.replace(preset, training=training_)
   groups = {}
   for name, objective in preset.groups().items():
     values = preset.eps_values if name == "eps" else preset.alpha_values
@@ -203,39 +198,33 @@ def run(preset: Preset, data: data_lib.MNIST, out: pathlib.Path) -> dict[str, An
     for value, row in zip(values, groups[name]["members"]):
       print(
           f"  {name} {value:g}: "
-          + ", ".join(f"{key} {common.percent(row[key], 2)}" for key in SCORES),
+          + ", ".join(f"{key} {numeric.percent(row[key], 2)}" for key in SCORES),
           flush=True,
       )
   return {
       "groups": groups,
       "figures": {
-          "scores against the training eps and alpha": common.save_figure(
+          "scores against the training eps and alpha": files.save_figure(
               draw(groups, preset.eps), out, NAME
           )
       },
   }
 
 
+EXPERIMENT = runner.Experiment(
+    NAME,
+    "Maxouts adversarially trained across eps and alpha, each study one vmapped program "
+    "(beyond the paper).",
+    PRESETS,
+    run,
+    alpha=True,
+    prepare=runner.one_seed(f"experiments.{NAME}", "the members of a group share one seed"),
+)
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-  """Runs both studies; a one-line error and exit status 1 on bad data or settings."""
-  run_ = common.setup(
-      PROG,
-      common.parser(
-          PROG,
-          "Maxouts adversarially trained across eps and alpha, each study one "
-          "vmapped program (beyond the paper).",
-          PRESETS,
-          alpha=True,
-      ),
-      PRESETS,
-      argv,
-  )
-  if run_.preset.seeds != 1:
-    common.fail(PROG, "--seeds must be 1: the members of a group share one seed")
-  with common.one_line_errors(PROG):
-    results = run(run_.preset, run_.data, run_.args.out)
-  results["rows"] = []  # beyond the paper: nothing of its table to judge
-  return common.finish(run_, NAME, results)
+  """Runs both studies; see `experiments.runner.main`."""
+  return runner.main(EXPERIMENT, argv)
 
 
 if __name__ == "__main__":

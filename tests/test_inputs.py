@@ -19,7 +19,8 @@ from advjax import data
 from advjax import loop
 from advjax import train
 from experiments import all as experiments_all
-from experiments import common
+from experiments import cli
+from experiments import files
 from experiments import report
 from tests.test_data import IMAGES
 from tests.test_data import TEST_IMAGES
@@ -145,7 +146,7 @@ def test_empty_or_swapped_idx_files_are_refused_naming_the_file(tmp_path, n_trai
 def test_results_files_get_the_mode_of_any_new_file(tmp_path):
   old = os.umask(0o022)
   try:
-    common.atomic_write(tmp_path / "r.json", lambda tmp: tmp.write_text("{}"))
+    files.atomic_write(tmp_path / "r.json", lambda tmp: tmp.write_text("{}"))
   finally:
     os.umask(old)
   assert stat.S_IMODE((tmp_path / "r.json").stat().st_mode) == 0o644
@@ -229,11 +230,11 @@ def test_a_full_disk_while_saving_is_one_line_and_keeps_the_finished_epochs(tmp_
   restored.close()
   # Under --out, a full disk is one line too; other OS errors stay themselves.
   with pytest.raises(SystemExit) as exit_info:
-    with common.one_line_errors("prog"):
+    with cli.one_line_errors("prog"):
       raise OSError(errno.ENOSPC, "No space left on device", "out/x.json")
   assert str(exit_info.value).startswith("prog: error: out/x.json: No space left on device:")
   with pytest.raises(PermissionError):
-    with common.one_line_errors("prog"):
+    with cli.one_line_errors("prog"):
       raise PermissionError(errno.EACCES, "Permission denied", "out/x.json")
 
 
