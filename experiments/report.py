@@ -32,6 +32,7 @@ from experiments import files
 from experiments import maxout
 from experiments import numeric
 from experiments import paper
+from experiments import robust_training
 from experiments import training_study
 from experiments import verdicts
 
@@ -282,6 +283,7 @@ def robust_lines(content: dict[str, Any]) -> list[str]:
       "clean error",
       "FGSM error",
       f"PGD-50 x {config.get('restarts', '?')} error ({subset} images)",
+      f"AutoAttack error ({subset} images)",
       "watched PGD collapse",
       "kept epoch",
       "train s",
@@ -294,6 +296,7 @@ def robust_lines(content: dict[str, Any]) -> list[str]:
           numeric.percent(row["test_error"], 2),
           numeric.percent(row["fgsm_error"]),
           f"{numeric.percent(row['pgd_error'])} +- {numeric.percent(row['pgd_error_se'])}",
+          _autoattack_cell(row.get("autoattack")),
           "-" if row["collapse_epoch"] is None else f"epoch {row['collapse_epoch']}",
           str(row["kept_epoch"]),
           f"{row['train_seconds']:.0f}",
@@ -315,6 +318,8 @@ def robust_lines(content: dict[str, Any]) -> list[str]:
           if row["collapse_epoch"] is not None
           else ""
       )
+      + ("; it did not learn: chance level" if row["test_error"] > 0.8 else "")
+      + _masking_text(row.get("autoattack"))
       + "."
       for row in content["models"]
   ]
@@ -324,15 +329,82 @@ def robust_lines(content: dict[str, Any]) -> list[str]:
       f"{config.get('maxout_eps', 0.25):g}; "
       f"inputs in [0, 1]). Clean and FGSM errors on the whole test set; PGD-50 (step 0.01, "
       f"best of the restarts) on the first {subset} test images, with one binomial standard "
-      "error. Every run was watched: PGD-10 accuracy on a fixed batch of training images after "
-      "each epoch, the best epoch kept.",
+      "error. AutoAttack standard (APGD-CE, APGD-T, FAB-T, Square; advjax.autoattack) on the "
+      "same images. Every run was watched: PGD-10 accuracy on a fixed batch of training images "
+      "after each epoch, the best epoch kept.",
       "",
       *_table(header, table),
       "",
       *sentences,
       "",
+      *target_lines(content),
+      *tried_lines(content),
   ]
   return lines + field_and_study_lines(content)
+
+
+def _autoattack_cell(autoattack: dict[str, Any] | None) -> str:
+  """AutoAttack's error at the row's one eps, with its standard error; '-' if not run."""
+  if autoattack is None:
+    return "-"
+  error = 1 - autoattack["robust_accuracy"][0]
+  flag = " (flagged)" if autoattack["flags"]["any"] else ""
+  return f"{numeric.percent(error)} +- {numeric.percent(autoattack['standard_error'][0])}{flag}"
+
+
+def _masking_text(autoattack: dict[str, Any] | None) -> str:
+  """What AutoAttack's gradient-masking flags saw, as a clause ('' when none fired)."""
+  if autoattack is None or not autoattack["flags"]["any"]:
+    return ""
+  flags = autoattack["flags"]
+  seen = []
+  if any(flags["square_broke"]):
+    seen.append(f"Square broke {flags['square_broke'][0]} points the white-box attacks missed")
+  if flags["zero_gradients"]:
+    seen.append(f"{flags['zero_gradients']} points had a zero gradient")
+  if flags["non_monotone"]:
+    seen.append("robust accuracy was not monotone in eps")
+  return "; AutoAttack flags gradient masking: " + ", ".join(seen)
+
+
+def target_lines(content: dict[str, Any]) -> list[str]:
+  """The quick preset's targets (`robust_training.TARGETS`), each met or missed by how much."""
+  lines = []
+  for method, error, least in robust_training.TARGETS:
+    rows = [
+        row
+        for row in content["models"]
+        if row["model"] == "small CNN" and row["method"].startswith(method)
+    ]
+    if not rows:
+      continue
+    row = rows[0]
+    accuracy = 1 - row[error]
+    what = "clean" if error == "test_error" else "PGD-50"
+    verdict = (
+        f"met ({numeric.percent(accuracy)})"
+        if accuracy >= least
+        else f"missed by {100 * (least - accuracy):.1f} points ({numeric.percent(accuracy)})"
+    )
+    lines.append(
+        f"- target: {row['method']}, {what} accuracy >= {numeric.percent(least)}: {verdict}."
+    )
+  return lines + [""] if lines else []
+
+
+def tried_lines(content: dict[str, Any]) -> list[str]:
+  """What the run tried where a target was missed: its schedule, and the step study's best."""
+  config, study = content.get("config", {}), content["study"]
+  best = min(study["members"], key=lambda m: m["pgd_error"])
+  return [
+      f"What was tried: {config.get('epochs', '?')} epochs per CNN (Wong et al. train 10), PGD "
+      f"and TRADES with {config.get('steps', '?')} steps, Adam with a triangular schedule "
+      f"peaking at {config.get('learning_rate', '?')}; the step study below trains FGSM from a "
+      "random start with several steps as one population: the best, "
+      f"{best['step_over_eps']:g} eps, keeps {numeric.percent(1 - best['pgd_error'])} PGD-50 "
+      f"accuracy with {numeric.percent(1 - best['test_error'], 2)} clean.",
+      "",
+  ]
 
 
 def field_and_study_lines(content: dict[str, Any]) -> list[str]:

@@ -69,6 +69,16 @@ def test_a_study_member_is_the_model_trained_alone_with_its_step(results):
   assert member["losses"] == pytest.approx(alone["losses"], rel=1e-5)
   for key in ("test_error", "fgsm_error", "pgd_error"):
     assert member[key] == pytest.approx(alone[key], abs=1e-6)
+  assert member["autoattack"]["robust_accuracy"] == alone["autoattack"]["robust_accuracy"]
+
+
+def test_autoattack_accounts_for_every_attacked_image(results):
+  returned, _ = results
+  for row in returned["models"] + returned["study"]["members"]:
+    attack = row["autoattack"]
+    assert attack["n"] == row["pgd_examples"] and attack["eps"] == [pytest.approx(0.3)]
+    broken = sum(counts[0] for counts in attack["broken_by"].values())
+    assert broken + round(attack["robust_accuracy"][0] * attack["n"]) == attack["n"]
 
 
 def test_the_report_shows_the_table_and_the_study(results):
@@ -77,3 +87,5 @@ def test_the_report_shows_the_table_and_the_study(results):
   assert "## Beyond the paper: training that holds" in text
   assert "| small CNN | FGSM, random start |" in text
   assert "Study: FGSM from a random start at eps 0.3 over steps of 1.25, 2 eps" in text
+  assert "AutoAttack error (30 images)" in text
+  assert "- target: FGSM, random start, clean accuracy >= 97.5%: " in text
