@@ -34,6 +34,7 @@ from advjax import models
 from advjax import objectives
 from experiments import curves
 from experiments import files
+from experiments import robustness
 from experiments import training
 
 MODEL_NAMES = ("clean", "adversarial")
@@ -64,6 +65,11 @@ class Preset:
     momentum_epochs: epochs over which the momentum rises.
     eps: FGSM eps of training, validation and the attacks (0.25 on MNIST).
     alpha: weight of the clean term of eq. (6) (0.5).
+    autoattack_subset: test images AutoAttack attacks in the audit (the first
+      ones); 0 skips it.
+    autoattack_eps: its radii: the curve, holding 0.1, the paper's 0.25 and
+      MNIST's standard 0.3.
+    autoattack: its budget.
   """
 
   units: int
@@ -78,6 +84,9 @@ class Preset:
   momentum_epochs: int = 250
   eps: float = 0.25
   alpha: float = 0.5
+  autoattack_subset: int = 1000
+  autoattack_eps: tuple[float, ...] = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3)
+  autoattack: robustness.Budget = robustness.Budget()
 
   def epochs_of(self, perturbed: bool) -> int:
     """The (most) epochs of a clean model, or of one trained on a perturbed objective."""
@@ -243,20 +252,25 @@ def pgd_error(
 
 
 def audit(
-    model: models.Classifier, params: Any, test: Any, eps: float, key: jax.Array
+    model: models.Classifier, params: Any, test: Any, preset: Preset, key: jax.Array
 ) -> dict[str, Any]:
   """The model under attacks stronger than the paper's FGSM, on the test set.
 
-  - ``pgd``: `pgd_error` at eps 0.1 and at ``eps``;
+  - ``pgd``: `pgd_error` at eps 0.1 and at ``preset.eps``;
   - ``fgsm_predicted_labels``: FGSM at ``eps`` with the model's predicted
     labels instead of the true ones, which removes label leaking;
   - ``worst_fgsm``: the largest FGSM error over a grid of 20 eps in
     ``(0, eps]``, and the eps that gives it.
 
+  - ``autoattack``: AutoAttack standard in the box [0, 1] at each of
+    ``preset.autoattack_eps`` on the first ``preset.autoattack_subset`` test
+    images (`experiments.robustness.autoattack`), unless the subset is 0.
+
   Returns:
     ``{"pgd": {"0.1": error, "0.25": error}, "fgsm_predicted_labels": error,
-    "worst_fgsm": {"error", "eps"}}``.
+    "worst_fgsm": {"error", "eps"}}``, and ``"autoattack"``.
   """
+  eps = preset.eps
   pgd = {
       f"{radius:g}": pgd_error(model, params, test, radius, jax.random.fold_in(key, index))
       for index, radius in enumerate(sorted({0.1, eps}))
@@ -266,11 +280,22 @@ def audit(
   grid = np.linspace(eps / 20, eps, 20)
   worst = curves.sweep(model, params, test, grid, probs_fn=models.maxout_linear_first(model))
   at = int(np.argmax(worst["error"]))
-  return {
+  found = {
       "pgd": pgd,
       "fgsm_predicted_labels": evaluation.score(model, params, x_adv, test.y)[0],
       "worst_fgsm": {"error": worst["error"][at], "eps": float(grid[at])},
   }
+  if preset.autoattack_subset:
+    found["autoattack"] = robustness.autoattack(
+        model,
+        params,
+        test,
+        preset.autoattack_eps,
+        subset=preset.autoattack_subset,
+        budget=preset.autoattack,
+        key=jax.random.fold_in(key, 2),
+    )
+  return found
 
 
 class ParamsFileError(ValueError):

@@ -58,6 +58,7 @@ from experiments import files
 from experiments import maxout
 from experiments import numeric
 from experiments import paper
+from experiments import robustness
 from experiments import runner
 from experiments import training
 from experiments import verdicts
@@ -320,7 +321,7 @@ def measure(
     for name in maxout.MODEL_NAMES:
       per_seed[name].append({**scores[name], **trained[name][seed].summary})
       audits[name].append(
-          maxout.audit(model, params[name], data.test, preset.eps, jax.random.key(seed))
+          maxout.audit(model, params[name], data.test, preset, jax.random.key(seed))
       )
     transfers.append({"seed": seed, **transfer})
   keys = ("test_error", "test_confidence", "fgsm_error", "fgsm_confidence")
@@ -347,7 +348,7 @@ def measure(
 
 def _mean_audit(runs: list[dict[str, Any]]) -> dict[str, Any]:
   """The seeds' audits averaged (the worst eps: seed 0's), with every seed's kept."""
-  return {
+  mean = {
       "pgd": {radius: numeric.mean([r["pgd"][radius] for r in runs]) for radius in runs[0]["pgd"]},
       "fgsm_predicted_labels": numeric.mean([r["fgsm_predicted_labels"] for r in runs]),
       "worst_fgsm": {
@@ -356,6 +357,17 @@ def _mean_audit(runs: list[dict[str, Any]]) -> dict[str, Any]:
       },
       "per_seed": runs,
   }
+  if "autoattack" in runs[0]:
+    attacks = [r["autoattack"] for r in runs]
+    mean["autoattack"] = {
+        "eps": attacks[0]["eps"],
+        "n": attacks[0]["n"],
+        "robust_accuracy": [
+            numeric.mean(list(values)) for values in zip(*(a["robust_accuracy"] for a in attacks))
+        ],
+        "flagged": any(a["flags"]["any"] for a in attacks),
+    }
+  return mean
 
 
 def run(
@@ -378,10 +390,22 @@ def run(
         out / f"{name}_params.npz", {n: trained[n][0].params for n in maxout.MODEL_NAMES}
     )
     curves = {n: results["models"][n]["curves"][0] for n in maxout.MODEL_NAMES}
+    figures = {}
     if all(curve for curve in curves.values()):
       figure = pathlib.Path("figures") / f"{name}_validation.png"
       if draw_curves(out / figure, curves):
-        results["figures"] = {"validation curves": figure.as_posix()}
+        figures["validation curves"] = figure.as_posix()
+    attacks = {
+        f"{n} maxout": results["audit"][n]["per_seed"][0].get("autoattack")
+        for n in maxout.MODEL_NAMES
+    }
+    curve = robustness.curve_figure(attacks) if all(attacks.values()) else None
+    if curve is not None:
+      figures["AutoAttack robust accuracy against eps"] = files.save_figure(
+          curve, out, f"{name}_autoattack"
+      )
+    if figures:
+      results["figures"] = figures
   return results
 
 
@@ -390,6 +414,12 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--units", type=int, help="maxout units per layer")
   parser.add_argument(
       "--epochs", type=int, help="epochs of both models (the most, with early stopping)"
+  )
+  parser.add_argument(
+      "--autoattack",
+      type=int,
+      help="test images AutoAttack attacks in the audit, 0 to skip it (default: the "
+      "preset's, 1,000)",
   )
   parser.add_argument(
       "--work",
@@ -414,12 +444,16 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def prepare(args: argparse.Namespace, preset: maxout.Preset) -> maxout.Preset:
-  """``--units`` and ``--epochs`` applied (``--epochs`` sets both models'), the hosts joined,
+  """``--units``, ``--epochs`` (both models') and ``--autoattack`` applied, the hosts joined,
   ``--devices`` checked."""
   for flag in ("units", "epochs"):
     value = cli.positive(PROG, flag, getattr(args, flag))
     if value is not None:
       preset = dataclasses.replace(preset, **{flag: value})
+  if args.autoattack is not None:
+    if args.autoattack < 0:
+      cli.fail(PROG, f"--autoattack must be >= 0 test images, got {args.autoattack}")
+    preset = dataclasses.replace(preset, autoattack_subset=args.autoattack)
   if args.epochs is not None:
     preset = dataclasses.replace(preset, adversarial_epochs=None)
   if args.distributed or args.coordinator:

@@ -176,6 +176,13 @@ def audit_lines(results: dict[str, dict[str, Any]]) -> list[str]:
         f"maxout is at {numeric.percent(audit['clean']['pgd'].get(f'{eps:g}'))} under "
         "PGD."
     )
+    columns = _autoattack_columns(audit)
+    if columns:
+      header = (*header, *columns)
+      table = [
+          [*row, *_autoattack_cells(audit[model]["autoattack"], columns)]
+          for row, model in zip(table, audit)
+      ]
     lines += [
         f"### {name}.json ({_run_label(content)})",
         "",
@@ -183,8 +190,54 @@ def audit_lines(results: dict[str, dict[str, Any]]) -> list[str]:
         "",
         sentence,
         "",
+        *_survives_lines(audit),
     ]
   return lines
+
+
+AUTOATTACK_COLUMNS = (0.1, 0.25, 0.3)
+"""The radii of the AutoAttack columns: 0.1, the paper's 0.25 and MNIST's standard 0.3."""
+
+
+def _autoattack_columns(audit: dict[str, Any]) -> dict[str, float]:
+  """Header -> eps of the AutoAttack columns every model of ``audit`` has; empty if none."""
+  attacks = [attacks.get("autoattack") for attacks in audit.values()]
+  if not all(attacks):
+    return {}
+  n = attacks[0]["n"]
+  return {
+      f"AutoAttack, eps {eps:g} ({n:,} images)": eps
+      for eps in AUTOATTACK_COLUMNS
+      if all(any(math.isclose(eps, e) for e in a["eps"]) for a in attacks)
+  }
+
+
+def _autoattack_error(autoattack: dict[str, Any], eps: float) -> float:
+  at = next(i for i, e in enumerate(autoattack["eps"]) if math.isclose(e, eps))
+  return 1 - autoattack["robust_accuracy"][at]
+
+
+def _autoattack_cells(autoattack: dict[str, Any], columns: dict[str, float]) -> list[str]:
+  return [numeric.percent(_autoattack_error(autoattack, eps)) for eps in columns.values()]
+
+
+def _survives_lines(audit: dict[str, Any]) -> list[str]:
+  """A sentence per maxout on what AutoAttack leaves of it, with the masking flags."""
+  columns = _autoattack_columns(audit)
+  lines = []
+  for model, attacks in audit.items() if columns else ():
+    autoattack = attacks["autoattack"]
+    kept = ", ".join(
+        f"{numeric.percent(1 - _autoattack_error(autoattack, eps))} at eps {eps:g}"
+        for eps in columns.values()
+    )
+    flagged = (
+        " AutoAttack's gradient-masking flags fired."
+        if autoattack.get("flagged") or autoattack.get("flags", {}).get("any")
+        else ""
+    )
+    lines.append(f"- AutoAttack standard, the {model} maxout: robust accuracy {kept}.{flagged}")
+  return lines + [""] if lines else []
 
 
 # A member whose clean test error is at least this learned nothing: ten balanced

@@ -250,7 +250,13 @@ def score(
   )
   pgd_seconds = time.perf_counter() - start
   autoattack = robustness.autoattack(
-      model, params, test, [eps], subset=preset.subset, budget=preset.autoattack
+      model,
+      params,
+      test,
+      [eps],
+      subset=preset.subset,
+      budget=preset.autoattack,
+      key=jax.random.key(0),
   )
   return {
       "test_error": evaluation.score(model, params, test.x, test.y)[0],

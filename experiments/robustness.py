@@ -12,7 +12,7 @@ import advjax
 from advjax import data as data_lib
 from advjax import models
 
-__all__ = ["Budget", "autoattack"]
+__all__ = ["Budget", "autoattack", "curve_figure"]
 
 IMAGE = (28, 28, 1)
 
@@ -42,8 +42,8 @@ def autoattack(
     *,
     subset: int,
     budget: Budget,
+    key: jax.Array,
     stacked: bool = False,
-    seed: int = 0,
 ) -> dict[str, Any]:
   """AutoAttack standard at every eps on the first ``subset`` test images, in one program.
 
@@ -54,8 +54,8 @@ def autoattack(
     eps_values: the radii, increasing.
     subset: the first this many test images are attacked (all if fewer).
     budget: the attacks' iterations and queries.
+    key: PRNG key of the random starts and Square's proposals.
     stacked: evaluate every stacked member, vmapped.
-    seed: seeds the random starts and Square's proposals.
 
   Returns:
     `advjax.autoattack_report`'s dict (``eps``, ``n``, ``robust_accuracy``,
@@ -70,8 +70,35 @@ def autoattack(
       test.y[:n],
       list(eps_values),
       stacked=stacked,
-      key=jax.random.key(seed),
+      key=key,
       image_shape=IMAGE,
       **dataclasses.asdict(budget),
   )
   return {**report, "budget": dataclasses.asdict(budget), "seconds": time.perf_counter() - start}
+
+
+def curve_figure(reports: dict[str, dict[str, Any]]) -> Any:
+  """Robust accuracy against eps, one line per model with binomial error bars.
+
+  Args:
+    reports: a label -> `autoattack`'s dict of one model.
+
+  Returns:
+    A matplotlib ``Figure``, or None without matplotlib.
+  """
+  try:
+    from matplotlib.figure import Figure  # pylint: disable=import-outside-toplevel
+  except ImportError:
+    return None
+  figure = Figure(figsize=(6, 4), layout="constrained")
+  axes = figure.subplots()
+  for label, report in reports.items():
+    accuracy = [100 * a for a in report["robust_accuracy"]]
+    error = [100 * e for e in report["standard_error"]]
+    axes.errorbar(report["eps"], accuracy, yerr=error, marker="o", capsize=3, label=label)
+  n = next(iter(reports.values()))["n"]
+  axes.set_xlabel("eps (L-infinity, inputs in [0, 1])")
+  axes.set_ylabel(f"AutoAttack robust accuracy (%), {n:,} test images")
+  axes.set_ylim(0, 100)
+  axes.legend()
+  return figure

@@ -26,7 +26,8 @@ from experiments import mnist_maxout
 from experiments import training
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-TINY = ["--epochs", "1", "--units", "8"]
+TINY = ["--epochs", "1", "--units", "8", "--autoattack", "0"]
+AUTOATTACK = 8  # test images the fixture's run attacks with AutoAttack
 
 
 def write_idx(folder: pathlib.Path, n_train: int = 120, n_test: int = 30) -> None:
@@ -51,7 +52,9 @@ def tiny_run(tmp_path_factory):
   data_dir, out = tmp_path_factory.mktemp("mnist"), tmp_path_factory.mktemp("out")
   write_idx(data_dir)
   flags = [*TINY, "--data-dir", str(data_dir), "--out", str(out)]
-  results = mnist_maxout.main([*flags, "--eps", "0.1", "--alpha", "0.3"])
+  results = mnist_maxout.main(
+      [*flags, "--eps", "0.1", "--alpha", "0.3", "--autoattack", str(AUTOATTACK)]
+  )
   return flags, out, results
 
 
@@ -59,7 +62,8 @@ def test_the_experiment_writes_its_results_and_the_pair(tiny_run, capsys):
   _, out, results = tiny_run
   written = json.loads((out / "mnist_maxout.json").read_text())
   assert set(written) == {"models", "transfer", "audit", "test_examples", "config", "rows"} | {
-      "seconds"
+      "seconds",
+      "figures",
   }
   assert (written["config"]["eps"], written["config"]["alpha"]) == (0.1, 0.3)
   assert written["config"]["units"] == 8 and written["config"]["epochs"] == 1
@@ -71,6 +75,21 @@ def test_the_experiment_writes_its_results_and_the_pair(tiny_run, capsys):
   with np.load(out / "mnist_maxout_params.npz") as params:
     assert params["clean/maxout_0/kernel"].shape == (784, 40)
     assert params["adversarial/output/kernel"].shape == (8, 10)
+
+
+def test_autoattack_never_beats_the_clean_accuracy_and_draws_its_curve(tiny_run):
+  """Checked against the saved pair's own clean accuracy on the attacked images."""
+  flags, out, results = tiny_run
+  model, pair = maxout.load_params(out / "mnist_maxout_params.npz")
+  test = data_lib.load_mnist(flags[flags.index("--data-dir") + 1]).test
+  for name, params in pair.items():
+    attack = results["audit"][name]["per_seed"][0]["autoattack"]
+    assert attack["n"] == AUTOATTACK and attack["eps"] == pytest.approx(
+        maxout.PRESETS["quick"].autoattack_eps
+    )
+    clean = np.mean(np.argmax(model.scores(params, test.x[:AUTOATTACK]), -1) == test.y[:AUTOATTACK])
+    assert max(attack["robust_accuracy"]) <= clean
+  assert (out / results["figures"]["AutoAttack robust accuracy against eps"]).is_file()
 
 
 def test_the_transfer_is_each_models_error_on_the_others_fgsm_examples(tiny_run, tmp_path):
