@@ -412,12 +412,24 @@ def _masking_text(autoattack: dict[str, Any] | None) -> str:
   flags = autoattack["flags"]
   seen = []
   if any(flags["square_broke"]):
-    seen.append(f"Square broke {flags['square_broke'][0]} points the white-box attacks missed")
+    seen.append(f"Square broke {_points(flags['square_broke'][0])} the white-box attacks missed")
   if flags["zero_gradients"]:
-    seen.append(f"{flags['zero_gradients']} points had a zero gradient")
+    seen.append(f"{_points(flags['zero_gradients'])} had a zero gradient")
   if flags["non_monotone"]:
     seen.append("robust accuracy was not monotone in eps")
   return "; AutoAttack flags gradient masking: " + ", ".join(seen)
+
+
+def _points(count: int) -> str:
+  return f"{count} point" + ("" if count == 1 else "s")
+
+
+def _autoattack_accuracy(row: dict[str, Any]) -> str:
+  """' (AutoAttack x%)' for a row with an AutoAttack score, else ''."""
+  autoattack = row.get("autoattack")
+  if autoattack is None:
+    return ""
+  return f" (AutoAttack {numeric.percent(autoattack['robust_accuracy'][0])})"
 
 
 def target_lines(content: dict[str, Any]) -> list[str]:
@@ -455,7 +467,8 @@ def tried_lines(content: dict[str, Any]) -> list[str]:
       f"peaking at {config.get('learning_rate', '?')}; the step study below trains FGSM from a "
       "random start with several steps as one population: the best, "
       f"{best['step_over_eps']:g} eps, keeps {numeric.percent(1 - best['pgd_error'])} PGD-50 "
-      f"accuracy with {numeric.percent(1 - best['test_error'], 2)} clean.",
+      f"accuracy{_autoattack_accuracy(best)} with {numeric.percent(1 - best['test_error'], 2)} "
+      "clean.",
       "",
   ]
 
@@ -479,7 +492,10 @@ def field_and_study_lines(content: dict[str, Any]) -> list[str]:
       f"Study: FGSM from a random start at eps {study['eps']:g} over steps of "
       + ", ".join(f"{m['step_over_eps']:g}" for m in study["members"])
       + " eps, one vmapped population: PGD-50 accuracy "
-      + ", ".join(f"{numeric.percent(1 - m['pgd_error'])}" for m in study["members"])
+      + ", ".join(
+          f"{numeric.percent(1 - m['pgd_error'])}{_autoattack_accuracy(m)}"
+          for m in study["members"]
+      )
       + ". "
       + (
           f"Training collapsed (catastrophic overfitting) from a step of {collapse:g} eps."
