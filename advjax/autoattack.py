@@ -23,8 +23,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from advjax import attacks
-from advjax.apgd import LogitsFn
+from advjax._types import Array
+from advjax._types import Clip
+from advjax._types import LogitsFn
 from advjax.apgd import apgd
 from advjax.apgd import cross_entropy
 from advjax.apgd import dlr_loss
@@ -42,7 +43,6 @@ __all__ = [
     "masking_flags",
 ]
 
-Array = jax.Array
 
 # The attacks in the order they run; `AutoAttackResult.broken_by` counts from 1.
 ATTACKS = ("apgd-ce", "apgd-t", "fab-t", "square")
@@ -145,7 +145,7 @@ def autoattack(
     fab_steps: int = 100,
     num_queries: int = 5000,
     image_shape: tuple[int, int, int] | None = None,
-    clip: attacks.Clip = (0.0, 1.0),
+    clip: Clip = (0.0, 1.0),
     batch_size: int = 128,
 ) -> AutoAttackResult:
   """AutoAttack's standard L-infinity evaluation of one batch at one ``eps``.

@@ -19,11 +19,11 @@ import jax.numpy as jnp
 
 from advjax import _validation
 from advjax import attacks
-from advjax.apgd import LogitsFn
+from advjax._types import Array
+from advjax._types import Clip
+from advjax._types import LogitsFn
 
 __all__ = ["fab_targeted", "project_onto_halfspace_linf"]
-
-Array = jax.Array
 
 
 def project_onto_halfspace_linf(t: Array, w: Array, b: Array) -> Array:
@@ -105,7 +105,7 @@ def fab_targeted(
     *,
     target: Array,
     num_steps: int = 100,
-    clip: attacks.Clip = (0.0, 1.0),
+    clip: Clip = (0.0, 1.0),
     alpha_max: float = 0.1,
     eta: float = 1.05,
     beta: float = 0.9,

@@ -46,10 +46,11 @@ import tqdm
 from advjax import evaluation
 from advjax import sharding
 from advjax import train as train_lib
+from advjax._types import Array
+from advjax._types import Params
 from advjax.checkpoint import RunCheckpointer
 from advjax.checkpoint import RunInUseError
 from advjax.models import Classifier
-from advjax.models import Params
 
 __all__ = [
     "EarlyStopping",
@@ -62,8 +63,6 @@ __all__ = [
     "fit_and_retrain",
     "fit_members",
 ]
-
-Array = jax.Array
 
 
 @dataclasses.dataclass(frozen=True)

@@ -18,11 +18,12 @@ import jax.numpy as jnp
 
 from advjax import _validation
 from advjax import attacks
-from advjax.apgd import LogitsFn
+from advjax._types import Array
+from advjax._types import Clip
+from advjax._types import LogitsFn
 
 __all__ = ["margin", "square", "square_fraction"]
 
-Array = jax.Array
 
 # Query counts after which the window fraction halves (on a 10,000-query scale).
 _HALVINGS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
@@ -85,7 +86,7 @@ def square(
     num_queries: int = 5000,
     p_init: float = 0.8,
     image_shape: tuple[int, int, int] | None = None,
-    clip: attacks.Clip = (0.0, 1.0),
+    clip: Clip = (0.0, 1.0),
     rescale_schedule: bool = False,
 ) -> Array:
   """The L-infinity Square attack, stopping once every example is misclassified.
