@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 
 import advjax
+from advjax import _progress
+from advjax import _run_folder
 from advjax import checkpoint
 from advjax import data
 from advjax import loop
@@ -115,7 +117,8 @@ def test_a_diverged_member_is_named_kept_finite_and_written_as_strict_json(tmp_p
 
 def test_the_progress_line_names_a_diverged_member(capsys):
   rows = [{"member": 0, "loss": 0.5}, {"member": 1, "loss": None}]
-  loop._report(None, "lines", "study", 3, 5, rows, ["seed 0, eps=0.1", "seed 1, eps=0.3"], 2.0)
+  settings = ["seed 0, eps=0.1", "seed 1, eps=0.3"]
+  loop.ProgressLines().epoch(_progress.summarize("study", 3, 5, rows, settings, 2.0))
   assert capsys.readouterr().out == (
       "study: epoch 3/5 (2 members) loss 0.5000 2.0 s diverged: member 1 (seed 1, eps=0.3)\n"
   )
@@ -199,12 +202,12 @@ def test_a_run_folder_in_use_by_a_live_process_is_refused_and_a_dead_ones_taken_
   try:
     (tmp_path / "lock").write_text(f"{other.pid}\n")
     with pytest.raises(checkpoint.RunInUseError) as err:
-      loop._lock(tmp_path)
+      _run_folder.lock(tmp_path)
     assert f"in use by process {other.pid} (lock file {tmp_path / 'lock'})" in str(err.value)
   finally:
     other.kill()
     other.wait()
-  assert loop._lock(tmp_path) == tmp_path / "lock"
+  assert _run_folder.lock(tmp_path) == tmp_path / "lock"
   assert (tmp_path / "lock").read_text() == f"{os.getpid()}\n"
   assert sorted(p.name for p in tmp_path.iterdir()) == ["lock"]
 

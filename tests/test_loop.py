@@ -12,6 +12,7 @@ import time
 
 import jax
 import numpy as np
+import optax
 import pytest
 
 import advjax
@@ -235,6 +236,47 @@ def test_fit_rejects_bad_settings():
     loop.fit_members(MODEL, TRAIN, CONFIG, seeds=[])
   with pytest.raises(ValueError, match="member_epochs"):
     loop.fit_members(MODEL, TRAIN, CONFIG, seeds=[0, 1], member_epochs=[1, 4])
+  # An optimizer of one's own beside recipe settings it would silently replace.
+  with pytest.raises(
+      ValueError, match="^tx= replaces .* momentum, momentum_epochs would be ignored"
+  ):
+    loop.fit(
+        MODEL,
+        TRAIN,
+        dataclasses.replace(CONFIG, momentum=(0.9, 0.9), momentum_epochs=3),
+        tx=optax.sgd(0.1),
+    )
+
+
+def test_a_progress_object_is_told_the_start_each_epoch_and_the_end(monkeypatch):
+  class Recorder:
+
+    def __init__(self):
+      self.calls = []
+
+    def start(self, desc, epochs, done, resumed_from):
+      self.calls.append(("start", desc, epochs, done))
+
+    def epoch(self, summary):
+      self.calls.append(("epoch", summary.epoch, summary.epochs, summary.members))
+
+    def close(self):
+      self.calls.append(("close",))
+
+  recorder = Recorder()
+  loop.fit(MODEL, TRAIN, dataclasses.replace(CONFIG, epochs=2), progress=recorder, desc="run")
+  assert recorder.calls == [
+      ("start", "run", 2, 0),
+      ("epoch", 1, 2, 1),
+      ("epoch", 2, 2, 1),
+      ("close",),
+  ]
+  # A crash still ends the output (a bar is closed, not left on the terminal).
+  recorder.calls.clear()
+  crash_on_epoch(monkeypatch, 1)
+  with pytest.raises(Crash):
+    loop.fit(MODEL, TRAIN, CONFIG, progress=recorder)
+  assert recorder.calls == [("start", "train", 3, 0), ("close",)]
 
 
 def test_without_a_terminal_every_epoch_is_one_line_and_a_resume_says_so(tmp_path, capsys):
