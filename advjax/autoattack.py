@@ -187,27 +187,14 @@ def autoattack(
   classes = jax.eval_shape(logits_fn, params, x).shape[1]
   if not isinstance(num_targets, int) or not 0 <= num_targets < classes:
     raise ValueError(f"num_targets must be an int in [0, {classes - 1}], got {num_targets!r}.")
+  apgd_ce, apgd_t, fab_t, square_attack = _standard_attacks(
+      logits_fn, params, num_steps, fab_steps, num_queries, image_shape, clip
+  )
   logits = logits_fn(params, x)
   ranked = jnp.argsort(logits, axis=1)
   robust = jnp.argmax(logits, axis=1) == y
   state = (robust, x, jnp.where(robust, -1, 0).astype(jnp.int32))
-
-  def run(state, code, attack, target, attack_key):
-    robust, x_best, broken_by = state
-    broken, x_adv = attack_robust(
-        attack,
-        logits_fn,
-        params,
-        x,
-        y,
-        eps,
-        robust,
-        target=target,
-        key=attack_key,
-        batch_size=batch_size,
-    )
-    rows = broken.reshape(broken.shape + (1,) * (x.ndim - 1))
-    return robust & ~broken, jnp.where(rows, x_adv, x_best), jnp.where(broken, code, broken_by)
+  run = functools.partial(_run_attack, logits_fn, params, x, y, eps, batch_size)
 
   def against_targets(state, code, attack):
     def one(state, rank):
@@ -215,6 +202,52 @@ def autoattack(
       return run(state, code, attack, target, jax.random.fold_in(key, 2 + rank)), None
 
     return jax.lax.scan(one, state, jnp.arange(num_targets))[0]
+
+  state = run(state, 1, apgd_ce, y, jax.random.fold_in(key, 0))
+  state = against_targets(state, 2, apgd_t)
+  state = against_targets(state, 3, fab_t)
+  state = run(state, 4, square_attack, y, jax.random.fold_in(key, 1))
+  robust, x_adv, broken_by = state
+  grad = jax.grad(lambda point: jnp.sum(dlr_loss(logits_fn(params, point), y)))(x)
+  zero_gradient = jnp.all(grad.reshape(grad.shape[0], -1) == 0, axis=1)
+  return AutoAttackResult(robust, x_adv, broken_by, zero_gradient)
+
+
+_State = tuple[Array, Array, Array]  # robust, best inputs so far, broken_by
+
+
+def _run_attack(
+    logits_fn: LogitsFn,
+    params: Any,
+    x: Array,
+    y: Array,
+    eps: Any,
+    batch_size: int,
+    state: _State,
+    code: int,
+    attack: Callable[..., Array],
+    target: Array,
+    key: Array,
+) -> _State:
+  """Runs ``attack`` on the examples still robust; marks those it breaks with ``code``."""
+  robust, x_best, broken_by = state
+  broken, x_adv = attack_robust(
+      attack, logits_fn, params, x, y, eps, robust, target=target, key=key, batch_size=batch_size
+  )
+  rows = broken.reshape(broken.shape + (1,) * (x.ndim - 1))
+  return robust & ~broken, jnp.where(rows, x_adv, x_best), jnp.where(broken, code, broken_by)
+
+
+def _standard_attacks(
+    logits_fn: LogitsFn,
+    params: Any,
+    num_steps: int,
+    fab_steps: int,
+    num_queries: int,
+    image_shape: tuple[int, int, int] | None,
+    clip: Clip,
+) -> tuple[Callable[..., Array], ...]:
+  """APGD-CE, APGD-T, FAB-T and Square, each ``(x, y, target, eps, key) -> x_adv``."""
 
   def apgd_ce(x, y, _, eps, key):
     return apgd(
@@ -251,14 +284,7 @@ def autoattack(
         clip=clip,
     )
 
-  state = run(state, 1, apgd_ce, y, jax.random.fold_in(key, 0))
-  state = against_targets(state, 2, apgd_t)
-  state = against_targets(state, 3, fab_t)
-  state = run(state, 4, square_attack, y, jax.random.fold_in(key, 1))
-  robust, x_adv, broken_by = state
-  grad = jax.grad(lambda point: jnp.sum(dlr_loss(logits_fn(params, point), y)))(x)
-  zero_gradient = jnp.all(grad.reshape(grad.shape[0], -1) == 0, axis=1)
-  return AutoAttackResult(robust, x_adv, broken_by, zero_gradient)
+  return apgd_ce, apgd_t, fab_t, square_attack
 
 
 def autoattack_curve(
