@@ -23,13 +23,14 @@ from advjax import train
 from experiments import all as experiments_all
 from experiments import common
 from experiments import report
-from tests.test_data import IMAGES
-from tests.test_data import TEST_IMAGES
-from tests.test_data import assert_one_line_naming
-from tests.test_data import write_mnist_dir
-from tests.test_train import MODEL
-from tests.test_train import TRAIN
-from tests.test_train import Split
+from tests.conftest import IMAGES
+from tests.conftest import MODEL
+from tests.conftest import TEST_IMAGES
+from tests.conftest import TRAIN
+from tests.conftest import Split
+from tests.conftest import assert_one_line_naming
+from tests.conftest import assert_trees_equal
+from tests.conftest import write_mnist_dir
 
 PARAMS = MODEL.init(jax.random.key(0), TRAIN.x[:1])
 X = jnp.asarray(TRAIN.x[:4])
@@ -122,11 +123,6 @@ def test_the_progress_line_names_a_diverged_member(capsys):
   assert capsys.readouterr().out == (
       "study: epoch 3/5 (2 members) loss 0.5000 2.0 s diverged: member 1 (seed 1, eps=0.3)\n"
   )
-
-
-def assert_trees_equal(a, b):
-  for leaf_a, leaf_b in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
-    np.testing.assert_array_equal(np.asarray(leaf_a), np.asarray(leaf_b))
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,6 @@ import sys
 import textwrap
 import time
 
-import jax
 import numpy as np
 import optax
 import pytest
@@ -19,22 +18,17 @@ import advjax
 from advjax import checkpoint
 from advjax import loop
 from advjax import train
-from tests.test_train import MODEL
-from tests.test_train import TRAIN
-from tests.test_train import VALID
-from tests.test_train import Split
+from tests.conftest import CONFIG
+from tests.conftest import MODEL
+from tests.conftest import TRAIN
+from tests.conftest import VALID
+from tests.conftest import Crash
+from tests.conftest import Split
+from tests.conftest import assert_trees_equal
+from tests.conftest import crash_on_epoch
+from tests.conftest import without_time
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-CONFIG = loop.TrainConfig(epochs=3, eval_eps=0.25, batch_size=20, eval_batch_size=64)
-
-
-def assert_trees_equal(a, b):
-  for leaf_a, leaf_b in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
-    np.testing.assert_array_equal(np.asarray(leaf_a), np.asarray(leaf_b))
-
-
-def without_time(history):
-  return [{k: v for k, v in row.items() if k != "seconds"} for row in history]
 
 
 def assert_histories_close(a, b):
@@ -68,29 +62,6 @@ def test_members_equal_separate_runs_with_their_histories():
     assert_trees_equal(result.params, alone.params)
     assert_histories_close(result.history, alone.history)
     assert (result.best_epoch, result.best_value) == (alone.best_epoch, alone.best_value)
-
-
-class Crash(Exception):
-  pass
-
-
-def crash_on_epoch(monkeypatch, epoch):
-  """Makes the ``epoch``-th epoch trained from now die halfway, as if killed.
-
-  Returns:
-    A list that gains one entry per epoch trained.
-  """
-  real = train.train_epoch
-  calls = []
-
-  def flaky(*args, **kwargs):
-    calls.append(1)
-    if len(calls) == epoch:
-      raise Crash
-    return real(*args, **kwargs)
-
-  monkeypatch.setattr(train, "train_epoch", flaky)
-  return calls
 
 
 def test_resume_after_a_crash_matches_an_uninterrupted_run(tmp_path, monkeypatch):
@@ -320,7 +291,7 @@ KILL_SCRIPT = textwrap.dedent("""
     import dataclasses
     import time
     from advjax import loop, train
-    from tests.test_loop import CONFIG, MODEL, TRAIN
+    from tests.conftest import CONFIG, MODEL, TRAIN
     # Slow epochs leave the test time to kill the run part way.
     epoch = train.train_epoch
     train.train_epoch = lambda *a, **k: (time.sleep(0.1), epoch(*a, **k))[1]

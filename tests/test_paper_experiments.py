@@ -30,7 +30,7 @@ from experiments import noise_controls
 from experiments import paper
 from experiments import report
 from experiments import training_study
-from tests.test_mnist_maxout import write_idx
+from tests.conftest import write_idx
 
 # The ids of ../shared/PAPER.md's table, written out here independently of
 # experiments.paper.ROWS, so that a row dropped from the report fails a test.

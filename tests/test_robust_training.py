@@ -7,7 +7,7 @@ import json
 import pytest
 
 from experiments import robust_training
-from tests.test_mnist_maxout import write_idx
+from tests.conftest import write_idx
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,8 @@ import pytest
 
 import advjax
 from advjax import sharding
-from tests.test_attacks import mlp_loss
-from tests.test_attacks import mlp_problem
+from tests.conftest import mlp_loss
+from tests.conftest import mlp_problem
 
 
 def mlp_probs(params, x):
@@ -73,8 +73,8 @@ def test_sharded_ensemble_matches_unsharded():
 
 def test_sharded_epochs_match_single_device():
   from advjax import train
-  from tests.test_train import MODEL
-  from tests.test_train import TRAIN
+  from tests.conftest import MODEL
+  from tests.conftest import TRAIN
 
   tx = train.recipe_sgd(steps_per_epoch=5)
   keys = jax.vmap(jax.random.split)(jax.vmap(jax.random.key)(jnp.arange(2)))
@@ -105,12 +105,12 @@ def test_sharded_epochs_match_single_device():
 def test_sharded_fit_matches_and_resumes_on_another_device_count(tmp_path, monkeypatch):
   from advjax import loop
   from advjax import train
-  from tests.test_loop import CONFIG
-  from tests.test_loop import Crash
-  from tests.test_loop import crash_on_epoch
-  from tests.test_train import MODEL
-  from tests.test_train import TRAIN
-  from tests.test_train import VALID
+  from tests.conftest import CONFIG
+  from tests.conftest import MODEL
+  from tests.conftest import TRAIN
+  from tests.conftest import VALID
+  from tests.conftest import Crash
+  from tests.conftest import crash_on_epoch
 
   config = dataclasses.replace(CONFIG, epochs=2)
   objective = train.Adversarial(0.25)
@@ -145,9 +145,9 @@ def test_sharded_fit_matches_and_resumes_on_another_device_count(tmp_path, monke
 
 def test_fit_rejects_a_batch_that_does_not_split():
   from advjax import loop
-  from tests.test_loop import CONFIG
-  from tests.test_train import MODEL
-  from tests.test_train import TRAIN
+  from tests.conftest import CONFIG
+  from tests.conftest import MODEL
+  from tests.conftest import TRAIN
 
   with pytest.raises(ValueError, match="split evenly"):
     loop.fit(MODEL, TRAIN, dataclasses.replace(CONFIG, batch_size=21), mesh=sharding.data_mesh(4))

@@ -1,7 +1,5 @@
 """Tests of advjax.train: objectives, the recipe's optimizer, the step and the compiled epoch."""
 
-import dataclasses
-
 import chex
 import jax
 import jax.numpy as jnp
@@ -13,26 +11,9 @@ import advjax
 from advjax import loop
 from advjax import models
 from advjax import train
-
-MODEL = models.maxout_mlp(units=8, pieces=2, classes=3)
-
-
-@dataclasses.dataclass(frozen=True)
-class Split:
-  x: np.ndarray
-  y: np.ndarray
-
-
-def synthetic(n: int, seed: int = 0) -> Split:
-  """Three classes in 12 dimensions, given by a random linear teacher."""
-  rng = np.random.default_rng(seed)
-  x = rng.uniform(size=(n, 12)).astype(np.float32)
-  teacher = np.random.default_rng(99).normal(size=(12, 3))
-  return Split(x, np.argmax((x - 0.5) @ teacher, axis=1).astype(np.int32))
-
-
-TRAIN, VALID = synthetic(100), synthetic(50, seed=1)
-INIT = jax.jit(MODEL.init)
+from tests.conftest import INIT
+from tests.conftest import MODEL
+from tests.conftest import TRAIN
 
 
 def test_equal_recipe_settings_share_one_optimizer_and_its_compilation():
