@@ -1,5 +1,7 @@
 """Tests of advjax.train: objectives, the recipe's optimizer, the step and the compiled epoch."""
 
+import functools
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -124,12 +126,18 @@ def test_a_decay_below_one_is_refused(decay):
     train.recipe_sgd(steps_per_epoch=2, decay=decay)
 
 
+@jax.jit
+def reference_step(state, batch, key, objective):
+  """`train.make_train_step`, one compilation per kind of objective: its numbers are traced."""
+  return train.make_train_step(MODEL, objective)(state, batch, key)
+
+
 def per_step_epochs(objective, epochs, seed=0):
   """The reference: today's per-step loop, one jitted step and one host batch at a time."""
   tx = train.recipe_sgd(5)
   init_key, rng = jax.random.split(jax.random.key(seed))
   state = train.create_train_state(MODEL, init_key, jnp.asarray(TRAIN.x[:1]), tx)
-  step = jax.jit(train.make_train_step(MODEL, objective))
+  step = functools.partial(reference_step, objective=objective)
   losses = []
   for _ in range(epochs):
     rng, epoch_key = jax.random.split(rng)
