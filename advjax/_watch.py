@@ -50,10 +50,10 @@ class PGDWatch:
 
   Example:
     >>> watch = PGDWatch(data.train.x[:50], data.train.y[:50], eps=0.1, step=0.05, num_steps=3)
-    >>> result = loop.fit(model, data.train, config, objective=train.Adversarial(0.1), watch=watch)
-    train: epoch 1/1 loss ... s
-    >>> len(result.watch_accuracy), result.collapse_epoch
-    (1, None)
+    >>> watch.accuracies(model, stacked).shape  # one per member
+    (3,)
+    >>> watch.collapsed([0.9, 0.8, 0.1]), watch.collapsed([0.9, 0.8, 0.7])
+    (True, False)
   """
 
   x: Any

@@ -57,7 +57,6 @@ from advjax._watch import PGDWatch
 from advjax.models import Classifier
 
 __all__ = [
-    "RECIPE_FIELDS",
     "EarlyStopping",
     "FitResult",
     "NoProgress",
@@ -65,6 +64,7 @@ __all__ = [
     "Progress",
     "ProgressBar",
     "ProgressLines",
+    "RECIPE_FIELDS",
     "TrainConfig",
     "describe",
     "fingerprint",
@@ -417,9 +417,9 @@ def fit_and_retrain(
 
   Example:
     >>> selection, final = fit_and_retrain(
-    ...     model, data, TrainConfig(2, eval_eps=0.25, patience=1),
-    ...     seeds=range(3), objective=train.Adversarial(0.25))
-    train (select): epoch 1/2 (3 members) loss ... s
+    ...     model, data, TrainConfig(2, eval_eps=0.25, patience=1), seeds=[0],
+    ...     objective=train.Adversarial(0.25))
+    train (select): epoch 1/2 loss ... s
     ...
     >>> [len(r.history) for r in final] == [r.best_epoch for r in selection]
     True

@@ -576,8 +576,8 @@ class Adversarial:
     clip: optional ``(lo, hi)`` box for the adversarial inputs (None in the paper).
 
   Example:
-    >>> result = loop.fit(model, data.train, config, objective=Adversarial(eps=0.25))
-    train: epoch 1/1 loss ... s
+    >>> loss = Adversarial(eps=0.25)(model.loss_fn(), key)  # 0.5 J(x) + 0.5 J(x_fgsm)
+    >>> grads = jax.grad(loss)(params, x, y)  # what `advjax.loop.fit` steps on
   """
 
   eps: Any
