@@ -74,7 +74,7 @@ def fingerprint(
     tx: optax.GradientTransformation | None = None,
     member_epochs: Sequence[int] | None = None,
 ) -> dict[str, Any]:
-  """What must match for a checkpoint folder to belong to a run of `fit_members`.
+  """What must match for a checkpoint folder to belong to a run of `advjax.loop.fit_members`.
 
   The model, the objective and its settings, the config, the seeds and
   epochs, the optimizer (the recipe's, or "custom") and the data (sizes and

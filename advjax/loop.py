@@ -11,6 +11,12 @@ images, to catch catastrophic overfitting. `fit` is the
 population of one; `fit_and_retrain` is the paper's protocol: early stopping
 on the last 10,000 training images, then retraining on all 60,000.
 
+`fit_members` reads top-down over the pieces below it (checks, population
+init, restore-or-start, the epoch loop, one epoch's record, the results).
+Behind the same names, private modules hold the rest: the run folder (its
+fingerprint, lock, checkpoints and ``metrics.jsonl``) in ``_run_folder``,
+the progress output in ``_progress``, `PGDWatch` in ``_watch``.
+
 Example:
   >>> config = TrainConfig(epochs=2, eval_eps=0.25, patience=10)
   >>> result = fit(model, data.train, config,
