@@ -178,9 +178,10 @@ def autoattack(
     An `AutoAttackResult`.
 
   Example:
-    >>> result = advjax.autoattack(model.scores, params, x, y, 0.1, key=key, num_steps=5,
-    ...                            num_targets=2, fab_steps=5, num_queries=10,
-    ...                            image_shape=(28, 28, 1))
+    >>> attack = jax.jit(lambda p: advjax.autoattack(
+    ...     model.scores, p, x, y, 0.1, key=key, num_steps=5, num_targets=2, fab_steps=5,
+    ...     num_queries=10, image_shape=(28, 28, 1)))  # one program, not op by op
+    >>> result = attack(params)
     >>> result.robust.shape, bool(jnp.all(jnp.abs(result.x_adv - x) <= 0.1))
     ((8,), True)
   """

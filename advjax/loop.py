@@ -253,12 +253,11 @@ def fit_members(
 ) -> list[FitResult]:
   """Trains one model per seed at once, each exactly as `fit` would train it alone.
 
-  The members' states are stacked and every epoch is one compiled program
+  Every epoch is one compiled program over the stacked states
   (`advjax.train.train_epoch`). Member ``m`` has its own initialisation,
-  shuffles and dropout masks from ``seeds[m]``, its own early stopping and
-  best parameters; the population trains until every member has stopped or
-  ended. The same call on the same ``workdir`` resumes after an interruption,
-  bit-identical to an uninterrupted run.
+  shuffles and dropout from ``seeds[m]``, its own early stopping and best
+  parameters. The same call on the same ``workdir`` resumes after an
+  interruption, bit-identical to an uninterrupted run.
 
   Args:
     model: the classifier.
@@ -271,9 +270,8 @@ def fit_members(
     tx: an optax optimizer instead of the recipe's SGD; ``config``'s recipe
       settings must then keep their defaults. Not in the run's fingerprint.
     workdir: the run folder for checkpoints and metrics; None keeps nothing.
-    progress: a `Progress` (`ProgressBar`, `ProgressLines`, `NoProgress`); or
-      True for a bar, False for nothing, None for a bar on a terminal and
-      otherwise one plain line per epoch.
+    progress: a `Progress` (`ProgressBar`, `ProgressLines`, `NoProgress`), or
+      True (a bar), False (nothing), None (a bar on a terminal, else lines).
     desc: label of the progress output.
     mesh: train data-parallel on this `advjax.sharding.data_mesh` (each batch
       split evenly over its devices). A run resumes on any number of devices.
@@ -286,9 +284,9 @@ def fit_members(
 
   Raises:
     ValueError: bad settings (named in one line).
-    advjax.checkpoint.RunMismatchError: ``workdir`` holds another run.
-    advjax.checkpoint.RunInUseError: another live process trains in ``workdir``.
-    advjax.checkpoint.SaveError: an epoch could not be saved (a full disk).
+    advjax.checkpoint.CheckpointError: ``workdir`` holds another run
+      (`RunMismatchError`), is in use by a live process (`RunInUseError`),
+      or an epoch could not be saved (`SaveError`: a full disk).
 
   Example:
     >>> results = fit_members(model, data.train, config, seeds=range(3),
@@ -303,8 +301,7 @@ def fit_members(
   tx = config.optimizer(len(train.y) // config.batch_size, tx)
   states, arrays = _init_population(model, tx, seeds, run.x[:1], run.place)
   writer = jax.process_index() == 0
-  # Of the resolved ``tx``: "optimizer" reads "custom" in every run's
-  # checkpoints, as it always has, so that existing run folders resume.
+  # Of the resolved tx ("optimizer": "custom" always): old run folders resume.
   run_id = lambda: fingerprint(
       model, objective, config, seeds=seeds, train=train, valid=valid, tx=tx, member_epochs=epochs
   )
