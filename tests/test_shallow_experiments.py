@@ -20,7 +20,7 @@ from experiments import rbf_network
 from experiments import rubbish
 from experiments import shallow
 from experiments import softmax_regression
-from tests.conftest import write_mnist_dir
+from tests.test_data import write_mnist_dir
 
 SCRIPTS = {
     "softmax_regression": softmax_regression,
