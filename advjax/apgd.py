@@ -20,6 +20,9 @@ import jax.numpy as jnp
 
 from advjax import _validation
 from advjax import attacks
+from advjax._types import Array
+from advjax._types import Clip
+from advjax._types import LogitsFn
 
 __all__ = [
     "LogitsFn",
@@ -31,8 +34,6 @@ __all__ = [
     "targeted_dlr_loss",
 ]
 
-Array = jax.Array
-LogitsFn = Callable[[Any, Array], Array]
 Objective = Callable[[Array, Array], Array]
 
 
@@ -131,7 +132,7 @@ def apgd(
     key: Array,
     num_steps: int = 100,
     num_restarts: int = 1,
-    clip: attacks.Clip = (0.0, 1.0),
+    clip: Clip = (0.0, 1.0),
     rho: float = 0.75,
     momentum: float = 0.75,
 ) -> Array:

@@ -14,12 +14,15 @@ traced ones (``eps`` under ``jit``) only inside
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 
 from advjax import _validation
+from advjax._types import Array
+from advjax._types import Clip
+from advjax._types import LossFn
 
 __all__ = [
     "Clip",
@@ -32,10 +35,6 @@ __all__ = [
     "sign_step",
     "targeted_fgsm",
 ]
-
-Array = jax.Array
-LossFn = Callable[[Any, Array, Array], Array]
-Clip = tuple[Any, Any] | None
 
 
 def input_grad(loss_fn: LossFn, params: Any, x: Array, y: Array) -> Array:

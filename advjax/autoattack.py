@@ -23,8 +23,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from advjax import attacks
-from advjax.apgd import LogitsFn
+from advjax._types import Array
+from advjax._types import Clip
+from advjax._types import LogitsFn
 from advjax.apgd import apgd
 from advjax.apgd import cross_entropy
 from advjax.apgd import dlr_loss
@@ -42,7 +43,6 @@ __all__ = [
     "masking_flags",
 ]
 
-Array = jax.Array
 
 # The attacks in the order they run; `AutoAttackResult.broken_by` counts from 1.
 ATTACKS = ("apgd-ce", "apgd-t", "fab-t", "square")
@@ -147,7 +147,7 @@ def autoattack(
     fab_steps: int = 100,
     num_queries: int = 5000,
     image_shape: tuple[int, int, int] | None = None,
-    clip: attacks.Clip = (0.0, 1.0),
+    clip: Clip = (0.0, 1.0),
     batch_size: int = 128,
 ) -> AutoAttackResult:
   """AutoAttack's standard L-infinity evaluation of one batch at one ``eps``.
@@ -180,36 +180,24 @@ def autoattack(
     An `AutoAttackResult`.
 
   Example:
-    >>> result = advjax.autoattack(model.scores, params, x, y, 0.1, key=key, num_steps=5,
-    ...                            num_targets=2, fab_steps=5, num_queries=10,
-    ...                            image_shape=(28, 28, 1))
+    >>> attack = jax.jit(lambda p: advjax.autoattack(
+    ...     model.scores, p, x, y, 0.1, key=key, num_steps=5, num_targets=2, fab_steps=5,
+    ...     num_queries=10, image_shape=(28, 28, 1)))  # one program, not op by op
+    >>> result = attack(params)
     >>> result.robust.shape, bool(jnp.all(jnp.abs(result.x_adv - x) <= 0.1))
     ((8,), True)
   """
   classes = jax.eval_shape(logits_fn, params, x).shape[1]
   if not isinstance(num_targets, int) or not 0 <= num_targets < classes:
     raise ValueError(f"num_targets must be an int in [0, {classes - 1}], got {num_targets!r}.")
+  apgd_ce, apgd_t, fab_t, square_attack = _standard_attacks(
+      logits_fn, params, num_steps, fab_steps, num_queries, image_shape, clip
+  )
   logits = logits_fn(params, x)
   ranked = jnp.argsort(logits, axis=1)
   robust = jnp.argmax(logits, axis=1) == y
   state = (robust, x, jnp.where(robust, -1, 0).astype(jnp.int32))
-
-  def run(state, code, attack, target, attack_key):
-    robust, x_best, broken_by = state
-    broken, x_adv = attack_robust(
-        attack,
-        logits_fn,
-        params,
-        x,
-        y,
-        eps,
-        robust,
-        target=target,
-        key=attack_key,
-        batch_size=batch_size,
-    )
-    rows = broken.reshape(broken.shape + (1,) * (x.ndim - 1))
-    return robust & ~broken, jnp.where(rows, x_adv, x_best), jnp.where(broken, code, broken_by)
+  run = functools.partial(_run_attack, logits_fn, params, x, y, eps, batch_size)
 
   def against_targets(state, code, attack):
     def one(state, rank):
@@ -217,6 +205,52 @@ def autoattack(
       return run(state, code, attack, target, jax.random.fold_in(key, 2 + rank)), None
 
     return jax.lax.scan(one, state, jnp.arange(num_targets))[0]
+
+  state = run(state, 1, apgd_ce, y, jax.random.fold_in(key, 0))
+  state = against_targets(state, 2, apgd_t)
+  state = against_targets(state, 3, fab_t)
+  state = run(state, 4, square_attack, y, jax.random.fold_in(key, 1))
+  robust, x_adv, broken_by = state
+  grad = jax.grad(lambda point: jnp.sum(dlr_loss(logits_fn(params, point), y)))(x)
+  zero_gradient = jnp.all(grad.reshape(grad.shape[0], -1) == 0, axis=1)
+  return AutoAttackResult(robust, x_adv, broken_by, zero_gradient)
+
+
+_State = tuple[Array, Array, Array]  # robust, best inputs so far, broken_by
+
+
+def _run_attack(
+    logits_fn: LogitsFn,
+    params: Any,
+    x: Array,
+    y: Array,
+    eps: Any,
+    batch_size: int,
+    state: _State,
+    code: int,
+    attack: Callable[..., Array],
+    target: Array,
+    key: Array,
+) -> _State:
+  """Runs ``attack`` on the examples still robust; marks those it breaks with ``code``."""
+  robust, x_best, broken_by = state
+  broken, x_adv = attack_robust(
+      attack, logits_fn, params, x, y, eps, robust, target=target, key=key, batch_size=batch_size
+  )
+  rows = broken.reshape(broken.shape + (1,) * (x.ndim - 1))
+  return robust & ~broken, jnp.where(rows, x_adv, x_best), jnp.where(broken, code, broken_by)
+
+
+def _standard_attacks(
+    logits_fn: LogitsFn,
+    params: Any,
+    num_steps: int,
+    fab_steps: int,
+    num_queries: int,
+    image_shape: tuple[int, int, int] | None,
+    clip: Clip,
+) -> tuple[Callable[..., Array], ...]:
+  """APGD-CE, APGD-T, FAB-T and Square, each ``(x, y, target, eps, key) -> x_adv``."""
 
   def apgd_ce(x, y, _, eps, key):
     return apgd(
@@ -253,14 +287,7 @@ def autoattack(
         clip=clip,
     )
 
-  state = run(state, 1, apgd_ce, y, jax.random.fold_in(key, 0))
-  state = against_targets(state, 2, apgd_t)
-  state = against_targets(state, 3, fab_t)
-  state = run(state, 4, square_attack, y, jax.random.fold_in(key, 1))
-  robust, x_adv, broken_by = state
-  grad = jax.grad(lambda point: jnp.sum(dlr_loss(logits_fn(params, point), y)))(x)
-  zero_gradient = jnp.all(grad.reshape(grad.shape[0], -1) == 0, axis=1)
-  return AutoAttackResult(robust, x_adv, broken_by, zero_gradient)
+  return apgd_ce, apgd_t, fab_t, square_attack
 
 
 def autoattack_curve(

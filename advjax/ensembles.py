@@ -25,8 +25,8 @@ import numpy as np
 
 from advjax import _trees
 from advjax import _validation
-from advjax.attacks import Array
-from advjax.attacks import LossFn
+from advjax._types import Array
+from advjax._types import LossFn
 
 __all__ = [
     "ProbsFn",

@@ -28,11 +28,12 @@ import numpy as np
 
 from advjax import metrics
 from advjax._batching import map_batches
-from advjax.attacks import Clip
+from advjax._types import Array
+from advjax._types import Clip
+from advjax._types import Params
 from advjax.attacks import fgsm
 from advjax.attacks import pgd
 from advjax.models import Classifier
-from advjax.models import Params
 
 __all__ = [
     "DeviceSplit",
@@ -48,7 +49,6 @@ __all__ = [
     "score",
 ]
 
-Array = jax.Array
 SCORES = ("error", "confidence", "fgsm_error", "fgsm_confidence")
 """The keys of `evaluate`'s scores."""
 

@@ -19,11 +19,11 @@ import jax.numpy as jnp
 
 from advjax import _validation
 from advjax import attacks
-from advjax.apgd import LogitsFn
+from advjax._types import Array
+from advjax._types import Clip
+from advjax._types import LogitsFn
 
 __all__ = ["fab_targeted", "project_onto_halfspace_linf"]
-
-Array = jax.Array
 
 
 def project_onto_halfspace_linf(t: Array, w: Array, b: Array) -> Array:
@@ -96,6 +96,24 @@ def project_onto_halfspace_linf(t: Array, w: Array, b: Array) -> Array:
   return d * active
 
 
+def _biased_step(x1: Array, x0: Array, w: Array, b: Array, alpha_max: float, eta: float) -> Array:
+  """FAB's step from ``x1``, biased toward the clean ``x0``, before clipping to the box.
+
+  Both points are projected onto the linearised boundary ``w . z = b``
+  (overshot by ``eta``) and mixed, the clean one's weight ``alpha`` growing
+  with how much farther the iterate's projection is (at most ``alpha_max``).
+  """
+  batch = x0.shape[0]
+  moves = project_onto_halfspace_linf(
+      jnp.concatenate([x1, x0]), jnp.concatenate([w, w]), jnp.concatenate([b, b])
+  )
+  d1, d2 = moves[:batch], moves[batch:]
+  norms = jnp.maximum(jnp.max(jnp.abs(moves), axis=1, keepdims=True), 1e-8)
+  a1, a2 = norms[:batch], norms[batch:]
+  alpha = jnp.clip(a1 / (a1 + a2), 0.0, alpha_max)
+  return (x1 + eta * d1) * (1 - alpha) + (x0 + eta * d2) * alpha
+
+
 def fab_targeted(
     logits_fn: LogitsFn,
     params: Any,
@@ -105,7 +123,7 @@ def fab_targeted(
     *,
     target: Array,
     num_steps: int = 100,
-    clip: attacks.Clip = (0.0, 1.0),
+    clip: Clip = (0.0, 1.0),
     alpha_max: float = 0.1,
     eta: float = 1.05,
     beta: float = 0.9,
@@ -161,14 +179,7 @@ def fab_targeted(
     x1, best, best_norm = state
     w, f = jax.grad(margin, has_aux=True)(x1)
     b = -f + jnp.sum(w * x1, axis=1)
-    moves = project_onto_halfspace_linf(
-        jnp.concatenate([x1, x0]), jnp.concatenate([w, w]), jnp.concatenate([b, b])
-    )
-    d1, d2 = moves[:batch], moves[batch:]
-    norms = jnp.maximum(jnp.max(jnp.abs(moves), axis=1, keepdims=True), 1e-8)
-    a1, a2 = norms[:batch], norms[batch:]
-    alpha = jnp.clip(a1 / (a1 + a2), 0.0, alpha_max)
-    x1 = jnp.clip((x1 + eta * d1) * (1 - alpha) + (x0 + eta * d2) * alpha, lo, hi)
+    x1 = jnp.clip(_biased_step(x1, x0, w, b, alpha_max, eta), lo, hi)
     wrong = misclassified(x1)
     norm = jnp.max(jnp.abs(x1 - x0), axis=1)
     closer = wrong & (norm < best_norm)

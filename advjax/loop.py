@@ -11,6 +11,12 @@ images, to catch catastrophic overfitting. `fit` is the
 population of one; `fit_and_retrain` is the paper's protocol: early stopping
 on the last 10,000 training images, then retraining on all 60,000.
 
+`fit_members` reads top-down over the pieces below it (checks, population
+init, restore-or-start, the epoch loop, one epoch's record, the results).
+Behind the same names, private modules hold the rest: the run folder (its
+fingerprint, lock, checkpoints and ``metrics.jsonl``) in ``_run_folder``,
+the progress output in ``_progress``, `PGDWatch` in ``_watch``.
+
 Example:
   >>> config = TrainConfig(epochs=2, eval_eps=0.25, patience=10)
   >>> result = fit(model, data.train, config,
@@ -26,35 +32,45 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import functools
-import hashlib
-import json
 import math
 import os
 import pathlib
-import sys
 import time
-from typing import Any, Literal, NamedTuple, Sequence
+from typing import Any, Callable, Iterator, Literal, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh
 import numpy as np
 import optax
-import tqdm
 
+from advjax import _progress
+from advjax import _watch
 from advjax import evaluation
 from advjax import sharding
 from advjax import train as train_lib
-from advjax.checkpoint import RunCheckpointer
-from advjax.checkpoint import RunInUseError
+from advjax._progress import NoProgress
+from advjax._progress import Progress
+from advjax._progress import ProgressBar
+from advjax._progress import ProgressLines
+from advjax._run_folder import NoFolder
+from advjax._run_folder import RunFolder
+from advjax._run_folder import describe
+from advjax._run_folder import fingerprint
+from advjax._types import Array
+from advjax._types import Params
+from advjax._watch import PGDWatch
 from advjax.models import Classifier
-from advjax.models import Params
 
 __all__ = [
     "EarlyStopping",
     "FitResult",
+    "NoProgress",
     "PGDWatch",
+    "Progress",
+    "ProgressBar",
+    "ProgressLines",
+    "RECIPE_FIELDS",
     "TrainConfig",
     "describe",
     "fingerprint",
@@ -63,12 +79,19 @@ __all__ = [
     "fit_members",
 ]
 
-Array = jax.Array
+# The fields of `TrainConfig` that describe the recipe's SGD, not the loop.
+RECIPE_FIELDS = ("learning_rate", "lr_decay", "min_learning_rate", "momentum", "momentum_epochs")
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-  """Settings of one training run; the optimizer's defaults are the maxout recipe's.
+  """Settings of one training run: the loop's, then the recipe optimizer's.
+
+  Two groups of settings. The loop's (``epochs`` to ``eval_batch_size``) hold
+  for any optimizer. The recipe's (`RECIPE_FIELDS`: ``learning_rate`` to
+  ``momentum_epochs``, defaults the maxout recipe's) describe the
+  `advjax.train.recipe_sgd` that `fit` uses when it is given no ``tx=``; with
+  a ``tx=`` they must stay at their defaults (`optimizer` says so).
 
   Attributes:
     epochs: the most epochs to train.
@@ -85,8 +108,7 @@ class TrainConfig:
       or ``"fgsm_error"`` (adversarial).
     eval_batch_size: examples per evaluation batch (a memory knob only).
     learning_rate, lr_decay, min_learning_rate, momentum, momentum_epochs:
-      the `advjax.train.recipe_sgd` schedule, used unless `fit` is given
-      another optimizer.
+      the `advjax.train.recipe_sgd` schedule.
   """
 
   epochs: int
@@ -116,16 +138,38 @@ class TrainConfig:
     if self.eval_eps is not None and not (math.isfinite(self.eval_eps) and self.eval_eps >= 0):
       raise ValueError(f"eval_eps must be a finite number >= 0, got {self.eval_eps!r}.")
 
-  def optimizer(self, steps_per_epoch: int) -> optax.GradientTransformation:
-    """The `advjax.train.recipe_sgd` transformation these settings describe."""
-    return train_lib.recipe_sgd(
-        steps_per_epoch,
-        self.learning_rate,
-        self.lr_decay,
-        self.min_learning_rate,
-        self.momentum,
-        self.momentum_epochs,
-    )
+  def optimizer(
+      self, steps_per_epoch: int, tx: optax.GradientTransformation | None = None
+  ) -> optax.GradientTransformation:
+    """``tx``, or else the `advjax.train.recipe_sgd` transformation these settings describe.
+
+    Raises:
+      ValueError: ``tx`` beside recipe settings other than their defaults,
+        which it would silently replace.
+
+    Example:
+      >>> TrainConfig(epochs=1, learning_rate=0.5).optimizer(10, optax.adam(1e-3))
+      Traceback (most recent call last):
+      ...
+      ValueError: tx= replaces the recipe's SGD, so TrainConfig's learning_rate would be ...
+    """
+    if tx is None:
+      return train_lib.recipe_sgd(
+          steps_per_epoch,
+          self.learning_rate,
+          self.lr_decay,
+          self.min_learning_rate,
+          self.momentum,
+          self.momentum_epochs,
+      )
+    defaults = {f.name: f.default for f in dataclasses.fields(self)}
+    changed = [name for name in RECIPE_FIELDS if getattr(self, name) != defaults[name]]
+    if changed:
+      raise ValueError(
+          f"tx= replaces the recipe's SGD, so TrainConfig's {', '.join(changed)} would be "
+          "ignored: set one or the other."
+      )
+    return tx
 
 
 class EarlyStopping(NamedTuple):
@@ -155,118 +199,6 @@ class EarlyStopping(NamedTuple):
   def stopped(self, epoch: int) -> bool:
     """Whether training should stop after ``epoch`` finished epochs."""
     return self.patience is not None and epoch - self.best_epoch >= self.patience
-
-
-@dataclasses.dataclass(frozen=True)
-class PGDWatch:
-  """Watches for catastrophic overfitting: PGD accuracy on fixed training images each epoch.
-
-  Single-step adversarial training (FGSM, even from a random start with too
-  large a step) can collapse within an epoch: PGD accuracy falls to about 0%
-  while FGSM accuracy stays high (Wong et al. 2020). Passed to `fit` or
-  `fit_members` as ``watch=``, this scores every member after each epoch with
-  `advjax.evaluation.pgd_error` (one random start from ``seed``'s key, the
-  same every epoch) on ``(x, y)``, one compiled call for the population;
-  ~500-1000 training images suffice. Each member then:
-
-  - records ``watch_pgd_accuracy`` in its history and ``metrics.jsonl``;
-  - keeps the parameters of its epoch with the highest watched accuracy (the
-    earliest on a tie) as its result, instead of its last or its best
-    validation epoch; validation early stopping (``config.patience``) still
-    decides when the member stops, and ``FitResult.best_epoch`` stays the
-    validation's;
-  - reports ``collapse_epoch``: the first epoch whose accuracy fell below
-    ``drop`` times the best of the epochs before it and below ``floor``.
-
-  Attributes:
-    x: training inputs to attack, shape ``(n, features)``.
-    y: their labels.
-    eps: radius of the attack's L-infinity ball.
-    step: size of each sign step.
-    num_steps: PGD steps.
-    clip: the ``(lo, hi)`` box of the inputs.
-    floor: a collapse needs an accuracy below this.
-    drop: ... and below this fraction of the best accuracy before it.
-    seed: seeds the random start.
-
-  Example:
-    >>> watch = PGDWatch(data.train.x[:50], data.train.y[:50], eps=0.1, step=0.05, num_steps=3)
-    >>> result = fit(model, data.train, config, objective=train.Adversarial(0.1), watch=watch)
-    train: epoch 1/1 loss ... s
-    >>> len(result.watch_accuracy), result.collapse_epoch
-    (1, None)
-  """
-
-  x: Any
-  y: Any
-  eps: float
-  step: float
-  num_steps: int
-  clip: tuple[float, float] = (0.0, 1.0)
-  floor: float = 0.2
-  drop: float = 0.5
-  seed: int = 0
-
-  def __post_init__(self) -> None:
-    if np.shape(self.x)[0] != np.shape(self.y)[0] or np.shape(self.y)[0] < 1:
-      raise ValueError(
-          f"watch x and y must hold the same number (>= 1) of examples, got shapes "
-          f"{np.shape(self.x)} and {np.shape(self.y)}."
-      )
-    if not isinstance(self.num_steps, int) or self.num_steps < 1:
-      raise ValueError(f"num_steps must be an int >= 1, got {self.num_steps!r}.")
-    if not 0 <= self.floor <= 1 or not 0 <= self.drop <= 1:
-      raise ValueError(f"floor and drop must lie in [0, 1], got {self.floor!r} and {self.drop!r}.")
-
-  def accuracies(self, model: Classifier, params: Params) -> np.ndarray:
-    """Each member's PGD accuracy on the watched images, shape ``(members,)``."""
-    errors = _watch_errors(
-        model,
-        params,
-        jnp.asarray(self.x),
-        jnp.asarray(self.y),
-        self.eps,
-        self.step,
-        jax.random.key(self.seed),
-        num_steps=self.num_steps,
-        clip=tuple(self.clip),
-    )
-    return 1 - np.asarray(errors)
-
-  def collapsed(self, history: Sequence[float]) -> bool:
-    """Whether the last of ``history``'s accuracies is a collapse from the ones before."""
-    *before, last = history
-    return bool(before) and last < self.floor and last < self.drop * max(before)
-
-
-@functools.partial(jax.jit, static_argnames=("model", "num_steps", "clip"))
-def _watch_errors(
-    model: Classifier,
-    params: Params,
-    x: Array,
-    y: Array,
-    eps: Any,
-    step: Any,
-    key: Array,
-    *,
-    num_steps: int,
-    clip: tuple[float, float],
-) -> Array:
-  """`advjax.evaluation.pgd_error` of every member, as one program."""
-  error = lambda p: evaluation.pgd_error(
-      model,
-      p,
-      x,
-      y,
-      eps,
-      step_size=step,
-      num_steps=num_steps,
-      restarts=1,
-      key=key,
-      clip=clip,
-      batch_size=x.shape[0],
-  )
-  return jax.vmap(error)(params)
 
 
 @dataclasses.dataclass
@@ -313,7 +245,7 @@ def fit_members(
     valid: Any | None = None,
     tx: optax.GradientTransformation | None = None,
     workdir: str | os.PathLike | None = None,
-    progress: bool | None = None,
+    progress: bool | None | Progress = None,
     desc: str = "train",
     mesh: Mesh | None = None,
     member_epochs: Sequence[int] | None = None,
@@ -321,244 +253,73 @@ def fit_members(
 ) -> list[FitResult]:
   """Trains one model per seed at once, each exactly as `fit` would train it alone.
 
-  The members' states are stacked and every epoch is one compiled program
-  (`advjax.train.train_epoch`): member ``m`` has its own initialisation,
-  shuffles and dropout masks from ``seeds[m]``, and shares the data. Each
-  keeps its own early stopping, best epoch and best parameters; the
-  population trains until every member has stopped or ended. After an
-  interruption, the same call on the same ``workdir`` resumes from the last
-  finished epoch, bit-identical to an uninterrupted run.
+  Every epoch is one compiled program over the stacked states
+  (`advjax.train.train_epoch`). Member ``m`` has its own initialisation,
+  shuffles and dropout from ``seeds[m]``, its own early stopping and best
+  parameters. The same call on the same ``workdir`` resumes after an
+  interruption, bit-identical to an uninterrupted run.
 
   Args:
     model: the classifier.
     train: training split with ``x`` (N, D) float32 and ``y`` (N,).
     config: the settings; ``config.seed`` is replaced by ``seeds``.
     seeds: one seed per member.
-    objective: `advjax.train.Clean()`, `Adversarial(...)`, `Noise(...)`, or any
-      objective; a numeric setting may hold one value per member (an eps
-      study), see `advjax.train.split_objective`.
+    objective: what to minimise; a numeric setting may hold one value per
+      member (an eps study), see `advjax.train.split_objective`.
     valid: validation split; needed for early stopping.
-    tx: an optax optimizer instead of the recipe's SGD. Its settings are not
-      part of the run's fingerprint: change them in a fresh ``workdir``.
+    tx: an optax optimizer instead of the recipe's SGD; ``config``'s recipe
+      settings must then keep their defaults. Not in the run's fingerprint.
     workdir: the run folder for checkpoints and metrics; None keeps nothing.
-    progress: True shows a progress bar, False nothing; None a bar on a
-      terminal and otherwise one plain line per epoch.
+    progress: a `Progress` (`ProgressBar`, `ProgressLines`, `NoProgress`), or
+      True (a bar), False (nothing), None (a bar on a terminal, else lines).
     desc: label of the progress output.
-    mesh: train data-parallel on this `advjax.sharding.data_mesh`: each batch
-      split over its devices (``batch_size`` must divide evenly), the states
-      and the training split replicated. Checkpoints do not depend on it: a
-      run resumes on any number of devices.
-    member_epochs: each member's own epoch count (at most ``config.epochs``);
-      its result is its parameters when it reaches it, while the population
-      trains on for the others. None gives every member ``config.epochs``.
-    watch: a `PGDWatch` for catastrophic overfitting: each member's PGD
-      accuracy on its images after every epoch, its best epoch's parameters
-      kept, its collapse reported. Not part of the run's fingerprint: change
-      it in a fresh ``workdir``.
+    mesh: train data-parallel on this `advjax.sharding.data_mesh` (each batch
+      split evenly over its devices). A run resumes on any number of devices.
+    member_epochs: each member's own epoch count (at most ``config.epochs``;
+      None for ``config.epochs``); the population trains on for the others.
+    watch: a `PGDWatch` for catastrophic overfitting. Not in the fingerprint.
 
   Returns:
     One `FitResult` per member, in the order of ``seeds``.
 
   Raises:
-    ValueError: bad settings: early stopping without ``valid``, validation
-      without ``config.eval_eps``, fewer training examples than one batch, a
-      batch that does not split over the mesh, bad seeds or member epochs.
-    advjax.checkpoint.RunMismatchError: ``workdir`` holds another run.
-    advjax.checkpoint.RunInUseError: another live process trains in ``workdir``.
-    advjax.checkpoint.SaveError: an epoch could not be saved (a full disk).
+    ValueError: bad settings (named in one line).
+    advjax.checkpoint.CheckpointError: ``workdir`` holds another run
+      (`RunMismatchError`), is in use by a live process (`RunInUseError`),
+      or an epoch could not be saved (`SaveError`: a full disk).
 
   Example:
     >>> results = fit_members(model, data.train, config, seeds=range(3),
     ...                       objective=train.Adversarial(eps=0.25), valid=data.valid)
     train: epoch 1/1 (3 members) loss ... valid error ... s
-    >>> stacked = advjax.stack([r.params for r in results])
-    >>> advjax.ensemble_size(stacked)
+    >>> advjax.ensemble_size(advjax.stack([r.params for r in results]))
     3
   """
-  seeds = tuple(seeds)
-  if not seeds or not all(isinstance(s, (int, np.integer)) for s in seeds):
-    raise ValueError(f"seeds must be one or more ints, got {seeds!r}.")
-  seeds = tuple(int(s) for s in seeds)
-  members = len(seeds)
-  epochs = (config.epochs,) * members if member_epochs is None else tuple(member_epochs)
-  if len(epochs) != members or not all(
-      isinstance(e, int) and 0 <= e <= config.epochs for e in epochs
-  ):
-    raise ValueError(
-        f"member_epochs must hold one int in 0..{config.epochs} per "
-        f"seed ({members}), got {member_epochs!r}."
-    )
+  seeds, epochs = _check_members(seeds, member_epochs, config)
   _check_settings(train, config, valid, mesh)
+  run = _Run.build(model, train, config, objective, len(seeds), valid, watch, mesh)
+  tx = config.optimizer(len(train.y) // config.batch_size, tx)
+  states, arrays = _init_population(model, tx, seeds, run.x[:1], run.place)
   writer = jax.process_index() == 0
-  # How finished epochs are shown: a bar, plain lines (a log file), or not.
-  report = None
-  if writer and progress is not False:
-    report = "bar" if progress or sys.stdout.isatty() else "lines"
-  static, dynamic = train_lib.split_objective(objective, members)
-  steps_per_epoch = len(train.y) // config.batch_size
-
-  place = (
-      (lambda tree: jax.device_put(tree))
-      if mesh is None
-      else (lambda tree: sharding.replicate(tree, mesh))
+  # Of the resolved tx ("optimizer": "custom" always): old run folders resume.
+  run_id = lambda: fingerprint(
+      model, objective, config, seeds=seeds, train=train, valid=valid, tx=tx, member_epochs=epochs
   )
-  x, y = place((np.asarray(train.x), np.asarray(train.y)))
-  dynamic = place(dynamic)
-  seed_keys = jax.vmap(jax.random.split)(jax.vmap(jax.random.key)(jnp.asarray(seeds)))
-  tx = tx or config.optimizer(steps_per_epoch)
-  states = jax.vmap(lambda key: train_lib.create_train_state(model, key, x[:1], tx))(
-      seed_keys[:, 0]
-  )
-  # Everything that changes from epoch to epoch and must survive a crash;
-  # "kept" holds each member's result so far (its best or its last epoch).
-  arrays = place(
-      {
-          "params": states.params,
-          "opt_state": states.opt_state,
-          "step": states.step,
-          "rng": jax.random.key_data(seed_keys[:, 1]),
-          "kept": states.params,
-      }
-  )
-  record = {
-      "epoch": 0,
-      "members": [
-          {"seed": seed, "best_epoch": 0, "best_value": None, "history": []} for seed in seeds
-      ],
-  }
-
-  checkpointer = metrics_path = lock = None
-  if workdir is not None:
-    workdir = pathlib.Path(workdir)
-    lock = _lock(workdir) if writer else None
-    checkpointer = RunCheckpointer(
-        workdir / "checkpoints",
-        fingerprint(
-            model,
-            objective,
-            config,
-            seeds=seeds,
-            train=train,
-            valid=valid,
-            tx=tx,
-            member_epochs=epochs,
-        ),
-    )
-    restored = checkpointer.restore_latest(arrays)
-    if restored is not None:
-      arrays, record = restored
-      if report and record["epoch"]:
-        print(f"{desc}: resuming after epoch {record['epoch']} from {workdir}", flush=True)
-    if writer:
-      metrics_path = workdir / "metrics.jsonl"
-      _write_metrics(metrics_path, record)
-
-  if valid is not None:
-    # Every host scores the whole split on one of its devices: cheap next to
-    # training, and all hosts reach the same early-stopping decisions.
-    valid = evaluation.device_split(valid)
-  stopping = [
-      EarlyStopping(config.patience, m["best_epoch"], m["best_value"]) for m in record["members"]
-  ]
-
-  def active(member: int, epoch: int) -> bool:
-    diverged = record["members"][member].get("diverged")
-    return epoch < epochs[member] and not stopping[member].stopped(epoch) and diverged is None
-
-  settings = [_member_setting(objective, seeds, m) for m in range(members)]
-
-  states = states.replace(
-      params=arrays["params"], opt_state=arrays["opt_state"], step=arrays["step"]
-  )
-  rngs = jax.random.wrap_key_data(arrays["rng"])
-  bar = tqdm.tqdm(
-      total=config.epochs,
-      initial=record["epoch"],
-      desc=desc,
-      unit="epoch",
-      disable=report != "bar",
-      dynamic_ncols=True,
-  )
+  folder = NoFolder() if workdir is None else RunFolder(workdir, run_id(), writer)
+  display = _progress.choose(progress, writer)
+  settings = [_member_setting(objective, seeds, m) for m in range(len(seeds))]
   try:
-    while any(active(m, record["epoch"]) for m in range(members)):
-      start = time.perf_counter()
-      training = [m for m in range(members) if active(m, record["epoch"])]
-      split = jax.vmap(jax.random.split)(rngs)
-      rngs, epoch_keys = split[:, 0], split[:, 1]
-      states, loss_sums = train_lib.train_epoch(
-          model, static, dynamic, states, x, y, epoch_keys, batch_size=config.batch_size, mesh=mesh
-      )
-      losses = np.asarray(sharding.local_copy(loss_sums)) / steps_per_epoch
-      epoch = record["epoch"] + 1
-      scores = None
-      if valid is not None:
-        scores = evaluation.evaluate_members(
-            model,
-            sharding.local_copy(states.params),
-            valid,
-            eps=config.eval_eps,
-            batch_size=config.eval_batch_size,
-        )
-      watched = np.empty(0)
-      if watch is not None:
-        watched = watch.accuracies(model, sharding.local_copy(states.params))
-      seconds = time.perf_counter() - start
-      keep = np.zeros(members, bool)
-      rows = []
-      for m in training:
-        row = {"epoch": epoch, "loss": _json_number(losses[m])}
-        if row["loss"] is None:
-          row["diverged"] = True
-          record["members"][m]["diverged"] = epoch
-        if scores is not None:
-          row.update({f"valid_{name}": _json_number(values[m]) for name, values in scores.items()})
-          stopping[m] = stopping[m].update(epoch, float(scores[config.monitor][m]))
-          record["members"][m].update(
-              best_epoch=stopping[m].best_epoch, best_value=stopping[m].best_value
-          )
-        keep[m] = row["loss"] is not None and (
-            config.patience is None or stopping[m].best_epoch == epoch
-        )
-        if watch is not None:
-          watched_best = _watch_member(watch, record["members"][m], epoch, float(watched[m]), row)
-          keep[m] = watched_best and row["loss"] is not None
-        row["seconds"] = seconds
-        record["members"][m]["history"].append(row)
-        rows.append({"member": m, "seed": seeds[m], **row})
-      arrays = {
-          "params": states.params,
-          "opt_state": states.opt_state,
-          "step": states.step,
-          "rng": jax.random.key_data(rngs),
-          "kept": _keep(place(keep), states.params, arrays["kept"]),
-      }
-      record["epoch"] = epoch
-      if checkpointer is not None:
-        checkpointer.save(epoch, arrays, record)
-      if metrics_path is not None:
-        with metrics_path.open("a") as f:
-          f.writelines(json.dumps(row) + "\n" for row in rows)
-      _report(bar, report, desc, epoch, config.epochs, rows, settings, seconds)
+    restored, record = folder.restore(arrays, _fresh_record(seeds))
+    display.start(desc, config.epochs, record["epoch"], str(folder.path))
+    arrays = restored
+    for arrays, rows, seconds in _train_epochs(run, states, restored, record, epochs):
+      folder.save(record["epoch"], arrays, record, rows)
+      summary = _progress.summarize(desc, record["epoch"], config.epochs, rows, settings, seconds)
+      display.epoch(summary)
   finally:
-    bar.close()
-    if checkpointer is not None:
-      checkpointer.close()
-    if lock is not None:
-      lock.unlink(missing_ok=True)
-
-  return [
-      FitResult(
-          params=jax.tree.map(lambda leaf, m=m: leaf[m], arrays["kept"]),
-          history=info["history"],
-          best_epoch=info["best_epoch"],
-          best_value=info["best_value"],
-          watch_accuracy=_watched(info["history"]),
-          collapse_epoch=info.get("collapse_epoch"),
-          diverged=info.get("diverged"),
-          setting=settings[m],
-      )
-      for m, info in enumerate(record["members"])
-  ]
+    display.close()
+    folder.close()
+  return _results(arrays["kept"], record, settings)
 
 
 def fit(
@@ -570,7 +331,7 @@ def fit(
     valid: Any | None = None,
     tx: optax.GradientTransformation | None = None,
     workdir: str | os.PathLike | None = None,
-    progress: bool | None = None,
+    progress: bool | None | Progress = None,
     desc: str = "train",
     mesh: Mesh | None = None,
     watch: PGDWatch | None = None,
@@ -626,7 +387,7 @@ def fit_and_retrain(
     objective: train_lib.Objective = train_lib.Clean(),
     tx: optax.GradientTransformation | None = None,
     workdir: str | os.PathLike | None = None,
-    progress: bool | None = None,
+    progress: bool | None | Progress = None,
     desc: str = "train",
     mesh: Mesh | None = None,
 ) -> tuple[list[FitResult], list[FitResult]]:
@@ -659,9 +420,9 @@ def fit_and_retrain(
 
   Example:
     >>> selection, final = fit_and_retrain(
-    ...     model, data, TrainConfig(2, eval_eps=0.25, patience=1),
-    ...     seeds=range(3), objective=train.Adversarial(0.25))
-    train (select): epoch 1/2 (3 members) loss ... s
+    ...     model, data, TrainConfig(2, eval_eps=0.25, patience=1), seeds=[0],
+    ...     objective=train.Adversarial(0.25))
+    train (select): epoch 1/2 loss ... s
     ...
     >>> [len(r.history) for r in final] == [r.best_epoch for r in selection]
     True
@@ -704,33 +465,26 @@ def fit_and_retrain(
 
 
 # ---------------------------------------------------------------------------
-# Helpers.
+# The pieces of `fit_members`, in the order it uses them.
 # ---------------------------------------------------------------------------
 
 
-@jax.jit
-def _keep(mask: Array, params: Params, kept: Params) -> Params:
-  """Each member's ``params`` where ``mask`` holds, else what ``kept`` holds."""
-  return jax.tree.map(
-      lambda p, k: jnp.where(mask.reshape((-1,) + (1,) * (p.ndim - 1)), p, k), params, kept
-  )
-
-
-def _watch_member(
-    watch: PGDWatch, info: dict[str, Any], epoch: int, accuracy: float, row: dict[str, Any]
-) -> bool:
-  """Records a member's watched accuracy; whether this epoch is its best so far (to keep)."""
-  history = _watched(info["history"]) + [accuracy]
-  row["watch_pgd_accuracy"] = accuracy
-  if info.get("collapse_epoch") is None and watch.collapsed(history):
-    info["collapse_epoch"] = epoch
-    row["watch_collapse"] = True
-  return accuracy > max(history[:-1], default=-1.0)
-
-
-def _watched(history: list[dict[str, Any]]) -> list[float]:
-  """The watched PGD accuracies of a member's history, epoch by epoch."""
-  return [row["watch_pgd_accuracy"] for row in history if "watch_pgd_accuracy" in row]
+def _check_members(
+    seeds: Sequence[int], member_epochs: Sequence[int] | None, config: TrainConfig
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+  """The seeds as ints and each member's epoch count, checked."""
+  seeds = tuple(seeds)
+  if not seeds or not all(isinstance(s, (int, np.integer)) for s in seeds):
+    raise ValueError(f"seeds must be one or more ints, got {seeds!r}.")
+  epochs = (config.epochs,) * len(seeds) if member_epochs is None else tuple(member_epochs)
+  if len(epochs) != len(seeds) or not all(
+      isinstance(e, int) and 0 <= e <= config.epochs for e in epochs
+  ):
+    raise ValueError(
+        f"member_epochs must hold one int in 0..{config.epochs} per "
+        f"seed ({len(seeds)}), got {member_epochs!r}."
+    )
+  return tuple(int(s) for s in seeds), epochs
 
 
 def _check_settings(train: Any, config: TrainConfig, valid: Any | None, mesh: Mesh | None) -> None:
@@ -750,6 +504,231 @@ def _check_settings(train: Any, config: TrainConfig, valid: Any | None, mesh: Me
     )
 
 
+def _placer(mesh: Mesh | None) -> Callable[[Any], Any]:
+  """Puts a pytree on the device, or replicates it over ``mesh``'s devices."""
+  if mesh is None:
+    return jax.device_put
+  return lambda tree: sharding.replicate(tree, mesh)
+
+
+class _Run(NamedTuple):
+  """What stays the same from epoch to epoch while a population trains."""
+
+  model: Classifier
+  config: TrainConfig
+  static: Any
+  dynamic: Any
+  x: Array
+  y: Array
+  valid: Any | None
+  watch: PGDWatch | None
+  mesh: Mesh | None
+  place: Callable[[Any], Any]
+
+  @classmethod
+  def build(
+      cls,
+      model: Classifier,
+      train: Any,
+      config: TrainConfig,
+      objective: train_lib.Objective,
+      members: int,
+      valid: Any | None,
+      watch: PGDWatch | None,
+      mesh: Mesh | None,
+  ) -> _Run:
+    """The training split and the objective's per-member settings placed on the devices."""
+    place = _placer(mesh)
+    static, dynamic = train_lib.split_objective(objective, members)
+    x, y = place((np.asarray(train.x), np.asarray(train.y)))
+    # Every host scores the whole split on one of its devices: cheap next to
+    # training, and all hosts reach the same early-stopping decisions.
+    valid = None if valid is None else evaluation.device_split(valid)
+    return cls(model, config, static, place(dynamic), x, y, valid, watch, mesh, place)
+
+
+def _init_population(
+    model: Classifier,
+    tx: optax.GradientTransformation,
+    seeds: Sequence[int],
+    example: Array,
+    place: Callable[[Any], Any],
+) -> tuple[train_lib.TrainState, dict[str, Any]]:
+  """Each member's initial state from its seed, and the `_arrays` a checkpoint holds."""
+  keys = jax.vmap(jax.random.split)(jax.vmap(jax.random.key)(jnp.asarray(seeds)))
+  states = jax.vmap(lambda key: train_lib.create_train_state(model, key, example, tx))(keys[:, 0])
+  return states, place(_arrays(states, keys[:, 1], states.params))
+
+
+def _arrays(states: train_lib.TrainState, rngs: Array, kept: Params) -> dict[str, Any]:
+  """Everything that changes from epoch to epoch and must survive a crash.
+
+  ``"kept"`` holds each member's result so far (its best or its last epoch).
+  """
+  return {
+      "params": states.params,
+      "opt_state": states.opt_state,
+      "step": states.step,
+      "rng": jax.random.key_data(rngs),
+      "kept": kept,
+  }
+
+
+def _fresh_record(seeds: Sequence[int]) -> dict[str, Any]:
+  """The JSON record of a run before its first epoch: per member its seed, best epoch, history."""
+  return {
+      "epoch": 0,
+      "members": [
+          {"seed": seed, "best_epoch": 0, "best_value": None, "history": []} for seed in seeds
+      ],
+  }
+
+
+def _stopping(config: TrainConfig, member: dict[str, Any]) -> EarlyStopping:
+  """A member's early stopping, as its record holds it."""
+  return EarlyStopping(config.patience, member["best_epoch"], member["best_value"])
+
+
+def _training(record: dict[str, Any], epochs: Sequence[int], patience: int | None) -> list[int]:
+  """The members that train the next epoch: not at their epoch count, stopped or diverged."""
+  epoch = record["epoch"]
+  return [
+      m
+      for m, member in enumerate(record["members"])
+      if epoch < epochs[m]
+      and not EarlyStopping(patience, member["best_epoch"]).stopped(epoch)
+      and member.get("diverged") is None
+  ]
+
+
+def _train_epochs(
+    run: _Run,
+    states: train_lib.TrainState,
+    arrays: dict[str, Any],
+    record: dict[str, Any],
+    epochs: Sequence[int],
+) -> Iterator[tuple[dict[str, Any], list[dict[str, Any]], float]]:
+  """Trains from the restored ``arrays`` while a member trains; updates ``record``.
+
+  Yields:
+    After each epoch: its `_arrays` to checkpoint, its ``metrics.jsonl``
+    rows, and its seconds.
+  """
+  config = run.config
+  states = states.replace(
+      params=arrays["params"], opt_state=arrays["opt_state"], step=arrays["step"]
+  )
+  rngs = jax.random.wrap_key_data(arrays["rng"])
+  steps_per_epoch = len(run.y) // config.batch_size
+  while training := _training(record, epochs, config.patience):
+    start = time.perf_counter()
+    split = jax.vmap(jax.random.split)(rngs)
+    rngs, epoch_keys = split[:, 0], split[:, 1]
+    states, loss_sums = train_lib.train_epoch(
+        run.model,
+        run.static,
+        run.dynamic,
+        states,
+        run.x,
+        run.y,
+        epoch_keys,
+        batch_size=config.batch_size,
+        mesh=run.mesh,
+    )
+    losses = np.asarray(sharding.local_copy(loss_sums)) / steps_per_epoch
+    scores, watched = _score(run, sharding.local_copy(states.params))
+    seconds = time.perf_counter() - start
+    rows, keep = _record_epoch(
+        record, training, losses, scores, watched, seconds, config, run.watch
+    )
+    arrays = _arrays(states, rngs, _keep(run.place(keep), states.params, arrays["kept"]))
+    yield arrays, rows, seconds
+
+
+def _score(run: _Run, params: Params) -> tuple[dict[str, np.ndarray] | None, np.ndarray | None]:
+  """Every member's validation scores and watched PGD accuracy (None without them)."""
+  scores = None
+  if run.valid is not None:
+    scores = evaluation.evaluate_members(
+        run.model,
+        params,
+        run.valid,
+        eps=run.config.eval_eps,
+        batch_size=run.config.eval_batch_size,
+    )
+  watched = None if run.watch is None else run.watch.accuracies(run.model, params)
+  return scores, watched
+
+
+def _record_epoch(
+    record: dict[str, Any],
+    training: list[int],
+    losses: np.ndarray,
+    scores: dict[str, np.ndarray] | None,
+    watched: np.ndarray | None,
+    seconds: float,
+    config: TrainConfig,
+    watch: PGDWatch | None,
+) -> tuple[list[dict[str, Any]], np.ndarray]:
+  """Adds the next epoch to the record of each member that trained it.
+
+  Its history row, its best epoch, a divergence, its watched accuracy.
+
+  Returns:
+    The epoch's ``metrics.jsonl`` rows, and which members keep this epoch's
+    parameters as their result.
+  """
+  epoch = record["epoch"] + 1
+  keep = np.zeros(len(record["members"]), bool)
+  rows = []
+  for m in training:
+    member = record["members"][m]
+    row = {"epoch": epoch, "loss": _json_number(losses[m])}
+    if row["loss"] is None:
+      row["diverged"] = True
+      member["diverged"] = epoch
+    stopping = _stopping(config, member)
+    if scores is not None:
+      row.update({f"valid_{name}": _json_number(values[m]) for name, values in scores.items()})
+      stopping = stopping.update(epoch, float(scores[config.monitor][m]))
+      member.update(best_epoch=stopping.best_epoch, best_value=stopping.best_value)
+    keep[m] = row["loss"] is not None and (config.patience is None or stopping.best_epoch == epoch)
+    if watched is not None and watch is not None:
+      keep[m] = (
+          _watch.record(watch, member, epoch, float(watched[m]), row) and row["loss"] is not None
+      )
+    row["seconds"] = seconds
+    member["history"].append(row)
+    rows.append({"member": m, "seed": member["seed"], **row})
+  record["epoch"] = epoch
+  return rows, keep
+
+
+@jax.jit
+def _keep(mask: Array, params: Params, kept: Params) -> Params:
+  """Each member's ``params`` where ``mask`` holds, else what ``kept`` holds."""
+  return jax.tree.map(
+      lambda p, k: jnp.where(mask.reshape((-1,) + (1,) * (p.ndim - 1)), p, k), params, kept
+  )
+
+
+def _results(kept: Params, record: dict[str, Any], settings: list[str]) -> list[FitResult]:
+  """One `FitResult` per member, from the kept parameters and the record."""
+  return [
+      FitResult(
+          params=jax.tree.map(lambda leaf, m=m: leaf[m], kept),
+          history=member["history"],
+          best_epoch=member["best_epoch"],
+          best_value=member["best_value"],
+          watch_accuracy=_watch.watched(member["history"]),
+          collapse_epoch=member.get("collapse_epoch"),
+          diverged=member.get("diverged"),
+          setting=settings[m],
+      )
+      for m, member in enumerate(record["members"])
+  ]
+
+
 def _json_number(value: float) -> float | None:
   return float(value) if math.isfinite(value) else None
 
@@ -763,184 +742,3 @@ def _member_setting(objective: Any, seeds: Sequence[int], member: int) -> str:
       if isinstance(value, list) and len(value) == len(seeds):
         parts.append(f"{name}={value[member]}")
   return ", ".join(parts)
-
-
-def describe(value: Any) -> Any:
-  """A JSON description of a setting, stable from run to run.
-
-  Dataclasses and named tuples become their type's name and fields, functions
-  ``module.qualname``, arrays lists; what JSON holds as it is stays. Used to
-  fingerprint runs, so it never includes memory addresses.
-
-  Example:
-    >>> describe(train.Noise(advjax.sign_noise, eps=0.25))
-    {'type': 'Noise', 'noise_fn': 'advjax.objectives.sign_noise', 'eps': 0.25, 'alpha': 0.5}
-  """
-  if dataclasses.is_dataclass(value) and not isinstance(value, type):
-    return {
-        "type": type(value).__qualname__,
-        **{f.name: describe(getattr(value, f.name)) for f in dataclasses.fields(value)},
-    }
-  fields = getattr(value, "_fields", None)  # a named tuple's
-  if isinstance(value, tuple) and fields is not None:
-    return {
-        "type": type(value).__qualname__,
-        **{name: describe(getattr(value, name)) for name in fields},
-    }
-  if isinstance(value, (list, tuple)):
-    return [describe(v) for v in value]
-  if isinstance(value, dict):
-    return {str(k): describe(v) for k, v in value.items()}
-  if callable(value) and hasattr(value, "__qualname__"):
-    return f"{value.__module__}.{value.__qualname__}"
-  if isinstance(value, (jax.Array, np.ndarray, np.generic)):
-    return np.asarray(value).tolist()
-  if value is None or isinstance(value, (bool, int, float, str)):
-    return value
-  return repr(value)
-
-
-def fingerprint(
-    model: Classifier,
-    objective: train_lib.Objective,
-    config: TrainConfig,
-    *,
-    seeds: Sequence[int],
-    train: Any,
-    valid: Any | None = None,
-    tx: optax.GradientTransformation | None = None,
-    member_epochs: Sequence[int] | None = None,
-) -> dict[str, Any]:
-  """What must match for a checkpoint folder to belong to a run of `fit_members`.
-
-  The model, the objective and its settings, the config, the seeds and
-  epochs, the optimizer (the recipe's, or "custom") and the data (sizes and
-  a SHA-256 of the images and labels: 0.09 s for MNIST's 50,000 training
-  images, next to seconds for one epoch), as JSON. Experiments name their run folders
-  after its digest, so that other settings never meet these checkpoints.
-
-  Example:
-    >>> run = fingerprint(model, train.Adversarial(0.25), config, seeds=[0], train=data.train)
-    >>> run["objective"], run["train"]["examples"]
-    ({'type': 'Adversarial', 'eps': 0.25, 'alpha': 0.5, 'clip': None}, 200)
-  """
-
-  def data(split):
-    if split is None:
-      return None
-    digest = hashlib.sha256()
-    for array in (split.x, split.y):
-      array = np.ascontiguousarray(np.asarray(array))
-      digest.update(f"{array.dtype.str}{array.shape}".encode())
-      digest.update(array.data)
-    return {"examples": len(split.y), "sha256": digest.hexdigest()}
-
-  seeds = [int(seed) for seed in seeds]
-  return {
-      "model": f"{model.module!r} head={model.head.name} " f"max_col_norm={model.max_col_norm}",
-      "objective": describe(objective),
-      "config": describe(config),
-      "seeds": seeds,
-      "member_epochs": [config.epochs] * len(seeds)
-      if member_epochs is None
-      else list(member_epochs),
-      "optimizer": "recipe_sgd" if tx is None else "custom",
-      "train": data(train),
-      "valid": data(valid),
-  }
-
-
-def _lock(workdir: pathlib.Path) -> pathlib.Path:
-  """Takes ``workdir/lock`` for this process (its PID inside); returns its path.
-
-  Refuses a folder whose lock names a live process; takes over the lock of
-  a process that is gone (killed before it could remove it).
-  """
-  workdir.mkdir(parents=True, exist_ok=True)
-  path = workdir / "lock"
-  mine = workdir / f".lock.{os.getpid()}"
-  mine.write_text(f"{os.getpid()}\n")
-  try:
-    while True:
-      try:
-        os.link(mine, path)  # atomic: the lock appears with its PID in it
-        return path
-      except FileExistsError:
-        pass
-      try:
-        pid = int(path.read_text())
-      except (OSError, ValueError):
-        pid = None
-      if pid is not None and pid != os.getpid() and _alive(pid):
-        raise RunInUseError(
-            f"{workdir} is in use by process {pid} (lock file {path}): wait for it to "
-            "finish or stop it, or choose another folder"
-        )
-      path.unlink(missing_ok=True)
-  finally:
-    mine.unlink()
-
-
-def _alive(pid: int) -> bool:
-  try:
-    os.kill(pid, 0)
-  except ProcessLookupError:
-    return False
-  except PermissionError:  # another user's live process
-    return True
-  return True
-
-
-def _write_metrics(path: pathlib.Path, record: dict[str, Any]) -> None:
-  """Rewrites the JSON-lines file atomically to match the checkpointed history."""
-  rows = sorted(
-      (
-          {"member": m, "seed": info["seed"], **row}
-          for m, info in enumerate(record["members"])
-          for row in info["history"]
-      ),
-      key=lambda row: (row["epoch"], row["member"]),
-  )
-  tmp = path.with_suffix(".tmp")
-  tmp.parent.mkdir(parents=True, exist_ok=True)
-  tmp.write_text("".join(json.dumps(row) + "\n" for row in rows))
-  os.replace(tmp, path)
-
-
-def _report(
-    bar: Any,
-    mode: str | None,
-    desc: str,
-    epoch: int,
-    epochs: int,
-    rows: list[dict[str, Any]],
-    settings: list[str],
-    seconds: float,
-) -> None:
-  """Shows a finished epoch: on the progress bar, or as one plain line."""
-  finite = [row["loss"] for row in rows if row["loss"] is not None]
-  loss = float(np.mean(finite)) if finite else math.nan
-  diverged = "; ".join(
-      f"member {row['member']} ({settings[row['member']]})" for row in rows if row["loss"] is None
-  )
-  diverged = f" diverged: {diverged}" if diverged else ""
-  errors = [row["valid_error"] for row in rows if row.get("valid_error") is not None]
-  valid = ""
-  if errors:
-    low, high = min(errors), max(errors)
-    valid = f"{low:.2%}" if low == high else f"{low:.2%}-{high:.2%}"
-  collapsed = ", ".join(str(row["member"]) for row in rows if row.get("watch_collapse"))
-  note = f" PGD accuracy collapsed (member {collapsed})" if collapsed else ""
-  if mode == "bar":
-    bar.set_postfix(loss=f"{loss:.4f}", valid_err=valid or "-", collapsed=collapsed or "-")
-    bar.update(1)
-    if diverged:
-      bar.write(f"{desc}: epoch {epoch}{diverged}")
-  elif mode == "lines":
-    members = f" ({len(rows)} members)" if len(rows) > 1 else ""
-    shown = f" valid error {valid}" if valid else ""
-    print(
-        f"{desc}: epoch {epoch}/{epochs}{members} loss {loss:.4f}{shown}{note} "
-        f"{seconds:.1f} s{diverged}",
-        flush=True,
-    )

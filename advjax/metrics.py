@@ -7,18 +7,16 @@ class its argmax happens to land on.
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 
 from advjax import _validation
+from advjax._types import Array
 
 __all__ = [
     "error_and_confidence",
     "mistakes",
     "rubbish_error_and_confidence",
 ]
-
-Array = jax.Array
 
 
 def mistakes(probs: Array, labels: Array) -> Array:

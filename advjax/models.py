@@ -39,6 +39,9 @@ import numpy as np
 import optax
 
 from advjax import _validation
+from advjax._types import Array
+from advjax._types import LossFn
+from advjax._types import Params
 from advjax.sweeps import LinearFirst
 
 __all__ = [
@@ -65,9 +68,6 @@ __all__ = [
     "softmax_regression",
 ]
 
-Array = jax.Array
-Params = Any
-LossFn = Callable[[Params, Array, Array], Array]
 
 # The recipe of Goodfellow et al. (2013) for permutation-invariant MNIST.
 MAX_COL_NORM = 1.9365

@@ -29,9 +29,10 @@ import jax
 import jax.numpy as jnp
 
 from advjax import _validation
-from advjax.attacks import Array
-from advjax.attacks import Clip
-from advjax.attacks import LossFn
+from advjax._types import Array
+from advjax._types import Clip
+from advjax._types import LogitsFn
+from advjax._types import LossFn
 from advjax.attacks import broadcast_eps
 from advjax.attacks import fgsm
 from advjax.attacks import pgd
@@ -58,7 +59,6 @@ __all__ = [
     "uniform_noise",
 ]
 
-LogitsFn = Callable[[Any, Array], Array]
 """``(params, x) -> logits``: the model's scores, shape ``(n, classes)``."""
 
 
@@ -576,8 +576,8 @@ class Adversarial:
     clip: optional ``(lo, hi)`` box for the adversarial inputs (None in the paper).
 
   Example:
-    >>> result = loop.fit(model, data.train, config, objective=Adversarial(eps=0.25))
-    train: epoch 1/1 loss ... s
+    >>> loss = Adversarial(eps=0.25)(model.loss_fn(), key)  # 0.5 J(x) + 0.5 J(x_fgsm)
+    >>> grads = jax.grad(loss)(params, x, y)  # what `advjax.loop.fit` steps on
   """
 
   eps: Any

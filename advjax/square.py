@@ -18,11 +18,12 @@ import jax.numpy as jnp
 
 from advjax import _validation
 from advjax import attacks
-from advjax.apgd import LogitsFn
+from advjax._types import Array
+from advjax._types import Clip
+from advjax._types import LogitsFn
 
 __all__ = ["margin", "square", "square_fraction"]
 
-Array = jax.Array
 
 # Query counts after which the window fraction halves (on a 10,000-query scale).
 _HALVINGS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
@@ -74,6 +75,37 @@ def square_fraction(query: Any, p_init: float, *, num_queries: int | None = None
   return jnp.float32(p_init) / 2.0 ** halvings.astype(jnp.float32)
 
 
+def _image_shape(x: Array, image_shape: tuple[int, int, int] | None) -> tuple[int, int, int]:
+  """``(height, width, channels)`` of one example of ``x``: ``image_shape``, or read off ``x``."""
+  shape = tuple(image_shape or (x.shape[1:] + (1,) if x.ndim == 3 else x.shape[1:]))
+  if len(shape) != 3 or math.prod(shape) != math.prod(x.shape[1:]):
+    raise ValueError(
+        f"image_shape must be (height, width, channels) of one example {x.shape[1:]}, "
+        f"got {shape!r}."
+    )
+  return shape
+
+
+def _window_steps(
+    position_key: Array, sign_key: Array, fraction: Array, images: tuple[int, ...], dtype: Any
+) -> Array:
+  """Per image a random square window, ``fraction`` of its area, of +-2 per channel; 0 outside.
+
+  ``images`` is ``(batch, height, width, channels)``; the result has that
+  shape, in units of eps.
+  """
+  batch, height, width, channels = images
+  side = jnp.maximum(jnp.round(jnp.sqrt(fraction * height * width)), 1).astype(jnp.int32)
+  corner = jax.random.uniform(position_key, (2, batch, 1, 1, 1))
+  top = (corner[0] * (height - side)).astype(jnp.int32)
+  left = (corner[1] * (width - side)).astype(jnp.int32)
+  rows = jnp.arange(height)[None, :, None, None]
+  cols = jnp.arange(width)[None, None, :, None]
+  window = (rows >= top) & (rows < top + side) & (cols >= left) & (cols < left + side)
+  signs = jax.random.rademacher(sign_key, (batch, 1, 1, channels), dtype)
+  return jnp.where(window, 2 * signs, 0)
+
+
 def square(
     logits_fn: LogitsFn,
     params: Any,
@@ -85,7 +117,7 @@ def square(
     num_queries: int = 5000,
     p_init: float = 0.8,
     image_shape: tuple[int, int, int] | None = None,
-    clip: attacks.Clip = (0.0, 1.0),
+    clip: Clip = (0.0, 1.0),
     rescale_schedule: bool = False,
 ) -> Array:
   """The L-infinity Square attack, stopping once every example is misclassified.
@@ -125,13 +157,7 @@ def square(
   _validation.check_batch(x, y)
   if not isinstance(num_queries, int) or num_queries < 1:
     raise ValueError(f"num_queries must be an int >= 1, got {num_queries!r}.")
-  shape = tuple(image_shape or (x.shape[1:] + (1,) if x.ndim == 3 else x.shape[1:]))
-  if len(shape) != 3 or math.prod(shape) != math.prod(x.shape[1:]):
-    raise ValueError(
-        f"image_shape must be (height, width, channels) of one example {x.shape[1:]}, "
-        f"got {shape!r}."
-    )
-  height, width, channels = shape
+  height, width, channels = _image_shape(x, image_shape)
   batch = x.shape[0]
   radius = attacks.broadcast_eps(eps, attacks._widen(x))  # pylint: disable=protected-access
   images = (batch, height, width, channels)
@@ -151,15 +177,8 @@ def square(
     query, best, best_margin, key = state
     key, position_key, sign_key = jax.random.split(key, 3)
     fraction = square_fraction(query, p_init, num_queries=num_queries if rescale_schedule else None)
-    side = jnp.maximum(jnp.round(jnp.sqrt(fraction * height * width)), 1).astype(jnp.int32)
-    corner = jax.random.uniform(position_key, (2, batch, 1, 1, 1))
-    top = (corner[0] * (height - side)).astype(jnp.int32)
-    left = (corner[1] * (width - side)).astype(jnp.int32)
-    rows = jnp.arange(height)[None, :, None, None]
-    cols = jnp.arange(width)[None, None, :, None]
-    window = (rows >= top) & (rows < top + side) & (cols >= left) & (cols < left + side)
-    signs = jax.random.rademacher(sign_key, (batch, 1, 1, channels), x.dtype)
-    delta = jnp.where(window, 2 * signs, 0).reshape(x.shape) * radius
+    steps = _window_steps(position_key, sign_key, fraction, images, x.dtype)
+    delta = steps.reshape(x.shape) * radius
     proposal = project(best + delta)
     proposal_margin = score(proposal)
     live = best_margin > 0

@@ -24,9 +24,9 @@ import numpy as np
 from advjax import _trees
 from advjax import _validation
 from advjax._batching import map_batches
-from advjax.attacks import Array
-from advjax.attacks import Clip
-from advjax.attacks import LossFn
+from advjax._types import Array
+from advjax._types import Clip
+from advjax._types import LossFn
 from advjax.attacks import input_grad
 from advjax.attacks import sign_step
 from advjax.metrics import mistakes

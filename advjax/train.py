@@ -42,9 +42,10 @@ from jax.sharding import PartitionSpec
 import optax
 
 from advjax import sharding
-from advjax.attacks import LossFn
+from advjax._types import Array
+from advjax._types import LossFn
+from advjax._types import Params
 from advjax.models import Classifier
-from advjax.models import Params
 from advjax.objectives import NFGSM
 from advjax.objectives import TRADES
 from advjax.objectives import Adversarial
@@ -75,7 +76,6 @@ __all__ = [
     "train_step",
 ]
 
-Array = jax.Array
 Batch = tuple[Array, Array]
 TrainState = train_state.TrainState
 Objective = Callable[..., LossFn]

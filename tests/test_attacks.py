@@ -11,37 +11,10 @@ import numpy as np
 import pytest
 
 import advjax
-
-
-def logistic(params, x, y):
-  return advjax.logistic_loss(params["w"], params["b"], x, y)
-
-
-def mlp_loss(params, x, y):
-  hidden = jnp.tanh(x @ params["w1"] + params["b1"])
-  logits = hidden @ params["w2"]
-  return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), y[:, None], 1))
-
-
-def logistic_problem(seed=0, n=16, d=10):
-  rng = np.random.default_rng(seed)
-  params = {"w": jnp.asarray(rng.normal(size=d), jnp.float32), "b": jnp.asarray(0.3, jnp.float32)}
-  x = jnp.asarray(rng.uniform(size=(n, d)), jnp.float32)
-  y = jnp.asarray(rng.choice([-1.0, 1.0], size=n), jnp.float32)
-  return params, x, y
-
-
-def mlp_problem(seed=0, n=8, d=6, hidden=5, classes=3):
-  rng = np.random.default_rng(seed)
-  params = {
-      "w1": rng.normal(size=(d, hidden)),
-      "b1": rng.normal(size=hidden),
-      "w2": rng.normal(size=(hidden, classes)),
-  }
-  params = jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), params)
-  x = jnp.asarray(rng.uniform(size=(n, d)), jnp.float32)
-  y = jnp.asarray(rng.integers(0, classes, size=n), jnp.int32)
-  return params, x, y
+from tests.conftest import logistic
+from tests.conftest import logistic_problem
+from tests.conftest import mlp_loss
+from tests.conftest import mlp_problem
 
 
 class FgsmTest(chex.TestCase):

@@ -282,44 +282,40 @@ def test_square_stays_in_the_ball_and_the_box():
 
 
 def test_curve_equals_separate_calls_and_members_equal_separate_models():
-  params, x, y = linear_problem(seed=7, n=32)
-  eps_values = jnp.array([0.02, 0.08, 0.2])
-  settings = dict(SETTINGS, num_targets=1, key=jax.random.key(1))
-  curve = jax.jit(lambda p: advjax.autoattack_curve(linear_logits, p, x, y, eps_values, **settings))
-  one = jax.jit(lambda p, e: advjax.autoattack(linear_logits, p, x, y, e, **settings))
-  together = curve(params)
-  for k, eps in enumerate(eps_values):
-    alone = one(params, eps)
-    np.testing.assert_array_equal(together.robust[k], alone.robust)
-    np.testing.assert_array_equal(together.broken_by[k], alone.broken_by)
-    np.testing.assert_allclose(together.x_adv[k], alone.x_adv, atol=1e-6)
-  other = jax.tree.map(lambda a: -a, params)
-  members = jax.jit(jax.vmap(curve))(advjax.stack([params, other]))
-  np.testing.assert_array_equal(members.robust[0], together.robust)
-  np.testing.assert_array_equal(members.robust[1], curve(other).robust)
+  # One compiled program for both members at every radius, against the
+  # separate calls of `linear_autoattack` (compiled once for the whole file).
+  params, x, y = linear_problem()
+  members = [params, jax.tree.map(lambda a: -a, params)]
+  eps_values = [0.03, 0.06, 0.2]
+  curves = jax.jit(
+      jax.vmap(
+          lambda p: advjax.autoattack_curve(
+              linear_logits, p, x, y, jnp.array(eps_values), key=jax.random.key(0), **SETTINGS
+          )
+      )
+  )
+  together = curves(advjax.stack(members))
+  for m, member in enumerate(members):
+    for k, eps in enumerate(eps_values):
+      alone = linear_autoattack()(member, x, y, eps)
+      np.testing.assert_array_equal(together.robust[m, k], alone.robust)
+      np.testing.assert_array_equal(together.broken_by[m, k], alone.broken_by)
+      np.testing.assert_allclose(together.x_adv[m, k], alone.x_adv, atol=1e-6)
 
 
 # --- gradient-masking flags ------------------------------------------------------------------
 
 
 def test_flags_fire_on_zero_gradients_and_non_monotone_curves():
-  params, x, y = linear_problem(seed=8, n=16)
-
-  def flat_logits(p, x):  # a step function: no gradient anywhere, broken only by search
-    return jnp.round(linear_logits(p, x) * 0.2) * 5.0
-
-  report = advjax.autoattack_report(
-      flat_logits,
-      params,
-      x,
-      y,
-      [0.0, 0.1, 0.3],
-      key=jax.random.key(0),
-      **dict(SETTINGS, num_targets=1),
+  params, x, y = linear_problem()
+  # Constant logits: no gradient anywhere (and `linear_autoattack`'s program).
+  flat = {"w": jnp.zeros_like(params["w"]), "b": params["b"]}
+  eps_values = [0.0, 0.3]
+  result = jax.tree.map(
+      lambda *a: jnp.stack(a), *(linear_autoattack()(flat, x, y, eps) for eps in eps_values)
   )
-  flags = report["flags"]
-  assert flags["zero_gradients"] == 16 and flags["any"]
-  assert report["robust_accuracy"][0] >= report["robust_accuracy"][-1]
+  flags = advjax.masking_flags(result, eps_values)
+  assert flags["zero_gradients"] == len(y) and flags["any"] and not flags["non_monotone"]
   fake = advjax.AutoAttackResult(
       jnp.array([[True, False], [True, True]]), None, jnp.full((2, 2), -1), jnp.zeros((2, 2), bool)
   )

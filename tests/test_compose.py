@@ -22,8 +22,8 @@ import numpy as np
 import optax
 
 import advjax
-from tests.test_attacks import mlp_loss
-from tests.test_attacks import mlp_problem
+from tests.conftest import mlp_loss
+from tests.conftest import mlp_problem
 
 D, CLASSES = 6, 3
 

@@ -26,11 +26,15 @@ import pytest
 
 from advjax import data
 from advjax.data import DataError
+from tests.conftest import IMAGES
+from tests.conftest import LABELS
+from tests.conftest import TEST_IMAGES
+from tests.conftest import TEST_LABELS
+from tests.conftest import assert_one_line_naming
+from tests.conftest import idx_bytes
+from tests.conftest import write_file
+from tests.conftest import write_mnist_dir
 
-IMAGES = "train-images-idx3-ubyte"
-LABELS = "train-labels-idx1-ubyte"
-TEST_IMAGES = "t10k-images-idx3-ubyte"
-TEST_LABELS = "t10k-labels-idx1-ubyte"
 # The project's copy of MNIST, beside the repository on development machines and CI.
 SHARED_MNIST = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
 
@@ -40,51 +44,8 @@ SHARED_MNIST = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" /
 # ---------------------------------------------------------------------------
 
 
-def idx_bytes(array: np.ndarray, magic: int | None = None) -> bytes:
-  """The IDX encoding of a uint8 array: big-endian magic, dimensions, then the bytes."""
-  array = np.asarray(array, np.uint8)
-  if magic is None:
-    magic = 0x0800 | array.ndim
-  header = struct.pack(">I", magic) + struct.pack(f">{array.ndim}I", *array.shape)
-  return header + array.tobytes()
-
-
-def write_file(path: pathlib.Path, content: bytes, gz: bool) -> pathlib.Path:
-  """Writes ``content`` to ``path`` (plus ``.gz``, compressed, when ``gz``)."""
-  if gz:
-    path = path.with_name(path.name + ".gz")
-    content = gzip.compress(content)
-  path.write_bytes(content)
-  return path
-
-
-def write_mnist_dir(
-    folder: pathlib.Path, n_train: int = 12, n_test: int = 5, gz: bool = True, seed: int = 0
-) -> dict[str, np.ndarray]:
-  """Writes four random IDX files into ``folder`` and returns the arrays written."""
-  rng = np.random.default_rng(seed)
-  arrays = {
-      IMAGES: rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
-      LABELS: rng.integers(0, 10, n_train, dtype=np.uint8),
-      TEST_IMAGES: rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
-      TEST_LABELS: rng.integers(0, 10, n_test, dtype=np.uint8),
-  }
-  # Pin the extremes so that scaling to exactly 0.0 and 1.0 is exercised.
-  arrays[IMAGES][:1, 0, 0], arrays[IMAGES][:1, 0, 1] = 0, 255
-  for name, array in arrays.items():
-    write_file(folder / name, idx_bytes(array), gz)
-  return arrays
-
-
 def split_sizes(mnist: data.MNIST) -> list[int]:
   return [len(s) for s in (mnist.train, mnist.valid, mnist.test, mnist.train_full)]
-
-
-def assert_one_line_naming(err: pytest.ExceptionInfo, *needles: str) -> None:
-  message = str(err.value)
-  assert "\n" not in message
-  for needle in needles:
-    assert needle in message, f"{needle!r} not in {message!r}"
 
 
 @pytest.fixture

@@ -7,10 +7,10 @@ import pytest
 
 import advjax
 from advjax import evaluation
-from tests.test_train import INIT
-from tests.test_train import MODEL
-from tests.test_train import TRAIN
-from tests.test_train import VALID
+from tests.conftest import INIT
+from tests.conftest import MODEL
+from tests.conftest import TRAIN
+from tests.conftest import VALID
 
 
 def trained_params(seed=0):

@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 
 import advjax
+from advjax import _progress
+from advjax import _run_folder
 from advjax import checkpoint
 from advjax import data
 from advjax import loop
@@ -22,13 +24,14 @@ from experiments import all as experiments_all
 from experiments import cli
 from experiments import files
 from experiments import report
-from tests.test_data import IMAGES
-from tests.test_data import TEST_IMAGES
-from tests.test_data import assert_one_line_naming
-from tests.test_data import write_mnist_dir
-from tests.test_train import MODEL
-from tests.test_train import TRAIN
-from tests.test_train import Split
+from tests.conftest import IMAGES
+from tests.conftest import MODEL
+from tests.conftest import TEST_IMAGES
+from tests.conftest import TRAIN
+from tests.conftest import Split
+from tests.conftest import assert_one_line_naming
+from tests.conftest import assert_trees_equal
+from tests.conftest import write_mnist_dir
 
 PARAMS = MODEL.init(jax.random.key(0), TRAIN.x[:1])
 X = jnp.asarray(TRAIN.x[:4])
@@ -116,15 +119,11 @@ def test_a_diverged_member_is_named_kept_finite_and_written_as_strict_json(tmp_p
 
 def test_the_progress_line_names_a_diverged_member(capsys):
   rows = [{"member": 0, "loss": 0.5}, {"member": 1, "loss": None}]
-  loop._report(None, "lines", "study", 3, 5, rows, ["seed 0, eps=0.1", "seed 1, eps=0.3"], 2.0)
+  settings = ["seed 0, eps=0.1", "seed 1, eps=0.3"]
+  loop.ProgressLines().epoch(_progress.summarize("study", 3, 5, rows, settings, 2.0))
   assert capsys.readouterr().out == (
       "study: epoch 3/5 (2 members) loss 0.5000 2.0 s diverged: member 1 (seed 1, eps=0.3)\n"
   )
-
-
-def assert_trees_equal(a, b):
-  for leaf_a, leaf_b in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
-    np.testing.assert_array_equal(np.asarray(leaf_a), np.asarray(leaf_b))
 
 
 @pytest.mark.parametrize(
@@ -200,12 +199,12 @@ def test_a_run_folder_in_use_by_a_live_process_is_refused_and_a_dead_ones_taken_
   try:
     (tmp_path / "lock").write_text(f"{other.pid}\n")
     with pytest.raises(checkpoint.RunInUseError) as err:
-      loop._lock(tmp_path)
+      _run_folder.lock(tmp_path)
     assert f"in use by process {other.pid} (lock file {tmp_path / 'lock'})" in str(err.value)
   finally:
     other.kill()
     other.wait()
-  assert loop._lock(tmp_path) == tmp_path / "lock"
+  assert _run_folder.lock(tmp_path) == tmp_path / "lock"
   assert (tmp_path / "lock").read_text() == f"{os.getpid()}\n"
   assert sorted(p.name for p in tmp_path.iterdir()) == ["lock"]
 

@@ -10,30 +10,27 @@ import sys
 import textwrap
 import time
 
-import jax
 import numpy as np
+import optax
 import pytest
 
 import advjax
 from advjax import checkpoint
 from advjax import loop
 from advjax import train
-from tests.test_train import MODEL
-from tests.test_train import TRAIN
-from tests.test_train import VALID
-from tests.test_train import Split
+from tests.conftest import CONFIG
+from tests.conftest import MODEL
+from tests.conftest import TRAIN
+from tests.conftest import VALID
+from tests.conftest import Crash
+from tests.conftest import Split
+from tests.conftest import assert_trees_equal
+from tests.conftest import crash_on_epoch
+from tests.conftest import without_time
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-CONFIG = loop.TrainConfig(epochs=3, eval_eps=0.25, batch_size=20, eval_batch_size=64)
-
-
-def assert_trees_equal(a, b):
-  for leaf_a, leaf_b in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
-    np.testing.assert_array_equal(np.asarray(leaf_a), np.asarray(leaf_b))
-
-
-def without_time(history):
-  return [{k: v for k, v in row.items() if k != "seconds"} for row in history]
+# The objective of most tests here: one compiled epoch per population size for the module.
+OBJECTIVE = train.Adversarial(0.25)
 
 
 def assert_histories_close(a, b):
@@ -44,52 +41,27 @@ def assert_histories_close(a, b):
 
 
 def test_same_seed_gives_bit_identical_parameters():
-  a = loop.fit(MODEL, TRAIN, CONFIG, objective=train.Adversarial(0.25))
-  b = loop.fit(MODEL, TRAIN, CONFIG, objective=train.Adversarial(0.25))
-  c = loop.fit(MODEL, TRAIN, dataclasses.replace(CONFIG, seed=1), objective=train.Adversarial(0.25))
+  a = loop.fit(MODEL, TRAIN, CONFIG, objective=OBJECTIVE)
+  b = loop.fit(MODEL, TRAIN, CONFIG, objective=OBJECTIVE)
+  c = loop.fit(MODEL, TRAIN, dataclasses.replace(CONFIG, seed=1), objective=OBJECTIVE)
   assert_trees_equal(a.params, b.params)
   assert not np.array_equal(a.params["output"]["kernel"], c.params["output"]["kernel"])
 
 
 def test_members_equal_separate_runs_with_their_histories():
   config = dataclasses.replace(CONFIG, patience=2, epochs=4)
-  members = loop.fit_members(
-      MODEL, TRAIN, config, seeds=[3, 5], objective=train.Adversarial(0.25), valid=VALID
-  )
+  members = loop.fit_members(MODEL, TRAIN, config, seeds=[3, 5], objective=OBJECTIVE, valid=VALID)
   for seed, result in zip([3, 5], members):
     alone = loop.fit(
         MODEL,
         TRAIN,
         dataclasses.replace(config, seed=seed),
-        objective=train.Adversarial(0.25),
+        objective=OBJECTIVE,
         valid=VALID,
     )
     assert_trees_equal(result.params, alone.params)
     assert_histories_close(result.history, alone.history)
     assert (result.best_epoch, result.best_value) == (alone.best_epoch, alone.best_value)
-
-
-class Crash(Exception):
-  pass
-
-
-def crash_on_epoch(monkeypatch, epoch):
-  """Makes the ``epoch``-th epoch trained from now die halfway, as if killed.
-
-  Returns:
-    A list that gains one entry per epoch trained.
-  """
-  real = train.train_epoch
-  calls = []
-
-  def flaky(*args, **kwargs):
-    calls.append(1)
-    if len(calls) == epoch:
-      raise Crash
-    return real(*args, **kwargs)
-
-  monkeypatch.setattr(train, "train_epoch", flaky)
-  return calls
 
 
 def test_resume_after_a_crash_matches_an_uninterrupted_run(tmp_path, monkeypatch):
@@ -163,11 +135,11 @@ def scripted_scores(monkeypatch, errors):
 def test_early_stopping_returns_the_best_epoch(monkeypatch):
   config = dataclasses.replace(CONFIG, epochs=10, patience=2)
   scripted_scores(monkeypatch, [0.5, 0.3, 0.4, 0.3, 0.1])
-  result = loop.fit(MODEL, TRAIN, config, valid=VALID)
+  result = loop.fit(MODEL, TRAIN, config, objective=OBJECTIVE, valid=VALID)
   # Epoch 2 is best; epochs 3 and 4 do not beat it (a tie is no improvement).
   assert result.best_epoch == 2 and result.best_value == 0.3
   assert len(result.history) == 4
-  two_epochs = loop.fit(MODEL, TRAIN, dataclasses.replace(CONFIG, epochs=2))
+  two_epochs = loop.fit(MODEL, TRAIN, dataclasses.replace(CONFIG, epochs=2), objective=OBJECTIVE)
   assert_trees_equal(result.params, two_epochs.params)
 
 
@@ -183,12 +155,17 @@ def test_each_member_stops_on_its_own(monkeypatch):
   scripted_scores(
       monkeypatch, [[0.2, 0.9], [0.3, 0.8], [0.3, 0.7], [0.5, 0.6], [0.5, 0.6], [0.5, 0.6]]
   )
-  first, second = loop.fit_members(MODEL, TRAIN, config, seeds=[0, 1], valid=VALID)
+  first, second = loop.fit_members(
+      MODEL, TRAIN, config, seeds=[0, 1], objective=OBJECTIVE, valid=VALID
+  )
   assert (first.best_epoch, len(first.history)) == (1, 3)
   assert (second.best_epoch, len(second.history)) == (4, 6)
   alone = {
       epochs: loop.fit(
-          MODEL, TRAIN, dataclasses.replace(config, epochs=epochs, patience=None, seed=seed)
+          MODEL,
+          TRAIN,
+          dataclasses.replace(config, epochs=epochs, patience=None, seed=seed),
+          objective=OBJECTIVE,
       )
       for seed, epochs in ((0, 1), (1, 4))
   }
@@ -197,26 +174,34 @@ def test_each_member_stops_on_its_own(monkeypatch):
 
 
 def test_fit_and_retrain_retrains_each_seed_for_its_best_epoch_count(monkeypatch, tmp_path):
+  # Train and valid split TRAIN, so that retraining on their union shares
+  # the compiled epochs of the other tests.
+  train_full = TRAIN
   data = type(
       "Data",
       (),
       {
-          "train": TRAIN,
-          "valid": VALID,
-          "train_full": Split(
-              np.concatenate([TRAIN.x, VALID.x]), np.concatenate([TRAIN.y, VALID.y])
-          ),
+          "train": Split(TRAIN.x[:60], TRAIN.y[:60]),
+          "valid": Split(TRAIN.x[60:], TRAIN.y[60:]),
+          "train_full": train_full,
       },
   )
   scripted_scores(monkeypatch, [[0.5, 0.5], [0.2, 0.4], [0.4, 0.3], [0.4, 0.4], [0.4, 0.4]])
   config = dataclasses.replace(CONFIG, epochs=10, patience=2)
-  selection, final = loop.fit_and_retrain(MODEL, data, config, seeds=[0, 7], workdir=tmp_path)
+  selection, final = loop.fit_and_retrain(
+      MODEL, data, config, seeds=[0, 7], objective=OBJECTIVE, workdir=tmp_path
+  )
   assert [r.best_epoch for r in selection] == [2, 3]
   assert [[row["epoch"] for row in r.history] for r in final] == [[1, 2], [1, 2, 3]]
   assert "valid_error" not in final[0].history[0]
   assert (tmp_path / "retrain" / "metrics.jsonl").exists()
   for result, seed, epochs in zip(final, [0, 7], [2, 3]):
-    direct = loop.fit(MODEL, data.train_full, dataclasses.replace(CONFIG, epochs=epochs, seed=seed))
+    direct = loop.fit(
+        MODEL,
+        train_full,
+        dataclasses.replace(CONFIG, epochs=epochs, seed=seed),
+        objective=OBJECTIVE,
+    )
     assert_trees_equal(result.params, direct.params)
 
 
@@ -235,6 +220,47 @@ def test_fit_rejects_bad_settings():
     loop.fit_members(MODEL, TRAIN, CONFIG, seeds=[])
   with pytest.raises(ValueError, match="member_epochs"):
     loop.fit_members(MODEL, TRAIN, CONFIG, seeds=[0, 1], member_epochs=[1, 4])
+  # An optimizer of one's own beside recipe settings it would silently replace.
+  with pytest.raises(
+      ValueError, match="^tx= replaces .* momentum, momentum_epochs would be ignored"
+  ):
+    loop.fit(
+        MODEL,
+        TRAIN,
+        dataclasses.replace(CONFIG, momentum=(0.9, 0.9), momentum_epochs=3),
+        tx=optax.sgd(0.1),
+    )
+
+
+def test_a_progress_object_is_told_the_start_each_epoch_and_the_end(monkeypatch):
+  class Recorder:
+
+    def __init__(self):
+      self.calls = []
+
+    def start(self, desc, epochs, done, resumed_from):
+      self.calls.append(("start", desc, epochs, done))
+
+    def epoch(self, summary):
+      self.calls.append(("epoch", summary.epoch, summary.epochs, summary.members))
+
+    def close(self):
+      self.calls.append(("close",))
+
+  recorder = Recorder()
+  loop.fit(MODEL, TRAIN, dataclasses.replace(CONFIG, epochs=2), progress=recorder, desc="run")
+  assert recorder.calls == [
+      ("start", "run", 2, 0),
+      ("epoch", 1, 2, 1),
+      ("epoch", 2, 2, 1),
+      ("close",),
+  ]
+  # A crash still ends the output (a bar is closed, not left on the terminal).
+  recorder.calls.clear()
+  crash_on_epoch(monkeypatch, 1)
+  with pytest.raises(Crash):
+    loop.fit(MODEL, TRAIN, CONFIG, progress=recorder)
+  assert recorder.calls == [("start", "train", 3, 0), ("close",)]
 
 
 def test_without_a_terminal_every_epoch_is_one_line_and_a_resume_says_so(tmp_path, capsys):
@@ -278,18 +304,17 @@ KILL_SCRIPT = textwrap.dedent("""
     import dataclasses
     import time
     from advjax import loop, train
-    from tests.test_loop import CONFIG, MODEL, TRAIN
+    from tests.conftest import CONFIG, MODEL, TRAIN
     # Slow epochs leave the test time to kill the run part way.
     epoch = train.train_epoch
-    train.train_epoch = lambda *a, **k: (time.sleep(0.1), epoch(*a, **k))[1]
+    train.train_epoch = lambda *a, **k: (time.sleep(0.2), epoch(*a, **k))[1]
     config = dataclasses.replace(CONFIG, epochs=int(sys.argv[2]))
-    loop.fit_members(MODEL, TRAIN, config, seeds=[0, 1],
-                     objective=train.Adversarial(0.25), workdir=sys.argv[1])
+    loop.fit(MODEL, TRAIN, config, objective=train.Adversarial(0.25), workdir=sys.argv[1])
 """)
 
 
 def test_kill_9_then_rerun_resumes_to_the_same_result(tmp_path):
-  epochs = 10
+  epochs = 8
   script = tmp_path / "run.py"
   script.write_text(KILL_SCRIPT.format(repo=str(REPO)))
   env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -303,25 +328,22 @@ def test_kill_9_then_rerun_resumes_to_the_same_result(tmp_path):
   metrics = workdir / "metrics.jsonl"
   deadline = time.monotonic() + 60
   while time.monotonic() < deadline and process.poll() is None:
-    if metrics.exists() and len(metrics.read_text().splitlines()) >= 4:
+    if metrics.exists() and len(metrics.read_text().splitlines()) >= 2:
       break
     time.sleep(0.05)
   process.send_signal(signal.SIGKILL)
   process.wait()
   before = metrics.read_text().splitlines()
-  assert 4 <= len(before) < 2 * epochs, "the run should have died part way"
+  assert 2 <= len(before) < epochs, "the run should have died part way"
   config = dataclasses.replace(CONFIG, epochs=epochs)
-  resumed = loop.fit_members(
-      MODEL, TRAIN, config, seeds=[0, 1], objective=train.Adversarial(0.25), workdir=workdir
-  )
-  straight = loop.fit_members(MODEL, TRAIN, config, seeds=[0, 1], objective=train.Adversarial(0.25))
-  for a, b in zip(resumed, straight):
-    assert_trees_equal(a.params, b.params)
-    assert without_time(a.history) == without_time(b.history)
+  resumed = loop.fit(MODEL, TRAIN, config, objective=OBJECTIVE, workdir=workdir)
+  straight = loop.fit(MODEL, TRAIN, config, objective=OBJECTIVE)
+  assert_trees_equal(resumed.params, straight.params)
+  assert without_time(resumed.history) == without_time(straight.history)
   # The epochs finished before the kill were kept, not trained again: their
   # timings are the killed process's.
   after = metrics.read_text().splitlines()
-  assert len(after) == 2 * epochs
+  assert len(after) == epochs
   for old, new in zip(before, after):
     if old.endswith("}"):  # The kill may have cut the last line short.
       assert json.loads(old) == json.loads(new)

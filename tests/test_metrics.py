@@ -6,9 +6,9 @@ import jax.numpy as jnp
 import numpy as np
 
 import advjax
-from tests.test_sweeps import loss_fn
-from tests.test_sweeps import problem
-from tests.test_sweeps import probs_fn
+from tests.conftest import loss_fn
+from tests.conftest import problem
+from tests.conftest import probs_fn
 
 NAN = float("nan")
 

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 import advjax
-from tests.test_attacks import logistic
-from tests.test_attacks import logistic_problem
-from tests.test_attacks import mlp_loss
-from tests.test_attacks import mlp_problem
+from tests.conftest import logistic
+from tests.conftest import logistic_problem
+from tests.conftest import mlp_loss
+from tests.conftest import mlp_problem
 
 
 def separate_gradient(loss_fn, params, x, y, eps, alpha):

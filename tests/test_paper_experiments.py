@@ -26,7 +26,7 @@ from experiments import maxout
 from experiments import noise_controls
 from experiments import report
 from experiments import training_study
-from tests.test_mnist_maxout import write_idx
+from tests.conftest import write_idx
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ import pytest
 
 from experiments import report
 from experiments import robust_training
-from tests.test_mnist_maxout import write_idx
+from tests.conftest import write_idx
 
 CNN_METHODS = ("FGSM, random start",)
 MAXOUT_METHODS = ()

@@ -9,9 +9,16 @@ import numpy as np
 import pytest
 
 import advjax
+from advjax import loop
 from advjax import sharding
-from tests.test_attacks import mlp_loss
-from tests.test_attacks import mlp_problem
+from advjax import train
+from tests.conftest import CONFIG
+from tests.conftest import MODEL
+from tests.conftest import TRAIN
+from tests.conftest import Crash
+from tests.conftest import crash_on_epoch
+from tests.conftest import mlp_loss
+from tests.conftest import mlp_problem
 
 
 def mlp_probs(params, x):
@@ -72,10 +79,6 @@ def test_sharded_ensemble_matches_unsharded():
 
 
 def test_sharded_epochs_match_single_device():
-  from advjax import train
-  from tests.test_train import MODEL
-  from tests.test_train import TRAIN
-
   tx = train.recipe_sgd(steps_per_epoch=5)
   keys = jax.vmap(jax.random.split)(jax.vmap(jax.random.key)(jnp.arange(2)))
   static, dynamic = train.split_objective(train.Adversarial(0.25), 2)
@@ -103,40 +106,16 @@ def test_sharded_epochs_match_single_device():
 
 
 def test_sharded_fit_matches_and_resumes_on_another_device_count(tmp_path, monkeypatch):
-  from advjax import loop
-  from advjax import train
-  from tests.test_loop import CONFIG
-  from tests.test_loop import Crash
-  from tests.test_loop import crash_on_epoch
-  from tests.test_train import MODEL
-  from tests.test_train import TRAIN
-  from tests.test_train import VALID
-
+  # The sharded FGSM inside the epoch is test_sharded_epochs_match_single_device's;
+  # here the loop: the clean objective, and no validation.
   config = dataclasses.replace(CONFIG, epochs=2)
-  objective = train.Adversarial(0.25)
-  single = loop.fit(MODEL, TRAIN, config, objective=objective, valid=VALID)
+  single = loop.fit(MODEL, TRAIN, config)
   # Killed during epoch 2 on 4 devices; the same run then resumes on 2.
   with monkeypatch.context() as patch:
     crash_on_epoch(patch, 2)
     with pytest.raises(Crash):
-      loop.fit(
-          MODEL,
-          TRAIN,
-          config,
-          objective=objective,
-          valid=VALID,
-          workdir=tmp_path,
-          mesh=sharding.data_mesh(4),
-      )
-  resumed = loop.fit(
-      MODEL,
-      TRAIN,
-      config,
-      objective=objective,
-      valid=VALID,
-      workdir=tmp_path,
-      mesh=sharding.data_mesh(2),
-  )
+      loop.fit(MODEL, TRAIN, config, workdir=tmp_path, mesh=sharding.data_mesh(4))
+  resumed = loop.fit(MODEL, TRAIN, config, workdir=tmp_path, mesh=sharding.data_mesh(2))
   assert [row["epoch"] for row in resumed.history] == [1, 2]
   chex.assert_trees_all_close(resumed.params, single.params, rtol=1e-4, atol=1e-6)
   for row_single, row_resumed in zip(single.history, resumed.history):
@@ -144,10 +123,5 @@ def test_sharded_fit_matches_and_resumes_on_another_device_count(tmp_path, monke
 
 
 def test_fit_rejects_a_batch_that_does_not_split():
-  from advjax import loop
-  from tests.test_loop import CONFIG
-  from tests.test_train import MODEL
-  from tests.test_train import TRAIN
-
   with pytest.raises(ValueError, match="split evenly"):
     loop.fit(MODEL, TRAIN, dataclasses.replace(CONFIG, batch_size=21), mesh=sharding.data_mesh(4))

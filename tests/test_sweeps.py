@@ -11,48 +11,19 @@ import pytest
 
 import advjax
 from advjax import sweeps
+from tests.conftest import apply_fn
+from tests.conftest import first_layer
+from tests.conftest import loss_fn
+from tests.conftest import problem
+from tests.conftest import probs_fn
+from tests.conftest import upper_layers
 
 EPS = jnp.array([0.0, 0.05, 0.1, 0.3, 1.0])
-
-
-def first_layer(params, x):
-  return x @ params["w1"] + params["b1"]
-
-
-def upper_layers(params, hidden):
-  return jnp.tanh(hidden) @ params["w2"] + params["b2"]
-
-
-def apply_fn(params, x):
-  return upper_layers(params, first_layer(params, x))
-
-
-def probs_fn(params, x):
-  return jax.nn.softmax(apply_fn(params, x))
-
-
-def loss_fn(params, x, y):
-  log_probs = jax.nn.log_softmax(apply_fn(params, x))
-  return -jnp.mean(jnp.take_along_axis(log_probs, y[:, None], 1))
 
 
 SPLIT_PROBS = sweeps.LinearFirst(
     first_layer, lambda params, h: jax.nn.softmax(upper_layers(params, h))
 )
-
-
-def problem(seed=0, n=10, d=6, hidden=5, classes=3):
-  rng = np.random.default_rng(seed)
-  params = {
-      "w1": rng.normal(size=(d, hidden)),
-      "b1": rng.normal(size=hidden),
-      "w2": rng.normal(size=(hidden, classes)),
-      "b2": rng.normal(size=classes),
-  }
-  params = jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), params)
-  x = jnp.asarray(rng.uniform(size=(n, d)), jnp.float32)
-  y = jnp.asarray(rng.integers(0, classes, size=n), jnp.int32)
-  return params, x, y
 
 
 def counting_backward(loss):

@@ -1,6 +1,6 @@
 """Tests of advjax.train: objectives, the recipe's optimizer, the step and the compiled epoch."""
 
-import dataclasses
+import functools
 
 import chex
 import jax
@@ -13,26 +13,9 @@ import advjax
 from advjax import loop
 from advjax import models
 from advjax import train
-
-MODEL = models.maxout_mlp(units=8, pieces=2, classes=3)
-
-
-@dataclasses.dataclass(frozen=True)
-class Split:
-  x: np.ndarray
-  y: np.ndarray
-
-
-def synthetic(n: int, seed: int = 0) -> Split:
-  """Three classes in 12 dimensions, given by a random linear teacher."""
-  rng = np.random.default_rng(seed)
-  x = rng.uniform(size=(n, 12)).astype(np.float32)
-  teacher = np.random.default_rng(99).normal(size=(12, 3))
-  return Split(x, np.argmax((x - 0.5) @ teacher, axis=1).astype(np.int32))
-
-
-TRAIN, VALID = synthetic(100), synthetic(50, seed=1)
-INIT = jax.jit(MODEL.init)
+from tests.conftest import INIT
+from tests.conftest import MODEL
+from tests.conftest import TRAIN
 
 
 def test_equal_recipe_settings_share_one_optimizer_and_its_compilation():
@@ -143,12 +126,18 @@ def test_a_decay_below_one_is_refused(decay):
     train.recipe_sgd(steps_per_epoch=2, decay=decay)
 
 
+@jax.jit
+def reference_step(state, batch, key, objective):
+  """`train.make_train_step`, one compilation per kind of objective: its numbers are traced."""
+  return train.make_train_step(MODEL, objective)(state, batch, key)
+
+
 def per_step_epochs(objective, epochs, seed=0):
   """The reference: today's per-step loop, one jitted step and one host batch at a time."""
   tx = train.recipe_sgd(5)
   init_key, rng = jax.random.split(jax.random.key(seed))
   state = train.create_train_state(MODEL, init_key, jnp.asarray(TRAIN.x[:1]), tx)
-  step = jax.jit(train.make_train_step(MODEL, objective))
+  step = functools.partial(reference_step, objective=objective)
   losses = []
   for _ in range(epochs):
     rng, epoch_key = jax.random.split(rng)
