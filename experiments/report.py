@@ -208,12 +208,12 @@ def _autoattack_columns(audit: dict[str, Any]) -> dict[str, float]:
   return {
       f"AutoAttack, eps {eps:g} ({n:,} images)": eps
       for eps in AUTOATTACK_COLUMNS
-      if all(any(math.isclose(eps, e) for e in a["eps"]) for a in attacks)
+      if all(any(math.isclose(eps, e, abs_tol=1e-6) for e in a["eps"]) for a in attacks)
   }
 
 
 def _autoattack_error(autoattack: dict[str, Any], eps: float) -> float:
-  at = next(i for i, e in enumerate(autoattack["eps"]) if math.isclose(e, eps))
+  at = next(i for i, e in enumerate(autoattack["eps"]) if math.isclose(e, eps, abs_tol=1e-6))
   return 1 - autoattack["robust_accuracy"][at]
 
 
