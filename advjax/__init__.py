@@ -29,6 +29,7 @@ from advjax.autoattack import autoattack
 from advjax.autoattack import autoattack_curve
 from advjax.autoattack import autoattack_report
 from advjax.autoattack import masking_flags
+from advjax.autoattack import standard_attacks
 from advjax.ensembles import ensemble_loss
 from advjax.ensembles import ensemble_probs
 from advjax.ensembles import ensemble_size
@@ -99,9 +100,9 @@ __all__ = [
     "noise_loss",
     "pgd",
     "pgd_loss",
-    "random_start_fgsm_loss",
     "project_linf",
     "project_onto_halfspace_linf",
+    "random_start_fgsm_loss",
     "rubbish_error_and_confidence",
     "rubbish_inputs",
     "sign_noise",
@@ -109,6 +110,7 @@ __all__ = [
     "square",
     "square_fraction",
     "stack",
+    "standard_attacks",
     "targeted_dlr_loss",
     "targeted_fgsm",
     "trades_loss",

@@ -8,8 +8,8 @@ broke it. Everything stays jittable with fixed shapes: each attack runs on
 the still robust examples only, gathered in fixed chunks (`attack_robust`),
 so its cost follows their number as the reference's does.
 
-`autoattack_curve` vmaps it over many epsilons in one program (and, composed
-with another ``jax.vmap``, over stacked ensemble members); `masking_flags`
+`autoattack_curve` runs it at many epsilons in one program (and
+`autoattack_report` over stacked ensemble members too); `masking_flags`
 reads AutoAttack's warnings of gradient masking out of a curve as data.
 `autoattack_report` is the whole evaluation as one jitted call returning JSON.
 """
@@ -41,6 +41,7 @@ __all__ = [
     "autoattack_curve",
     "autoattack_report",
     "masking_flags",
+    "standard_attacks",
 ]
 
 
@@ -66,8 +67,12 @@ class AutoAttackResult(NamedTuple):
   zero_gradient: Array
 
 
+# An attack as `attack_robust` takes it: ``(x, y, target, eps, key) -> x_adv``.
+AttackFn = Callable[[Array, Array, Array, Array, Array], Array]
+
+
 def attack_robust(
-    attack: Callable[[Array, Array, Array, Array, Array], Array],
+    attack: AttackFn,
     logits_fn: LogitsFn,
     params: Any,
     x: Array,
@@ -190,8 +195,14 @@ def autoattack(
   classes = jax.eval_shape(logits_fn, params, x).shape[1]
   if not isinstance(num_targets, int) or not 0 <= num_targets < classes:
     raise ValueError(f"num_targets must be an int in [0, {classes - 1}], got {num_targets!r}.")
-  apgd_ce, apgd_t, fab_t, square_attack = _standard_attacks(
-      logits_fn, params, num_steps, fab_steps, num_queries, image_shape, clip
+  attacks = standard_attacks(
+      logits_fn,
+      params,
+      num_steps=num_steps,
+      fab_steps=fab_steps,
+      num_queries=num_queries,
+      image_shape=image_shape,
+      clip=clip,
   )
   logits = logits_fn(params, x)
   ranked = jnp.argsort(logits, axis=1)
@@ -206,10 +217,10 @@ def autoattack(
 
     return jax.lax.scan(one, state, jnp.arange(num_targets))[0]
 
-  state = run(state, 1, apgd_ce, y, jax.random.fold_in(key, 0))
-  state = against_targets(state, 2, apgd_t)
-  state = against_targets(state, 3, fab_t)
-  state = run(state, 4, square_attack, y, jax.random.fold_in(key, 1))
+  state = run(state, 1, attacks["apgd-ce"], y, jax.random.fold_in(key, 0))
+  state = against_targets(state, 2, attacks["apgd-t"])
+  state = against_targets(state, 3, attacks["fab-t"])
+  state = run(state, 4, attacks["square"], y, jax.random.fold_in(key, 1))
   robust, x_adv, broken_by = state
   grad = jax.grad(lambda point: jnp.sum(dlr_loss(logits_fn(params, point), y)))(x)
   zero_gradient = jnp.all(grad.reshape(grad.shape[0], -1) == 0, axis=1)
@@ -228,7 +239,7 @@ def _run_attack(
     batch_size: int,
     state: _State,
     code: int,
-    attack: Callable[..., Array],
+    attack: AttackFn,
     target: Array,
     key: Array,
 ) -> _State:
@@ -241,16 +252,42 @@ def _run_attack(
   return robust & ~broken, jnp.where(rows, x_adv, x_best), jnp.where(broken, code, broken_by)
 
 
-def _standard_attacks(
+def standard_attacks(
     logits_fn: LogitsFn,
     params: Any,
-    num_steps: int,
-    fab_steps: int,
-    num_queries: int,
-    image_shape: tuple[int, int, int] | None,
-    clip: Clip,
-) -> tuple[Callable[..., Array], ...]:
-  """APGD-CE, APGD-T, FAB-T and Square, each ``(x, y, target, eps, key) -> x_adv``."""
+    *,
+    num_steps: int = 100,
+    fab_steps: int = 100,
+    num_queries: int = 5000,
+    image_shape: tuple[int, int, int] | None = None,
+    clip: Clip = (0.0, 1.0),
+) -> dict[str, AttackFn]:
+  """AutoAttack standard's four attacks, by their names in `ATTACKS`.
+
+  Each is ``(x, y, target, eps, key) -> x_adv``, the form `attack_robust`
+  takes: APGD-CE and Square ignore ``target``, FAB-T ignores ``key``. The
+  defaults are the reference's standard version; the arguments are
+  `autoattack`'s.
+
+  Args:
+    logits_fn: ``(params, x) -> (batch, classes)`` logits.
+    params: the model parameters, any pytree.
+    num_steps: APGD iterations per run.
+    fab_steps: FAB iterations per target.
+    num_queries: Square's query budget.
+    image_shape: ``(height, width, channels)`` of one example for Square.
+    clip: ``(lo, hi)`` box of valid inputs.
+
+  Returns:
+    A dict from ``"apgd-ce"``, ``"apgd-t"``, ``"fab-t"`` and ``"square"`` to
+    the attack.
+
+  Example:
+    >>> attacks = advjax.standard_attacks(model.scores, params, num_steps=5)
+    >>> x_adv = attacks["apgd-ce"](x, y, y, 0.1, key)
+    >>> list(attacks) == list(advjax.ATTACKS), bool(jnp.all(jnp.abs(x_adv - x) <= 0.1 + 1e-6))
+    (True, True)
+  """
 
   def apgd_ce(x, y, _, eps, key):
     return apgd(
@@ -287,15 +324,19 @@ def _standard_attacks(
         clip=clip,
     )
 
-  return apgd_ce, apgd_t, fab_t, square_attack
+  return dict(zip(ATTACKS, (apgd_ce, apgd_t, fab_t, square_attack)))
 
 
 def autoattack_curve(
     logits_fn: LogitsFn, params: Any, x: Array, y: Array, eps_values: Array, **settings: Any
 ) -> AutoAttackResult:
-  """`autoattack` at every value of ``eps_values`` in one vmapped program.
+  """`autoattack` at every value of ``eps_values`` in one program.
 
-  Every epsilon uses the same ``key``, so the result equals separate calls.
+  The epsilons run one after another (``jax.lax.map``), not vmapped: a
+  vmapped while loop runs every epsilon for as long as the one with the most
+  robust points needs, so the small radii, where most points stay robust,
+  would set the cost of all. Every epsilon uses the same ``key``, so the
+  result equals separate calls.
 
   Args:
     logits_fn: ``(params, x) -> (batch, classes)`` logits.
@@ -319,7 +360,7 @@ def autoattack_curve(
   def one(eps):
     return autoattack(logits_fn, params, x, y, eps, **settings)
 
-  return jax.vmap(one)(jnp.asarray(eps_values))
+  return jax.lax.map(one, jnp.asarray(eps_values))
 
 
 def masking_flags(result: AutoAttackResult, eps_values: Any) -> dict[str, Any]:
@@ -374,7 +415,8 @@ def autoattack_report(
     x: the clean inputs.
     y: ``(batch,)`` integer labels.
     eps_values: the radii, increasing.
-    stacked: evaluate every member of ``params``, vmapped.
+    stacked: evaluate every member of ``params``, one after another in the
+      one program (``jax.lax.map``, for the reason `autoattack_curve` gives).
     **settings: `autoattack`'s keyword arguments (``key`` among them).
 
   Returns:
@@ -393,7 +435,7 @@ def autoattack_report(
   def curve(params):
     return autoattack_curve(logits_fn, params, x, y, eps_values, **settings)
 
-  result = jax.jit(jax.vmap(curve) if stacked else curve)(params)
+  result = jax.jit(functools.partial(jax.lax.map, curve) if stacked else curve)(params)
   robust_accuracy = np.mean(np.asarray(result.robust), axis=-1)
   broken_by = np.asarray(result.broken_by)
   n = x.shape[0]

@@ -23,12 +23,11 @@ torchattacks (``pip install --no-deps torchattacks==3.5.1``).
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import pathlib
 import platform
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -57,29 +56,23 @@ def trained_maxout(data: Any, *, epochs: int, train_eps: float, seed: int) -> tu
 def advjax_attacks(model: Any) -> dict[str, Any]:
   """Jitted ``(params, x, y, eps, key) -> robust mask`` for each attack alone, advjax's.
 
-  Each runs, as torchattacks' does, on the points still robust only
-  (`advjax.attack_robust`); the targeted ones against the 9 classes ranked
-  2nd, 3rd, ... by the clean logits, in turn.
+  Each of `advjax.standard_attacks` runs, as torchattacks' does, on the points
+  still robust only (`advjax.attack_robust`); the targeted ones against the 9
+  classes ranked 2nd, 3rd, ... by the clean logits, in turn.
   """
   logits_fn = model.scores
 
-  def alone(attack, targets):
+  def alone(name, targets):
     def run(params, x, y, eps, key):
+      attack = advjax.standard_attacks(logits_fn, params, image_shape=IMAGE)[name]
       logits = logits_fn(params, x)
       ranked = jnp.argsort(logits, axis=1)
 
       def one(robust, rank):
         target = jnp.take(ranked, ranked.shape[1] - 1 - rank, axis=1)
+        key_rank = jax.random.fold_in(key, rank)
         broken, _ = advjax.attack_robust(
-            functools.partial(attack, params),
-            logits_fn,
-            params,
-            x,
-            y,
-            eps,
-            robust,
-            target=target,
-            key=jax.random.fold_in(key, rank),
+            attack, logits_fn, params, x, y, eps, robust, target=target, key=key_rank
         )
         return robust & ~broken, None
 
@@ -88,30 +81,12 @@ def advjax_attacks(model: Any) -> dict[str, Any]:
 
     return jax.jit(run)
 
-  def apgd_ce(params, x, y, target, eps, key):
-    del target
-    return advjax.apgd(logits_fn, params, x, y, eps, objective=advjax.cross_entropy, key=key)
-
-  def apgd_t(params, x, y, target, eps, key):
-    objective = functools.partial(advjax.targeted_dlr_loss, target=target)
-    return advjax.apgd(logits_fn, params, x, y, eps, objective=objective, key=key)
-
-  def fab_t(params, x, y, target, eps, key):
-    del key
-    return advjax.fab_targeted(logits_fn, params, x, y, eps, target=target)
-
-  def square(params, x, y, target, eps, key):
-    del target
-    return advjax.square(logits_fn, params, x, y, eps, key=key, image_shape=IMAGE)
-
   def autoattack(params, x, y, eps, key):
     return advjax.autoattack(logits_fn, params, x, y, eps, key=key, image_shape=IMAGE).robust
 
+  targets = {"apgd-ce": 0, "apgd-t": 9, "fab-t": 9, "square": 0}
   return {
-      "apgd-ce": alone(apgd_ce, 0),
-      "apgd-t": alone(apgd_t, 9),
-      "fab-t": alone(fab_t, 9),
-      "square": alone(square, 0),
+      **{name: alone(name, n) for name, n in targets.items()},
       "autoattack": jax.jit(autoattack),
   }
 
@@ -122,11 +97,64 @@ def timed(fn: Any, *args: Any) -> tuple[Any, float]:
   return out, time.perf_counter() - start
 
 
+class Inputs(NamedTuple):
+  """One run's model and images, on both sides."""
+
+  params: Any
+  x: jax.Array
+  y: jax.Array
+  x_np: np.ndarray
+  y_np: np.ndarray
+  net: Any
+  key: jax.Array
+
+
+def fidelity_row(
+    report: dict[str, Any], ours: dict[str, Any], theirs: Any, name: str, eps: float, inputs: Inputs
+) -> dict[str, Any]:
+  """One attack at one eps on both sides: robust accuracies and seconds (compiling ours first)."""
+  from benchmarks import torch_autoattack
+
+  args = (inputs.params, inputs.x, inputs.y, jnp.float32(eps), inputs.key)
+  if name not in report["compile_s"]:
+    begin = time.perf_counter()
+    ours[name] = ours[name].lower(*args).compile()
+    report["compile_s"][name] = time.perf_counter() - begin
+  robust, seconds = timed(ours[name], *args)
+  start = time.perf_counter()
+  reference = torch_autoattack.robust(inputs.net, theirs, inputs.x_np, inputs.y_np)
+  return {
+      "attack": name,
+      "eps": eps,
+      "advjax": float(np.mean(robust)),
+      "torchattacks": float(np.mean(reference)),
+      "advjax_s": seconds,
+      "torchattacks_s": time.perf_counter() - start,
+  }
+
+
+def shipped_speed(report: dict[str, Any], net: Any, x: Any, y: Any, eps: float) -> dict[str, Any]:
+  """torchattacks' AutoAttack as shipped at ``eps``, beside the AutoAttack rows already run."""
+  from benchmarks import torch_autoattack
+
+  start = time.perf_counter()
+  shipped_robust = torch_autoattack.robust(net, torch_autoattack.shipped(net, eps), x, y)
+  shipped_seconds = time.perf_counter() - start
+  ours = [row for row in report["fidelity"] if row["attack"] == "autoattack" and row["eps"] == eps]
+  return {
+      "eps": eps,
+      "advjax_compile_s": report["compile_s"]["autoattack"],
+      "advjax_s": ours[0]["advjax_s"],
+      "torchattacks_reference_settings_s": ours[0]["torchattacks_s"],
+      "torchattacks_shipped_s": shipped_seconds,
+      "torchattacks_shipped_robust_accuracy": float(np.mean(shipped_robust)),
+  }
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--n", type=int, default=1000, help="MNIST test images")
   parser.add_argument("--eps", type=float, nargs="+", default=[0.1, 0.3])
-  parser.add_argument("--curve", type=float, nargs="+", default=[0.05, 0.1, 0.2, 0.3])
   parser.add_argument("--epochs", type=int, default=2)
   parser.add_argument("--train-eps", type=float, default=0.1)
   parser.add_argument("--data-dir", default=None)
@@ -145,85 +173,30 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
   net = torch_autoattack.maxout_net(model, params)
   key = jax.random.key(0)
   xj, yj = jnp.asarray(x), jnp.asarray(y)
+  inputs = Inputs(params, xj, yj, x, y, net, key)
   clean = float(jnp.mean(jnp.argmax(model.scores(params, xj), 1) == yj))
   with torch.no_grad():
     torch_clean = float((net(torch.from_numpy(x.copy())).argmax(1).numpy() == y).mean())
   ours = advjax_attacks(model)
 
-  fidelity = []
-  compile_seconds = {}
-  for eps in args.eps:
-    theirs = torch_autoattack.attacks(net, eps)
-    for name in ATTACK_NAMES:
-      if name not in compile_seconds:
-        begin = time.perf_counter()
-        ours[name] = ours[name].lower(params, xj, yj, jnp.float32(eps), key).compile()
-        compile_seconds[name] = time.perf_counter() - begin
-      robust, seconds = timed(ours[name], params, xj, yj, jnp.float32(eps), key)
-      start = time.perf_counter()
-      reference = torch_autoattack.robust(net, theirs[name], x, y)
-      fidelity.append(
-          {
-              "attack": name,
-              "eps": eps,
-              "advjax": float(np.mean(robust)),
-              "torchattacks": float(np.mean(reference)),
-              "advjax_s": seconds,
-              "torchattacks_s": time.perf_counter() - start,
-          }
-      )
-      print(fidelity[-1], flush=True)
-
-  timing_eps = args.eps[0]
-  shipped = torch_autoattack.shipped(net, timing_eps)
-  start = time.perf_counter()
-  shipped_robust = torch_autoattack.robust(net, shipped, x, y)
-  shipped_seconds = time.perf_counter() - start
-  ours_aa = [row for row in fidelity if row["attack"] == "autoattack" and row["eps"] == timing_eps]
-  speed = {
-      "eps": timing_eps,
-      "advjax_compile_s": compile_seconds["autoattack"],
-      "advjax_s": ours_aa[0]["advjax_s"],
-      "torchattacks_reference_settings_s": ours_aa[0]["torchattacks_s"],
-      "torchattacks_shipped_s": shipped_seconds,
-      "torchattacks_shipped_robust_accuracy": float(np.mean(shipped_robust)),
-  }
-
-  eps_values = jnp.asarray(args.curve, jnp.float32)
-
-  def curve_fn(params, eps_values):
-    return advjax.autoattack_curve(
-        model.scores, params, xj, yj, eps_values, key=key, image_shape=IMAGE
-    ).robust
-
-  begin = time.perf_counter()
-  curve = jax.jit(curve_fn).lower(params, eps_values).compile()
-  curve_compile = time.perf_counter() - begin
-  together, vmapped_seconds = timed(curve, params, eps_values)
-  sequential_seconds = 0.0
-  for k, eps in enumerate(args.curve):
-    alone, seconds = timed(ours["autoattack"], params, xj, yj, jnp.float32(eps), key)
-    sequential_seconds += seconds
-    assert np.array_equal(np.asarray(alone), np.asarray(together[k])), eps
   report = {
       "machine": f"{platform.processor() or platform.machine()}, CPU, jax {jax.__version__}, "
       f"torch {torch.__version__}, torchattacks {torchattacks.__version__}",
       "n": args.n,
       "train": {"epochs": args.epochs, "fgsm_eps": args.train_eps, "seconds": train_seconds},
       "clean_accuracy": {"advjax": clean, "torch": torch_clean},
-      "fidelity": fidelity,
-      "compile_s": compile_seconds,
-      "speed": speed,
-      "curve": {
-          "eps": args.curve,
-          "robust_accuracy": np.mean(np.asarray(together), axis=1).tolist(),
-          "vmapped_s": vmapped_seconds,
-          "vmapped_compile_s": curve_compile,
-          "sequential_s": sequential_seconds,
-          "ratio": vmapped_seconds / sequential_seconds,
-      },
+      "fidelity": [],
+      "compile_s": {},
   }
-  pathlib.Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+  out = pathlib.Path(args.out)
+  for eps in args.eps:
+    theirs = torch_autoattack.attacks(net, eps)
+    for name in ATTACK_NAMES:
+      report["fidelity"].append(fidelity_row(report, ours, theirs[name], name, eps, inputs))
+      print(report["fidelity"][-1], flush=True)
+      out.write_text(json.dumps(report, indent=2) + "\n")  # a stopped run keeps its rows
+  report["speed"] = shipped_speed(report, net, x, y, args.eps[0])
+  out.write_text(json.dumps(report, indent=2) + "\n")
   print(table(report))
   return report
 
@@ -242,7 +215,7 @@ def table(report: dict[str, Any]) -> str:
         f"| {row['attack']} | {row['eps']} | {100 * row['advjax']:.1f} | "
         f"{100 * row['torchattacks']:.1f} | {row['advjax_s']:.1f} | {row['torchattacks_s']:.1f} |"
     )
-  speed, curve = report["speed"], report["curve"]
+  speed = report["speed"]
   lines += [
       "",
       f"AutoAttack standard at eps {speed['eps']}: advjax {speed['advjax_s']:.1f} s "
@@ -252,9 +225,6 @@ def table(report: dict[str, Any]) -> str:
       f"torchattacks.AutoAttack as shipped {speed['torchattacks_shipped_s']:.1f} s "
       f"({speed['torchattacks_shipped_s'] / speed['advjax_s']:.2f}x, robust acc "
       f"{100 * speed['torchattacks_shipped_robust_accuracy']:.1f}).",
-      f"Curve over eps {curve['eps']}: vmapped {curve['vmapped_s']:.1f} s, "
-      f"{len(curve['eps'])} separate calls {curve['sequential_s']:.1f} s, "
-      f"ratio {curve['ratio']:.2f}.",
   ]
   return "\n".join(lines)
 

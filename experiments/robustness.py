@@ -55,7 +55,7 @@ def autoattack(
     subset: the first this many test images are attacked (all if fewer).
     budget: the attacks' iterations and queries.
     key: PRNG key of the random starts and Square's proposals.
-    stacked: evaluate every stacked member, vmapped.
+    stacked: evaluate every stacked member, in the same program.
 
   Returns:
     `advjax.autoattack_report`'s dict (``eps``, ``n``, ``robust_accuracy``,

@@ -100,7 +100,7 @@ def autoattack_speed(bench: base.Bench, ours: Any) -> base.Section:
 
 
 def autoattack_curve(bench: base.Bench, one: Any) -> base.Section:
-  """Item 13: robust accuracy at K values of eps, one vmapped program against K calls.
+  """Item 13: robust accuracy at K values of eps, one program against K calls.
 
   ``one`` is the jitted ``(params, eps) -> robust mask`` of item 12.
   """
@@ -118,7 +118,7 @@ def autoattack_curve(bench: base.Bench, one: Any) -> base.Section:
   alone = np.asarray(separate())
   names = (
       f"{len(eps_values)} separate jitted autoattack calls",
-      "advjax.autoattack_curve (vmapped)",
+      "advjax.autoattack_curve (one program)",
   )
   calls = {names[0]: separate, names[1]: functools.partial(base.run_jax, curve, params, eps_values)}
   timings = harness.time_interleaved(calls, cfg.autoattack_repeats, warmup=0)
@@ -132,7 +132,7 @@ def autoattack_curve(bench: base.Bench, one: Any) -> base.Section:
   section = base.Section(
       f"13. AutoAttack curve over eps {list(cfg.curve_eps)}, {n:,} test images",
       "median time over the separate calls'",
-      "vmapped / separate <= 1.0 (CPU)",
+      "one program / separate <= 1.0 (CPU)",
       rows,
   )
   base.judge(section, rows[1].ratio, 1.0, at_most=True, text="{:.2f}x")
