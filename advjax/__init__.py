@@ -30,6 +30,7 @@ from advjax.autoattack import autoattack_curve
 from advjax.autoattack import autoattack_report
 from advjax.autoattack import masking_flags
 from advjax.autoattack import standard_attacks
+from advjax.ensembles import ensemble_logits
 from advjax.ensembles import ensemble_loss
 from advjax.ensembles import ensemble_probs
 from advjax.ensembles import ensemble_size
@@ -80,6 +81,7 @@ __all__ = [
     "cross_entropy",
     "direction_sweep",
     "dlr_loss",
+    "ensemble_logits",
     "ensemble_loss",
     "ensemble_probs",
     "ensemble_size",

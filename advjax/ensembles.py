@@ -31,6 +31,7 @@ from advjax._types import LossFn
 __all__ = [
     "ProbsFn",
     "TrainStep",
+    "ensemble_logits",
     "ensemble_loss",
     "ensemble_probs",
     "ensemble_size",
@@ -244,10 +245,42 @@ def ensemble_loss(probs_fn: ProbsFn) -> LossFn:
     probs = ensemble_probs(probs_fn, stacked_params, x)
     _validation.check_labels(y, probs.shape[-1])
     true_class = jnp.take_along_axis(probs, y[:, None], axis=-1)[:, 0]
-    floor = jnp.finfo(true_class.dtype).tiny
-    return -jnp.mean(jnp.log(jnp.maximum(true_class, floor)))
+    return -jnp.mean(_floored_log(true_class))
 
   return loss
+
+
+def ensemble_logits(probs_fn: ProbsFn) -> Callable[[Any, Array], Array]:
+  """The log of the ensemble's mean probabilities, as a ``logits_fn``.
+
+  For the attacks that take logits (`advjax.apgd`, `advjax.autoattack`): the
+  softmax of these logits is the ensemble's mean probabilities, so the
+  cross-entropy they give is `ensemble_loss`'s, and the ensemble predicts
+  their argmax. Probabilities are floored as in `ensemble_loss`.
+
+  Args:
+    probs_fn: one member's ``(params, x) -> probs`` of shape ``(n, classes)``.
+
+  Returns:
+    ``(stacked_params, x) -> (n, classes)`` logits.
+
+  Example:
+    >>> logits_fn = ensemble_logits(model.probabilities)
+    >>> np.allclose(jax.nn.softmax(logits_fn(stacked, x)),
+    ...             ensemble_probs(model.probabilities, stacked, x), atol=1e-6)
+    True
+  """
+
+  def logits(stacked_params: Any, x: Array) -> Array:
+    return _floored_log(ensemble_probs(probs_fn, stacked_params, x))
+
+  return logits
+
+
+def _floored_log(probs: Array) -> Array:
+  """``log`` of probabilities floored at the smallest normal float: finite, and a zero gradient
+  where a probability underflowed (not NaN)."""
+  return jnp.log(jnp.maximum(probs, jnp.finfo(probs.dtype).tiny))
 
 
 def ensemble_step(train_step: TrainStep, *, shared_batch: bool = True) -> TrainStep:

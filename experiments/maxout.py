@@ -287,7 +287,7 @@ def audit(
   }
   if preset.autoattack_subset:
     found["autoattack"] = robustness.autoattack(
-        model,
+        model.scores,
         params,
         test,
         preset.autoattack_eps,

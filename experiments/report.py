@@ -195,6 +195,31 @@ def audit_lines(results: dict[str, dict[str, Any]]) -> list[str]:
   return lines
 
 
+def ensemble_lines(content: dict[str, Any]) -> list[str]:
+  """The ensemble under AutoAttack: its columns and what survives; empty if not run."""
+  if "autoattack" not in content:
+    return []
+  audit = {f"ensemble of {content['config']['members']} maxouts": content}
+  columns = _autoattack_columns(audit)
+  if not columns:
+    return []
+  ((label, attacks),) = audit.items()
+  row = [label, numeric.percent(content["ensemble"]["fgsm_error"])]
+  return [
+      f"### ensemble.json ({_run_label(content)})",
+      "",
+      "AutoAttack attacks the ensemble as a whole: its logits are the log of the members' mean "
+      "probabilities (`advjax.ensemble_logits`).",
+      "",
+      *_table(
+          ("model", "FGSM (the paper's)", *columns),
+          [[*row, *_autoattack_cells(attacks["autoattack"], columns)]],
+      ),
+      "",
+      *_survives_lines(audit, noun="the {}"),
+  ]
+
+
 AUTOATTACK_COLUMNS = (0.1, 0.25, 0.3)
 """The radii of the AutoAttack columns: 0.1, the paper's 0.25 and MNIST's standard 0.3."""
 
@@ -221,8 +246,8 @@ def _autoattack_cells(autoattack: dict[str, Any], columns: dict[str, float]) -> 
   return [numeric.percent(_autoattack_error(autoattack, eps)) for eps in columns.values()]
 
 
-def _survives_lines(audit: dict[str, Any]) -> list[str]:
-  """A sentence per maxout on what AutoAttack leaves of it, with the masking flags."""
+def _survives_lines(audit: dict[str, Any], noun: str = "the {} maxout") -> list[str]:
+  """A sentence per model (``noun`` names it) on what AutoAttack leaves of it, with the flags."""
   columns = _autoattack_columns(audit)
   lines = []
   for model, attacks in audit.items() if columns else ():
@@ -236,7 +261,7 @@ def _survives_lines(audit: dict[str, Any]) -> list[str]:
         if autoattack.get("flagged") or autoattack.get("flags", {}).get("any")
         else ""
     )
-    lines.append(f"- AutoAttack standard, the {model} maxout: robust accuracy {kept}.{flagged}")
+    lines.append(f"- AutoAttack standard, {noun.format(model)}: robust accuracy {kept}.{flagged}")
   return lines + [""] if lines else []
 
 
@@ -557,6 +582,8 @@ def _render(out: pathlib.Path, report: pathlib.Path, results: dict[str, dict[str
   grouped = rows_by_id(results)
   known = [row.id for row in paper.ROWS]
   audits = audit_lines(results)
+  if "ensemble" in results:
+    audits += ensemble_lines(results["ensemble"])
   lines = [
       "# Reproduction report: Explaining and Harnessing Adversarial Examples",
       "",

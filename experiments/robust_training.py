@@ -250,7 +250,7 @@ def score(
   )
   pgd_seconds = time.perf_counter() - start
   autoattack = robustness.autoattack(
-      model,
+      model.scores,
       params,
       test,
       [eps],

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 
 import advjax
 from advjax import data as data_lib
-from advjax import models
 
 __all__ = ["Budget", "autoattack", "curve_figure"]
 
@@ -35,7 +34,7 @@ class Budget:
 
 
 def autoattack(
-    model: models.Classifier,
+    logits_fn: Callable[[Any, jax.Array], jax.Array],
     params: Any,
     test: data_lib.Split,
     eps_values: Sequence[float],
@@ -48,7 +47,8 @@ def autoattack(
   """AutoAttack standard at every eps on the first ``subset`` test images, in one program.
 
   Args:
-    model: the classifier; inputs in [0, 1].
+    logits_fn: ``(params, x) -> logits`` of the model (``model.scores``; for an
+      ensemble, `advjax.ensemble_logits`); inputs in [0, 1].
     params: its parameters (members stacked on a leading axis with ``stacked``).
     test: the test split.
     eps_values: the radii, increasing.
@@ -64,7 +64,7 @@ def autoattack(
   n = min(subset, len(test.y))
   start = time.perf_counter()
   report = advjax.autoattack_report(
-      model.scores,
+      logits_fn,
       params,
       test.x[:n],
       test.y[:n],

@@ -90,6 +90,17 @@ def test_the_ensemble_writes_both_attacks(tiny_mnist, tmp_path):
   (sweep,) = written["sweep"].values()
   assert sweep["eps"] == pytest.approx(list(curves.SWEEP_EPS))
   assert sweep["error"][0] == written["ensemble"]["test_error"]
+  # AutoAttack on the ensemble as a whole never beats its clean accuracy on the
+  # attacked images, computed here from the members restored from their checkpoints.
+  preset = ensemble.PRESETS["tiny"]
+  attack = written["autoattack"]
+  assert attack["n"] == preset.autoattack_subset
+  assert attack["eps"] == pytest.approx(list(preset.autoattack_eps))
+  data = advjax.data.load_mnist(tiny_mnist)
+  stacked, _ = ensemble.train_ensemble(preset, 0, data, out / "ensemble_runs")
+  x, y = data.test.x[: attack["n"]], data.test.y[: attack["n"]]
+  probs = advjax.ensemble_probs(models.maxout_mlp(units=8).probabilities, stacked, x)
+  assert max(attack["robust_accuracy"]) <= np.mean(np.argmax(probs, -1) == y)
 
 
 def test_the_ensemble_attacks_match_fgsm_on_the_ensemble_and_on_a_member():
