@@ -21,7 +21,7 @@ from experiments import rubbish
 from experiments import shallow
 from experiments import softmax_regression
 from experiments import verdicts
-from tests.test_data import write_mnist_dir
+from tests.conftest import write_mnist_dir
 
 SCRIPTS = {
     "softmax_regression": softmax_regression,
