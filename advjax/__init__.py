@@ -45,6 +45,7 @@ from advjax.metrics import error_and_confidence
 from advjax.metrics import mistakes
 from advjax.metrics import rubbish_error_and_confidence
 from advjax.objectives import adversarial_loss
+from advjax.objectives import l1_norm
 from advjax.objectives import logistic_loss
 from advjax.objectives import logistic_worst_case_loss
 from advjax.objectives import nfgsm_loss
@@ -92,6 +93,7 @@ __all__ = [
     "fgsm",
     "init_ensemble",
     "input_grad",
+    "l1_norm",
     "logistic_loss",
     "logistic_worst_case_loss",
     "margin",

@@ -256,13 +256,7 @@ def _apgd_run(logits_fn, params, x, y, eps, objective, key, num_steps, clip, rho
     loss_best = jnp.where(better, loss, s["loss_best"])
     since = s["since"] + 1
     check = since == s["interval"]
-    # The reference compares losses[j] with losses[j - 1] cyclically: at the
-    # first checkpoint losses[0] meets the still-zero last entry.
-    rises = losses > jnp.roll(losses, 1, axis=0)
-    steps = jnp.arange(num_steps)[:, None]
-    window = (steps <= i) & (steps > i - s["interval"])
-    stalled = jnp.sum(rises & window, axis=0) <= s["interval"] * rho
-    stalled = stalled | (~s["halved_at_check"] & (s["loss_at_check"] >= loss_best))
+    stalled = _stalled(losses, i, s["interval"], rho, s, loss_best)
     halve = check & stalled
     return dict(
         x_adv=jnp.where(_rows(halve, x), x_best, x_new),
@@ -284,3 +278,14 @@ def _apgd_run(logits_fn, params, x, y, eps, objective, key, num_steps, clip, rho
   s = jax.lax.fori_loop(0, num_steps, body, state)
   x_out = jnp.where(_rows(s["broken"], x), s["x_found"], s["x_best"])
   return attacks.project_linf(x, x_out, eps, clip=clip), s["broken"], s["loss_best"]
+
+
+def _stalled(losses, i, interval, rho, s, loss_best):
+  """APGD's checkpoint test: too few rising steps, or no gain since an unhalved checkpoint."""
+  # The reference compares losses[j] with losses[j - 1] cyclically: at the
+  # first checkpoint losses[0] meets the still-zero last entry.
+  rises = losses > jnp.roll(losses, 1, axis=0)
+  steps = jnp.arange(losses.shape[0])[:, None]
+  window = (steps <= i) & (steps > i - interval)
+  stalled = jnp.sum(rises & window, axis=0) <= interval * rho
+  return stalled | (~s["halved_at_check"] & (s["loss_at_check"] >= loss_best))

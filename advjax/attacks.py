@@ -300,23 +300,24 @@ def pgd(
   _validation.check_batch(x, y)
   if not isinstance(num_steps, int) or num_steps < 1:
     raise ValueError(f"num_steps must be an int >= 1, got {num_steps!r}.")
-  wide = _widen(x)
-  radius = broadcast_eps(eps, wide)
+  start = _pgd_start(x, eps, clip, random_start, key, start)
   sign = -1 if targeted else 1
 
-  def project(x_adv):
-    return project_linf(x, x_adv, eps, clip=clip)
+  def step(_, x_adv):
+    grad = input_grad(loss_fn, params, x_adv, y)
+    return project_linf(x, sign_step(x_adv, sign * grad, step_size), eps, clip=clip)
 
+  return jax.lax.fori_loop(0, num_steps, step, start)
+
+
+def _pgd_start(x, eps, clip, random_start, key, start):
+  """PGD's first iterate: ``x``, ``start`` projected, or a uniform point of the ball."""
+  wide = _widen(x)
+  radius = broadcast_eps(eps, wide)
   if random_start:
     if key is None:
       raise ValueError("random_start=True needs a PRNG key: pass key=.")
     if start is not None:
       raise ValueError("pass random_start=True or start=, not both.")
     start = wide + jax.random.uniform(key, x.shape, wide.dtype, minval=-1, maxval=1) * radius
-  start = x if start is None else project(start)
-
-  def step(_, x_adv):
-    grad = input_grad(loss_fn, params, x_adv, y)
-    return project(sign_step(x_adv, sign * grad, step_size))
-
-  return jax.lax.fori_loop(0, num_steps, step, start)
+  return x if start is None else project_linf(x, start, eps, clip=clip)

@@ -114,6 +114,19 @@ def _biased_step(x1: Array, x0: Array, w: Array, b: Array, alpha_max: float, eta
   return (x1 + eta * d1) * (1 - alpha) + (x0 + eta * d2) * alpha
 
 
+def _linearised_margin(logits_fn, params, x1, x, y, target):
+  """The margin ``z_target - z_y`` at the flat iterate ``x1``, linearised as ``w . z - b``."""
+
+  def margin(flat):
+    logits = logits_fn(params, flat.reshape(x.shape).astype(x.dtype))
+    z_y = jnp.take_along_axis(logits, y[:, None], axis=1)[:, 0]
+    z_t = jnp.take_along_axis(logits, target[:, None], axis=1)[:, 0]
+    return jnp.sum(z_t - z_y), z_t - z_y
+
+  w, f = jax.grad(margin, has_aux=True)(x1)
+  return w, -f + jnp.sum(w * x1, axis=1)
+
+
 def fab_targeted(
     logits_fn: LogitsFn,
     params: Any,
@@ -165,20 +178,13 @@ def fab_targeted(
   x0 = attacks._widen(x).reshape(batch, -1)  # pylint: disable=protected-access
   lo, hi = (0.0, 1.0) if clip is None else clip
 
-  def margin(flat):
-    logits = logits_fn(params, flat.reshape(shape).astype(x.dtype))
-    z_y = jnp.take_along_axis(logits, y[:, None], axis=1)[:, 0]
-    z_t = jnp.take_along_axis(logits, target[:, None], axis=1)[:, 0]
-    return jnp.sum(z_t - z_y), z_t - z_y
-
   def misclassified(flat):
     logits = logits_fn(params, flat.reshape(shape).astype(x.dtype))
     return jnp.argmax(logits, axis=1) != y
 
   def step(_, state):
     x1, best, best_norm = state
-    w, f = jax.grad(margin, has_aux=True)(x1)
-    b = -f + jnp.sum(w * x1, axis=1)
+    w, b = _linearised_margin(logits_fn, params, x1, x, y, target)
     x1 = jnp.clip(_biased_step(x1, x0, w, b, alpha_max, eta), lo, hi)
     wrong = misclassified(x1)
     norm = jnp.max(jnp.abs(x1 - x0), axis=1)

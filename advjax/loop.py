@@ -31,7 +31,9 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import math
 import os
 import pathlib
@@ -301,14 +303,10 @@ def fit_members(
   tx = config.optimizer(len(train.y) // config.batch_size, tx)
   states, arrays = _init_population(model, tx, seeds, run.x[:1], run.place)
   writer = jax.process_index() == 0
-  # Of the resolved tx ("optimizer": "custom" always): old run folders resume.
-  run_id = lambda: fingerprint(
-      model, objective, config, seeds=seeds, train=train, valid=valid, tx=tx, member_epochs=epochs
-  )
-  folder = NoFolder() if workdir is None else RunFolder(workdir, run_id(), writer)
+  folder = _open_folder(workdir, writer, model, objective, config, seeds, train, valid, tx, epochs)
   display = _progress.choose(progress, writer)
   settings = [_member_setting(objective, seeds, m) for m in range(len(seeds))]
-  try:
+  with contextlib.closing(folder), contextlib.closing(display):  # closes the display first
     restored, record = folder.restore(arrays, _fresh_record(seeds))
     display.start(desc, config.epochs, record["epoch"], str(folder.path))
     arrays = restored
@@ -316,9 +314,6 @@ def fit_members(
       folder.save(record["epoch"], arrays, record, rows)
       summary = _progress.summarize(desc, record["epoch"], config.epochs, rows, settings, seconds)
       display.epoch(summary)
-  finally:
-    display.close()
-    folder.close()
   return _results(arrays["kept"], record, settings)
 
 
@@ -433,32 +428,20 @@ def fit_and_retrain(
   select_dir = retrain_dir = None
   if workdir is not None:
     select_dir, retrain_dir = (pathlib.Path(workdir) / n for n in ("select", "retrain"))
-  selection = fit_members(
-      model,
-      data.train,
-      config,
-      seeds=seeds,
-      objective=objective,
-      valid=data.valid,
-      tx=tx,
-      workdir=select_dir,
-      progress=progress,
-      desc=f"{desc} (select)",
-      mesh=mesh,
+  # The two phases differ only in their data, settings, folder and epochs.
+  phase = functools.partial(
+      fit_members, model, seeds=seeds, objective=objective, tx=tx, progress=progress, mesh=mesh
+  )
+  selection = phase(
+      data.train, config, valid=data.valid, workdir=select_dir, desc=f"{desc} (select)"
   )
   chosen = [result.best_epoch for result in selection]
   retrain_config = dataclasses.replace(config, epochs=max(chosen), patience=None)
-  final = fit_members(
-      model,
+  final = phase(
       data.train_full,
       retrain_config,
-      seeds=seeds,
-      objective=objective,
-      tx=tx,
       workdir=retrain_dir,
-      progress=progress,
       desc=f"{desc} (retrain)",
-      mesh=mesh,
       member_epochs=chosen,
   )
   return selection, final
@@ -572,6 +555,17 @@ def _arrays(states: train_lib.TrainState, rngs: Array, kept: Params) -> dict[str
       "rng": jax.random.key_data(rngs),
       "kept": kept,
   }
+
+
+def _open_folder(workdir, writer, model, objective, config, seeds, train, valid, tx, epochs):
+  """The run folder at ``workdir``, named by the run's fingerprint; `NoFolder` for None."""
+  if workdir is None:
+    return NoFolder()
+  # Of the resolved tx ("optimizer": "custom" always): old run folders resume.
+  run_id = fingerprint(
+      model, objective, config, seeds=seeds, train=train, valid=valid, tx=tx, member_epochs=epochs
+  )
+  return RunFolder(workdir, run_id, writer)
 
 
 def _fresh_record(seeds: Sequence[int]) -> dict[str, Any]:

@@ -171,24 +171,30 @@ def square(
   stripes_key, key = jax.random.split(key)
   stripes = jax.random.rademacher(stripes_key, (batch, 1, width, channels), x.dtype)
   best = project(x + radius * jnp.broadcast_to(stripes, images).reshape(x.shape))
-  best_margin = score(best)
+  schedule = num_queries if rescale_schedule else None
+  return _search(score, project, best, radius, key, images, num_queries, p_init, schedule)
+
+
+def _search(score, project, best, radius, key, images, num_queries, p_init, schedule):
+  """Square's random search: window proposals from ``best``, kept where they lower the margin."""
+  batch = best.shape[0]
 
   def body(state):
     query, best, best_margin, key = state
     key, position_key, sign_key = jax.random.split(key, 3)
-    fraction = square_fraction(query, p_init, num_queries=num_queries if rescale_schedule else None)
-    steps = _window_steps(position_key, sign_key, fraction, images, x.dtype)
-    delta = steps.reshape(x.shape) * radius
+    fraction = square_fraction(query, p_init, num_queries=schedule)
+    steps = _window_steps(position_key, sign_key, fraction, images, best.dtype)
+    delta = steps.reshape(best.shape) * radius
     proposal = project(best + delta)
     proposal_margin = score(proposal)
     live = best_margin > 0
     better = live & ((proposal_margin < best_margin) | (proposal_margin <= 0))
-    best = jnp.where(better.reshape((batch,) + (1,) * (x.ndim - 1)), proposal, best)
+    best = jnp.where(better.reshape((batch,) + (1,) * (best.ndim - 1)), proposal, best)
     return query + 1, best, jnp.where(better, proposal_margin, best_margin), key
 
   def cond(state):
     query, _, best_margin, _ = state
     return (query < num_queries) & jnp.any(best_margin > 0)
 
-  _, best, _, _ = jax.lax.while_loop(cond, body, (jnp.int32(0), best, best_margin, key))
+  _, best, _, _ = jax.lax.while_loop(cond, body, (jnp.int32(0), best, score(best), key))
   return best

@@ -151,14 +151,7 @@ def epsilon_sweep(
     >>> bool(sweep.error[0] == error)  # at eps = 0, the clean error
     True
   """
-  _check_inputs(x)
-  if np.ndim(x) < 2:
-    raise ValueError(
-        f"x must have a batch axis and at least one feature axis, " f"got shape {np.shape(x)}."
-    )
-  _validation.check_batch(x, y)
-  if np.ndim(y) != 1:
-    raise ValueError(f"y must hold integer labels of shape (n,), got shape " f"{np.shape(y)}.")
+  _check_examples(x, y)
   _validation.check_clip(clip)
   eps_values = _eps_array(eps_values, x, nonnegative=True)
   num_examples = np.shape(x)[0]
@@ -279,6 +272,18 @@ def _linear_first_along(
       functools.partial(model_fn.first, params), (x,), (direction.astype(x.dtype),)
   )
   return jax.vmap(lambda eps: model_fn.rest(params, hidden + eps * hidden_step))(eps_values)
+
+
+def _check_examples(x: Array, y: Array) -> None:
+  """Raises unless ``x`` is a floating batch of examples and ``y`` its ``(n,)`` labels."""
+  _check_inputs(x)
+  if np.ndim(x) < 2:
+    raise ValueError(
+        f"x must have a batch axis and at least one feature axis, " f"got shape {np.shape(x)}."
+    )
+  _validation.check_batch(x, y)
+  if np.ndim(y) != 1:
+    raise ValueError(f"y must hold integer labels of shape (n,), got shape " f"{np.shape(y)}.")
 
 
 def _check_inputs(x: Array) -> None:

@@ -44,6 +44,7 @@ from advjax import data as data_lib
 from advjax import evaluation
 from advjax import loop
 from advjax import models
+from advjax import objectives
 from experiments import numeric
 from experiments import paper
 from experiments import runner
@@ -140,7 +141,7 @@ def l1_runs(
         fixed,
         work,
         valid=subset,
-        objective=shallow.L1(coefficient),
+        objective=objectives.L1(coefficient),
     )
   results = {}
   for name, run in runs.items():

@@ -36,8 +36,6 @@ import dataclasses
 import pathlib
 from typing import Any, Callable, Literal, NamedTuple
 
-import jax
-import jax.numpy as jnp
 from matplotlib.figure import Figure
 import numpy as np
 import optax
@@ -46,7 +44,6 @@ from advjax import data as data_lib
 from advjax import evaluation
 from advjax import loop
 from advjax import models
-from advjax.attacks import LossFn
 from experiments import curves
 from experiments import files
 from experiments import numeric
@@ -129,53 +126,6 @@ PRESETS = {
         rubbish_samples=200,
     ),
 }
-
-
-@jax.tree_util.register_dataclass
-@dataclasses.dataclass(frozen=True)
-class L1:
-  """Objective: the model's loss plus L1 weight decay ``coefficient * sum |W|``.
-
-  The sum runs over every layer's ``kernel`` (output layer included), not the
-  biases, as pylearn2's ``L1WeightDecay`` that the paper used. A pytree whose
-  leaf is the coefficient, like the library's objectives, so that it is part
-  of the run's fingerprint.
-
-  Attributes:
-    coefficient: the weight of the penalty, >= 0.
-
-  Example:
-    >>> loop.fit(models.maxout_mlp(), data.train, config, objective=L1(0.0025))
-  """
-
-  coefficient: Any
-
-  def __post_init__(self) -> None:
-    if isinstance(self.coefficient, (int, float)) and not self.coefficient >= 0:
-      raise ValueError(f"coefficient must be >= 0, got {self.coefficient!r}.")
-
-  def __call__(self, loss_fn: LossFn, key: jax.Array, logits_fn: Any = None) -> LossFn:
-    del key, logits_fn
-    return lambda params, x, y: (loss_fn(params, x, y) + self.coefficient * l1_norm(params))
-
-
-def l1_norm(params: Params) -> jax.Array:
-  """``sum |W|`` over every ``kernel`` leaf of a Flax parameter pytree.
-
-  Args:
-    params: the parameters.
-
-  Returns:
-    A scalar.
-
-  Example:
-    >>> l1_norm({"Dense_0": {"kernel": -jnp.ones((2, 3)), "bias": jnp.ones(3)}})
-    Array(6., dtype=float32)
-  """
-  leaves = jax.tree_util.tree_leaves_with_path(params)
-  return sum(
-      jnp.sum(jnp.abs(leaf)) for path, leaf in leaves if getattr(path[-1], "key", None) == "kernel"
-  )
 
 
 # ---------------------------------------------------------------------------

@@ -6,7 +6,6 @@ tested once, in test_runner.py.
 """
 
 import dataclasses
-import gzip
 import json
 import os
 import pathlib
@@ -24,27 +23,11 @@ from advjax import data as data_lib
 from experiments import maxout
 from experiments import mnist_maxout
 from experiments import training
+from tests.conftest import write_idx
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TINY = ["--epochs", "1", "--units", "8", "--autoattack", "0"]
 AUTOATTACK = 8  # test images the fixture's run attacks with AutoAttack
-
-
-def write_idx(folder: pathlib.Path, n_train: int = 120, n_test: int = 30) -> None:
-  """Writes the four MNIST IDX files (gzipped) with random images and labels."""
-  folder.mkdir(parents=True, exist_ok=True)
-  rng = np.random.default_rng(0)
-  for prefix, n in (("train", n_train), ("t10k", n_test)):
-    images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
-    labels = rng.integers(0, 10, n, dtype=np.uint8)
-    header = np.array([2051, n, 28, 28], ">u4").tobytes()
-    (folder / f"{prefix}-images-idx3-ubyte.gz").write_bytes(
-        gzip.compress(header + images.tobytes())
-    )
-    header = np.array([2049, n], ">u4").tobytes()
-    (folder / f"{prefix}-labels-idx1-ubyte.gz").write_bytes(
-        gzip.compress(header + labels.tobytes())
-    )
 
 
 @pytest.fixture(scope="module")

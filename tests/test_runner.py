@@ -18,7 +18,7 @@ from experiments import files
 from experiments import maxout
 from experiments import runner
 from experiments import verdicts
-from tests.test_mnist_maxout import write_idx
+from tests.conftest import write_idx
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -23,7 +21,7 @@ from experiments import rubbish
 from experiments import shallow
 from experiments import softmax_regression
 from experiments import verdicts
-from tests.test_data import write_mnist_dir
+from tests.conftest import write_mnist_dir
 
 SCRIPTS = {
     "softmax_regression": softmax_regression,
@@ -130,15 +128,6 @@ def test_seeds_are_averaged(runs):
   assert results["measured"]["test_error"] == pytest.approx(
       (per_seed[0]["test_error"] + per_seed[1]["test_error"]) / 2
   )
-
-
-def test_l1_adds_the_weight_decay_of_the_kernels_only():
-  params = {"Dense_0": {"kernel": jnp.array([[1.0, -2.0]]), "bias": jnp.array([5.0])}}
-  loss_fn = lambda p, x, y: jnp.sum(x)
-  loss = shallow.L1(0.5)(loss_fn, jax.random.key(0))
-  assert float(loss(params, jnp.ones(3), None)) == pytest.approx(3 + 0.5 * 3)
-  with pytest.raises(ValueError, match="coefficient must be >= 0"):
-    shallow.L1(-1.0)
 
 
 def test_transfer_agreement_follows_the_definitions():
