@@ -209,25 +209,35 @@ def autoattack(
   robust = jnp.argmax(logits, axis=1) == y
   state = (robust, x, jnp.where(robust, -1, 0).astype(jnp.int32))
   run = functools.partial(_run_attack, logits_fn, params, x, y, eps, batch_size)
-
-  def against_targets(state, code, attack):
-    def one(state, rank):
-      target = jnp.take(ranked, classes - 2 - rank, axis=1)
-      return run(state, code, attack, target, jax.random.fold_in(key, 2 + rank)), None
-
-    return jax.lax.scan(one, state, jnp.arange(num_targets))[0]
-
+  targeted = functools.partial(_against_targets, run, ranked, num_targets, key)
   state = run(state, 1, attacks["apgd-ce"], y, jax.random.fold_in(key, 0))
-  state = against_targets(state, 2, attacks["apgd-t"])
-  state = against_targets(state, 3, attacks["fab-t"])
+  state = targeted(state, 2, attacks["apgd-t"])
+  state = targeted(state, 3, attacks["fab-t"])
   state = run(state, 4, attacks["square"], y, jax.random.fold_in(key, 1))
-  robust, x_adv, broken_by = state
   grad = jax.grad(lambda point: jnp.sum(dlr_loss(logits_fn(params, point), y)))(x)
   zero_gradient = jnp.all(grad.reshape(grad.shape[0], -1) == 0, axis=1)
-  return AutoAttackResult(robust, x_adv, broken_by, zero_gradient)
+  return AutoAttackResult(*state, zero_gradient)
 
 
 _State = tuple[Array, Array, Array]  # robust, best inputs so far, broken_by
+
+
+def _against_targets(
+    run: Callable[..., _State],
+    ranked: Array,
+    num_targets: int,
+    key: Array,
+    state: _State,
+    code: int,
+    attack: AttackFn,
+) -> _State:
+  """``run``s a targeted attack against the classes ranked 2nd, 3rd, ... by the clean logits."""
+
+  def one(state, rank):
+    target = jnp.take(ranked, ranked.shape[1] - 2 - rank, axis=1)
+    return run(state, code, attack, target, jax.random.fold_in(key, 2 + rank)), None
+
+  return jax.lax.scan(one, state, jnp.arange(num_targets))[0]
 
 
 def _run_attack(
