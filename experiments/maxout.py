@@ -115,6 +115,20 @@ PRESETS = {
     #   worse);
     # - 30 epochs for the clean model (1.2-1.4% test error), 60 for the
     #   adversarial one, whose clean error falls more slowly.
+    # Seconds, for the tests: quick's optimizer at 8 units for one epoch, and
+    # AutoAttack on 8 test images with a token budget.
+    "tiny": Preset(
+        units=8,
+        epochs=1,
+        seeds=1,
+        patience=None,
+        retrain=True,
+        lr_decay=1.00007,
+        momentum=(0.7, 0.7),
+        autoattack_subset=8,
+        autoattack_eps=(0.1, 0.25, 0.3),
+        autoattack=robustness.Budget(num_steps=3, num_targets=1, fab_steps=3, num_queries=10),
+    ),
     "quick": Preset(
         units=240,
         epochs=30,

@@ -27,23 +27,20 @@ from tests.conftest import write_idx
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TINY = ["--epochs", "1", "--units", "8", "--autoattack", "0"]
-AUTOATTACK = 8  # test images the fixture's run attacks with AutoAttack
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
   data_dir, out = tmp_path_factory.mktemp("mnist"), tmp_path_factory.mktemp("out")
   write_idx(data_dir)
-  flags = [*TINY, "--data-dir", str(data_dir), "--out", str(out)]
-  results = mnist_maxout.main(
-      [*flags, "--eps", "0.1", "--alpha", "0.3", "--autoattack", str(AUTOATTACK)]
-  )
+  flags = ["--preset", "tiny", "--data-dir", str(data_dir), "--out", str(out)]
+  results = mnist_maxout.main([*flags, "--eps", "0.1", "--alpha", "0.3"])
   return flags, out, results
 
 
 def test_the_experiment_writes_its_results_and_the_pair(tiny_run, capsys):
   _, out, results = tiny_run
-  written = json.loads((out / "mnist_maxout.json").read_text())
+  written = json.loads((out / "mnist_maxout_tiny.json").read_text())
   assert set(written) == {"models", "transfer", "audit", "test_examples", "config", "rows"} | {
       "seconds",
       "figures",
@@ -55,7 +52,7 @@ def test_the_experiment_writes_its_results_and_the_pair(tiny_run, capsys):
     assert set(written["audit"][name]["pgd"]) == {"0.1"}
     (row,) = written["models"][name]["per_seed"]
     assert row["seed"] == 0 and row["epochs_trained"] == 1
-  with np.load(out / "mnist_maxout_params.npz") as params:
+  with np.load(out / "mnist_maxout_tiny_params.npz") as params:
     assert params["clean/maxout_0/kernel"].shape == (784, 40)
     assert params["adversarial/output/kernel"].shape == (8, 10)
 
@@ -63,14 +60,15 @@ def test_the_experiment_writes_its_results_and_the_pair(tiny_run, capsys):
 def test_autoattack_never_beats_the_clean_accuracy_and_draws_its_curve(tiny_run):
   """Checked against the saved pair's own clean accuracy on the attacked images."""
   flags, out, results = tiny_run
-  model, pair = maxout.load_params(out / "mnist_maxout_params.npz")
+  model, pair = maxout.load_params(out / "mnist_maxout_tiny_params.npz")
   test = data_lib.load_mnist(flags[flags.index("--data-dir") + 1]).test
   for name, params in pair.items():
     attack = results["audit"][name]["per_seed"][0]["autoattack"]
-    assert attack["n"] == AUTOATTACK and attack["eps"] == pytest.approx(
-        maxout.PRESETS["quick"].autoattack_eps
-    )
-    clean = np.mean(np.argmax(model.scores(params, test.x[:AUTOATTACK]), -1) == test.y[:AUTOATTACK])
+    tiny = maxout.PRESETS["tiny"]
+    assert attack["n"] == tiny.autoattack_subset
+    assert attack["eps"] == pytest.approx(tiny.autoattack_eps)
+    x, y = test.x[: attack["n"]], test.y[: attack["n"]]
+    clean = np.mean(np.argmax(model.scores(params, x), -1) == y)
     assert max(attack["robust_accuracy"]) <= clean
   assert (out / results["figures"]["AutoAttack robust accuracy against eps"]).is_file()
 
@@ -78,7 +76,7 @@ def test_autoattack_never_beats_the_clean_accuracy_and_draws_its_curve(tiny_run)
 def test_the_transfer_is_each_models_error_on_the_others_fgsm_examples(tiny_run, tmp_path):
   """Checked with `advjax.fgsm` on the saved pair, not the experiment's scoring."""
   flags, out, results = tiny_run
-  model, pair = maxout.load_params(out / "mnist_maxout_params.npz")
+  model, pair = maxout.load_params(out / "mnist_maxout_tiny_params.npz")
   test = data_lib.load_mnist(flags[flags.index("--data-dir") + 1]).test
   examples = {
       name: advjax.fgsm(model.loss_fn(), params, test.x, test.y, 0.1)
@@ -136,20 +134,6 @@ def test_bad_flag_values_are_refused(tmp_path):
     mnist_maxout.main(["--epochs", "0", "--out", str(tmp_path)])
 
 
-def test_data_parallel_run_matches_the_single_device_run(tiny_run, tmp_path):
-  if jax.device_count() < 4:
-    pytest.skip("needs 4 devices (conftest.py forces 4 CPU devices)")
-  flags, out, single = tiny_run
-  sharded = mnist_maxout.main(
-      [*flags[:-1], str(tmp_path), "--eps", "0.1", "--alpha", "0.3", "--devices", "4"]
-  )
-  assert sharded["config"]["devices"] == 4
-  for name in ("clean", "adversarial"):
-    for key in ("test_error", "fgsm_error"):
-      # 30 test images: one flipped prediction moves an error by 1/30.
-      assert abs(sharded["models"][name][key] - single["models"][name][key]) <= 1 / 30
-
-
 def free_port() -> int:
   with socket.socket() as s:
     s.bind(("localhost", 0))
@@ -169,7 +153,8 @@ def test_two_hosts_match_one(tiny_run, tmp_path):
   hosts = [
       subprocess.Popen(
           [sys.executable, "-m", "experiments.mnist_maxout", *flags[:-1], str(tmp_path)]
-          + ["--eps", "0.1", "--alpha", "0.3", "--devices", "all", "--coordinator", coordinator]
+          + ["--eps", "0.1", "--alpha", "0.3", "--autoattack", "0", "--devices", "all"]
+          + ["--coordinator", coordinator]
           + ["--num-processes", "2", "--process-id", str(i)],
           cwd=REPO,
           env=env,
@@ -182,11 +167,11 @@ def test_two_hosts_match_one(tiny_run, tmp_path):
   for host in hosts:
     output = host.communicate(timeout=300)[0]
     assert host.returncode == 0, output
-  two_hosts = json.loads((tmp_path / "mnist_maxout.json").read_text())
+  two_hosts = json.loads((tmp_path / "mnist_maxout_tiny.json").read_text())
   assert two_hosts["config"]["devices"] == 4
   with (
-      np.load(tmp_path / "mnist_maxout_params.npz") as a,
-      np.load(out / "mnist_maxout_params.npz") as b,
+      np.load(tmp_path / "mnist_maxout_tiny_params.npz") as a,
+      np.load(out / "mnist_maxout_tiny_params.npz") as b,
   ):
     assert set(a) == set(b)
     for key in a:
