@@ -17,6 +17,7 @@ reads AutoAttack's warnings of gradient masking out of a curve as data.
 from __future__ import annotations
 
 import functools
+import inspect
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -441,11 +442,9 @@ def autoattack_report(
     ['broken_by', 'eps', 'flags', 'n', 'robust_accuracy', 'standard_error']
   """
   eps_values = jnp.asarray(eps_values, jnp.float32)
-
-  def curve(params):
-    return autoattack_curve(logits_fn, params, x, y, eps_values, **settings)
-
-  result = jax.jit(functools.partial(jax.lax.map, curve) if stacked else curve)(params)
+  result = _curves(
+      logits_fn, params, jnp.asarray(x), jnp.asarray(y), eps_values, stacked, **settings
+  )
   robust_accuracy = np.mean(np.asarray(result.robust), axis=-1)
   broken_by = np.asarray(result.broken_by)
   n = x.shape[0]
@@ -460,3 +459,34 @@ def autoattack_report(
       },
       "flags": masking_flags(result, eps_values),
   }
+
+
+# `autoattack`'s settings other than its key: static arguments of `_curves`.
+_SETTINGS = tuple(
+    name
+    for name, parameter in inspect.signature(autoattack).parameters.items()
+    if parameter.kind is parameter.KEYWORD_ONLY and name != "key"
+)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 5), static_argnames=_SETTINGS)
+def _curves(
+    logits_fn: LogitsFn,
+    params: Any,
+    x: Array,
+    y: Array,
+    eps_values: Array,
+    stacked: bool,
+    **settings: Any,
+) -> AutoAttackResult:
+  """`autoattack_curve`, of each stacked member in turn (``jax.lax.map``) with ``stacked``.
+
+  Jitted with the model's ``logits_fn`` and the settings static, so that a
+  second evaluation of the same model (another checkpoint, another member)
+  reuses the compiled program.
+  """
+
+  def curve(params):
+    return autoattack_curve(logits_fn, params, x, y, eps_values, **settings)
+
+  return jax.lax.map(curve, params) if stacked else curve(params)
