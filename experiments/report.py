@@ -256,12 +256,11 @@ def _survives_lines(audit: dict[str, Any], noun: str = "the {} maxout") -> list[
         f"{numeric.percent(1 - _autoattack_error(autoattack, eps))} at eps {eps:g}"
         for eps in columns.values()
     )
-    flagged = (
-        " AutoAttack's gradient-masking flags fired."
-        if autoattack.get("flagged") or autoattack.get("flags", {}).get("any")
-        else ""
-    )
-    lines.append(f"- AutoAttack standard, {noun.format(model)}: robust accuracy {kept}.{flagged}")
+    if "flags" in autoattack:  # one run's flags, each named
+      flagged = _masking_text(autoattack) + "."
+    else:  # seeds averaged: whether any fired
+      flagged = ". AutoAttack's gradient-masking flags fired." if autoattack["flagged"] else "."
+    lines.append(f"- AutoAttack standard, {noun.format(model)}: robust accuracy {kept}{flagged}")
   return lines + [""] if lines else []
 
 
@@ -437,7 +436,7 @@ def _masking_text(autoattack: dict[str, Any] | None) -> str:
   flags = autoattack["flags"]
   seen = []
   if any(flags["square_broke"]):
-    seen.append(f"Square broke {_points(flags['square_broke'][0])} the white-box attacks missed")
+    seen.append(f"Square broke {_points(sum(flags['square_broke']))} the white-box attacks missed")
   if flags["zero_gradients"]:
     seen.append(f"{_points(flags['zero_gradients'])} had a zero gradient")
   if flags["non_monotone"]:
