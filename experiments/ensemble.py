@@ -241,12 +241,7 @@ def measure_ensemble(
         budget=preset.autoattack,
         key=jax.random.key(seed),
     )
-    accuracy = found["autoattack"]["robust_accuracy"]
-    print(
-        "  AutoAttack robust accuracy of the ensemble: "
-        + ", ".join(f"{a:.1%} at eps {e:g}" for e, a in zip(preset.autoattack_eps, accuracy)),
-        flush=True,
-    )
+    print(f"  the ensemble{robustness.accuracy_text(found['autoattack'])}", flush=True)
   error, _ = curves.at_eps(sweeps["on_ensemble"], 0.0)
   fgsm_error, fgsm_confidence = curves.at_eps(sweeps["on_ensemble"], preset.eps)
   on_member = [curves.at_eps(s, preset.eps) for s in sweeps["on_member"]]

@@ -307,6 +307,10 @@ def study_lines(content: dict[str, Any]) -> list[str]:
         [f"{value:g}", *(numeric.percent(row[key], 2) for key in training_study.SCORES)]
         for value, row in zip(group["values"], rows)
     ]
+    columns = _autoattack_columns({f"{v:g}": row for v, row in zip(group["values"], rows)})
+    header += list(columns)
+    for cells, row in zip(table, rows) if columns else ():
+      cells += _autoattack_cells(row["autoattack"], columns)
     if any("train_loss" in row for row in rows):  # older runs did not record it
       header.append("epochs at chance loss")
       for cells, row in zip(table, rows):

@@ -11,7 +11,7 @@ import jax
 import advjax
 from advjax import data as data_lib
 
-__all__ = ["Budget", "autoattack", "curve_figure"]
+__all__ = ["Budget", "accuracy_text", "autoattack", "curve_figure"]
 
 IMAGE = (28, 28, 1)
 
@@ -75,6 +75,14 @@ def autoattack(
       **dataclasses.asdict(budget),
   )
   return {**report, "budget": dataclasses.asdict(budget), "seconds": time.perf_counter() - start}
+
+
+def accuracy_text(report: dict[str, Any] | None) -> str:
+  """``"; AutoAttack robust accuracy 52.2% at eps 0.1, ..."`` for a log line; '' without one."""
+  if report is None:
+    return ""
+  pairs = zip(report["eps"], report["robust_accuracy"])
+  return "; AutoAttack robust accuracy " + ", ".join(f"{a:.1%} at eps {e:g}" for e, a in pairs)
 
 
 def curve_figure(reports: dict[str, dict[str, Any]]) -> Any:

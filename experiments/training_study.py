@@ -12,9 +12,11 @@ eps and alpha being arrays of the one compiled program (`advjax.train.
 split_objective`). Each member is then scored on the test set: clean error,
 FGSM error at its own training eps and at the preset's attack eps (0.25),
 and PGD error at that eps as `experiments.maxout.audit` runs it (random
-start, 40 steps, best of 3 restarts, clipped to [0, 1]).
+start, 40 steps, best of 3 restarts, clipped to [0, 1]), and AutoAttack
+standard at eps 0.1, 0.25 and 0.3 on the first 1,000 test images.
 
     python -m experiments.training_study --data-dir ../shared/data/mnist   # 41 min, 2 cores
+                                                                            # before AutoAttack
 
 Writes ``OUT/training_study.json`` (``groups``: per group its settings and
 one score row per member), ``OUT/figures/training_study.png``, and the
@@ -38,6 +40,7 @@ from advjax import objectives
 from experiments import files
 from experiments import maxout
 from experiments import numeric
+from experiments import robustness
 from experiments import runner
 from experiments import training
 
@@ -59,6 +62,10 @@ class Preset:
     eps: the attack eps (and the alpha group's training eps).
     alpha: the eps group's alpha.
     seeds: always 1: the members of a group differ in their setting only.
+    autoattack_subset: test images AutoAttack attacks every member on (the
+      first ones; 0 skips it).
+    autoattack_eps: its radii: 0.1, the paper's 0.25 and MNIST's 0.3.
+    autoattack: its budget.
   """
 
   training: maxout.Preset
@@ -68,6 +75,9 @@ class Preset:
   eps: float = 0.25
   alpha: float = 0.5
   seeds: int = 1
+  autoattack_subset: int = 1000
+  autoattack_eps: tuple[float, ...] = (0.1, 0.25, 0.3)
+  autoattack: robustness.Budget = robustness.Budget()
 
   def groups(self) -> dict[str, objectives.Adversarial]:
     """Each group's objective, its settings one per member."""
@@ -107,6 +117,8 @@ PRESETS = {
         maxout.Preset(units=8, epochs=1, seeds=1, patience=None, retrain=True),
         eps_values=(0.0, 0.3),
         alpha_values=(0.5, 1.0),
+        autoattack_subset=8,
+        autoattack=robustness.Budget(num_steps=3, num_targets=1, fab_steps=3, num_queries=10),
     ),
 }
 
@@ -131,7 +143,10 @@ def score_group(
     preset: Preset,
     test: Any,
 ) -> list[dict[str, Any]]:
-  """Every member's clean, FGSM (own eps and the attack eps) and PGD test errors."""
+  """Every member's clean, FGSM (own eps and the attack eps) and PGD test errors, and AutoAttack.
+
+  AutoAttack runs member by member: one compiled program serves them all.
+  """
   stacked = advjax.stack([t.params for t in trained])
   test = evaluation.device_split(test)
   at_own = evaluation.evaluate_members(model, stacked, test, eps=list(own_eps))
@@ -146,11 +161,28 @@ def score_group(
             "pgd_error": maxout.pgd_error(
                 model, member.params, test, preset.eps, jax.random.key(m)
             ),
+            **autoattack(model, member.params, preset, test),
             **member.summary,
             "train_loss": [row["loss"] for row in member.history],
         }
     )
   return rows
+
+
+def autoattack(model: models.Classifier, params: Any, preset: Preset, test: Any) -> dict[str, Any]:
+  """``{"autoattack": ...}`` of one member (`experiments.robustness.autoattack`), or ``{}``."""
+  if not preset.autoattack_subset:
+    return {}
+  report = robustness.autoattack(
+      model.scores,
+      params,
+      test,
+      preset.autoattack_eps,
+      subset=preset.autoattack_subset,
+      budget=preset.autoattack,
+      key=jax.random.key(preset.seed),
+  )
+  return {"autoattack": report}
 
 
 def draw(groups: dict[str, dict[str, Any]], eps: float) -> Figure:
@@ -198,7 +230,8 @@ def run(preset: Preset, data: data_lib.MNIST, out: pathlib.Path, args: Any) -> d
     for value, row in zip(values, groups[name]["members"]):
       print(
           f"  {name} {value:g}: "
-          + ", ".join(f"{key} {numeric.percent(row[key], 2)}" for key in SCORES),
+          + ", ".join(f"{key} {numeric.percent(row[key], 2)}" for key in SCORES)
+          + robustness.accuracy_text(row.get("autoattack")),
           flush=True,
       )
   return {

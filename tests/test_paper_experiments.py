@@ -195,9 +195,16 @@ def test_the_training_study_scores_each_member_at_its_own_eps(tiny_mnist, tmp_pa
   groups = written["groups"]
   assert groups["eps"]["values"] == [0.0, 0.3] and groups["alpha"]["values"] == [0.5, 1.0]
   assert written["config"]["eps"] == 0.2 and results["rows"] == []
+  preset = training_study.PRESETS["tiny"]
   for group in groups.values():
     for row in group["members"]:
       assert set(training_study.SCORES) <= set(row)
+      # AutoAttack on every member: each attacked image is robust or broken by one attack.
+      attack = row["autoattack"]
+      assert attack["eps"] == pytest.approx(list(preset.autoattack_eps))
+      for k, accuracy in enumerate(attack["robust_accuracy"]):
+        broken = sum(counts[k] for counts in attack["broken_by"].values())
+        assert broken + round(accuracy * attack["n"]) == attack["n"] == preset.autoattack_subset
   # FGSM at a training eps of 0 is no attack; the alpha group trains at the attack eps.
   zero, _ = groups["eps"]["members"]
   assert zero["fgsm_error_own_eps"] == zero["test_error"]
@@ -206,3 +213,4 @@ def test_the_training_study_scores_each_member_at_its_own_eps(tiny_mnist, tmp_pa
   assert (out / written["figures"]["scores against the training eps and alpha"]).exists()
   section = report.render(out, out / "REPORT.md").split("training eps and alpha")[1]
   assert "| 0.3 |" in section and "| 1 |" in section
+  assert "AutoAttack, eps 0.25 (8 images)" in section
