@@ -230,17 +230,9 @@ def measure_ensemble(
   )
   stacked, summaries = train_ensemble(preset, seed, data, work)
   sweeps = score(model, stacked, data.test, preset.attacked, preset.eps)
-  found = {}
-  if preset.autoattack_subset:
-    found["autoattack"] = robustness.autoattack(
-        advjax.ensemble_logits(model.probabilities),
-        stacked,
-        data.test,
-        preset.autoattack_eps,
-        subset=preset.autoattack_subset,
-        budget=preset.autoattack,
-        key=jax.random.key(seed),
-    )
+  logits_fn = advjax.ensemble_logits(model.probabilities)
+  found = robustness.preset_autoattack(logits_fn, stacked, data.test, preset, jax.random.key(seed))
+  if found:
     print(f"  the ensemble{robustness.accuracy_text(found['autoattack'])}", flush=True)
   error, _ = curves.at_eps(sweeps["on_ensemble"], 0.0)
   fgsm_error, fgsm_confidence = curves.at_eps(sweeps["on_ensemble"], preset.eps)

@@ -294,22 +294,14 @@ def audit(
   grid = np.linspace(eps / 20, eps, 20)
   worst = curves.sweep(model, params, test, grid, probs_fn=models.maxout_linear_first(model))
   at = int(np.argmax(worst["error"]))
-  found = {
+  return {
       "pgd": pgd,
       "fgsm_predicted_labels": evaluation.score(model, params, x_adv, test.y)[0],
       "worst_fgsm": {"error": worst["error"][at], "eps": float(grid[at])},
+      **robustness.preset_autoattack(
+          model.scores, params, test, preset, jax.random.fold_in(key, 2)
+      ),
   }
-  if preset.autoattack_subset:
-    found["autoattack"] = robustness.autoattack(
-        model.scores,
-        params,
-        test,
-        preset.autoattack_eps,
-        subset=preset.autoattack_subset,
-        budget=preset.autoattack,
-        key=jax.random.fold_in(key, 2),
-    )
-  return found
 
 
 class ParamsFileError(ValueError):

@@ -11,7 +11,7 @@ import jax
 import advjax
 from advjax import data as data_lib
 
-__all__ = ["Budget", "accuracy_text", "autoattack", "curve_figure"]
+__all__ = ["Budget", "accuracy_text", "autoattack", "curve_figure", "preset_autoattack"]
 
 IMAGE = (28, 28, 1)
 
@@ -75,6 +75,37 @@ def autoattack(
       **dataclasses.asdict(budget),
   )
   return {**report, "budget": dataclasses.asdict(budget), "seconds": time.perf_counter() - start}
+
+
+def preset_autoattack(
+    logits_fn: Callable[[Any, jax.Array], jax.Array],
+    params: Any,
+    test: data_lib.Split,
+    preset: Any,
+    key: jax.Array,
+) -> dict[str, Any]:
+  """``{"autoattack": autoattack(...)}`` as a preset asks for it; ``{}`` where it asks for none.
+
+  Args:
+    logits_fn: as in `autoattack`.
+    params: the model's parameters.
+    test: the test split.
+    preset: an experiment's preset with ``autoattack_subset`` (0: none),
+      ``autoattack_eps`` and the ``autoattack`` budget.
+    key: PRNG key of the attacks.
+  """
+  if not preset.autoattack_subset:
+    return {}
+  report = autoattack(
+      logits_fn,
+      params,
+      test,
+      preset.autoattack_eps,
+      subset=preset.autoattack_subset,
+      budget=preset.autoattack,
+      key=key,
+  )
+  return {"autoattack": report}
 
 
 def accuracy_text(report: dict[str, Any] | None) -> str:

@@ -161,28 +161,14 @@ def score_group(
             "pgd_error": maxout.pgd_error(
                 model, member.params, test, preset.eps, jax.random.key(m)
             ),
-            **autoattack(model, member.params, preset, test),
+            **robustness.preset_autoattack(
+                model.scores, member.params, test, preset, jax.random.key(preset.seed)
+            ),
             **member.summary,
             "train_loss": [row["loss"] for row in member.history],
         }
     )
   return rows
-
-
-def autoattack(model: models.Classifier, params: Any, preset: Preset, test: Any) -> dict[str, Any]:
-  """``{"autoattack": ...}`` of one member (`experiments.robustness.autoattack`), or ``{}``."""
-  if not preset.autoattack_subset:
-    return {}
-  report = robustness.autoattack(
-      model.scores,
-      params,
-      test,
-      preset.autoattack_eps,
-      subset=preset.autoattack_subset,
-      budget=preset.autoattack,
-      key=jax.random.key(preset.seed),
-  )
-  return {"autoattack": report}
 
 
 def draw(groups: dict[str, dict[str, Any]], eps: float) -> Figure:
