@@ -331,3 +331,38 @@ def test_numpy_inputs_give_what_jax_arrays_give():
   )
   from_numpy = report(x=np.asarray(x), y=np.asarray(y), **SETTINGS)
   assert from_numpy == report(x=jnp.asarray(x), y=jnp.asarray(y), **SETTINGS)
+
+
+@pytest.mark.parametrize("batch_size, robust_count", [(64, 150), (64, 128), (64, 5), (16, 37)])
+def test_attack_robust_attacks_every_robust_example_and_no_other(batch_size, robust_count):
+  """Full chunks, then chunks of an eighth (from 64): every robust row is attacked, no other.
+
+  The stand-in attack moves feature 0 to 1 and adds 1 to feature 2; the logits
+  make a row misclassified iff feature 0 > 0.5; feature 1 names the row.
+  """
+  n = 200
+  x = jnp.zeros((n, 3)).at[:, 1].set(jnp.arange(n, dtype=jnp.float32))
+  robust = (
+      jnp.zeros(n, bool).at[jax.random.permutation(jax.random.key(0), n)[:robust_count]].set(True)
+  )
+  logits = lambda params, x: jnp.stack([0.5 - x[:, 0], x[:, 0] - 0.5], axis=1)
+  attack = lambda x, y, target, eps, key: x.at[:, 0].set(1.0).at[:, 2].add(1.0)
+  y = jnp.zeros(n, jnp.int32)
+  broken, x_adv = jax.jit(
+      lambda r: advjax.attack_robust(
+          attack,
+          logits,
+          None,
+          x,
+          y,
+          0.1,
+          r,
+          target=y,
+          key=jax.random.key(1),
+          batch_size=batch_size,
+      )
+  )(robust)
+  np.testing.assert_array_equal(broken, robust)
+  # Each robust row comes back attacked, in its own place; the others are x.
+  expected = np.where(np.asarray(robust)[:, None], np.asarray(x) + [1.0, 0.0, 1.0], np.asarray(x))
+  np.testing.assert_array_equal(x_adv, expected)
