@@ -19,6 +19,7 @@ import pytest
 
 import advjax
 from advjax import data as data_lib
+from experiments import cli
 from experiments import maxout
 from experiments import mnist_maxout
 from experiments import training
@@ -126,6 +127,14 @@ def test_the_papers_protocol_runs_at_tiny_scale(tmp_path):
     assert all(row["best_epoch"] == 1 and row["epochs_trained"] == 2 for row in rows)
     assert [len(curve["epoch"]) for curve in written["models"][name]["curves"]] == [1, 1]
   assert (out / "figures" / "mnist_maxout_long_validation.png").exists()
+
+
+def test_the_default_preset_is_quick_and_tiny_ranks_with_no_run():
+  """The tests' tiny preset is neither the command line's default nor a step toward the paper."""
+  experiment = mnist_maxout.EXPERIMENT
+  flags = cli.parser(experiment.prog, experiment.description, experiment.presets, alpha=True)
+  assert flags.parse_args([]).preset == "quick"
+  assert "tiny" not in maxout.STRENGTH
 
 
 def test_bad_flag_values_are_refused(tmp_path):
