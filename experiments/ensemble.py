@@ -132,7 +132,7 @@ PRESETS = {
         seeds=1,
         attacked=2,
         autoattack_subset=8,
-        autoattack=robustness.Budget(num_steps=3, num_targets=1, fab_steps=3, num_queries=10),
+        autoattack=robustness.TOKEN,
     ),
 }
 

@@ -203,7 +203,7 @@ def ensemble_lines(content: dict[str, Any]) -> list[str]:
   columns = _autoattack_columns(audit)
   if not columns:
     return []
-  ((label, attacks),) = audit.items()
+  (label,) = audit
   row = [label, numeric.percent(content["ensemble"]["fgsm_error"])]
   return [
       f"### ensemble.json ({_run_label(content)})",
@@ -213,7 +213,7 @@ def ensemble_lines(content: dict[str, Any]) -> list[str]:
       "",
       *_table(
           ("model", "FGSM (the paper's)", *columns),
-          [[*row, *_autoattack_cells(attacks["autoattack"], columns)]],
+          [[*row, *_autoattack_cells(content["autoattack"], columns)]],
       ),
       "",
       *_survives_lines(audit, noun="the {}"),

@@ -137,7 +137,7 @@ PRESETS = {
         restarts=1,
         study_restarts=1,
         watch=64,
-        autoattack=robustness.Budget(num_steps=3, num_targets=1, fab_steps=3, num_queries=10),
+        autoattack=robustness.TOKEN,
     ),
 }
 

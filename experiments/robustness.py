@@ -11,7 +11,7 @@ import jax
 import advjax
 from advjax import data as data_lib
 
-__all__ = ["Budget", "accuracy_text", "autoattack", "curve_figure", "preset_autoattack"]
+__all__ = ["TOKEN", "Budget", "accuracy_text", "autoattack", "curve_figure", "preset_autoattack"]
 
 IMAGE = (28, 28, 1)
 
@@ -31,6 +31,10 @@ class Budget:
   num_targets: int = 9
   fab_steps: int = 100
   num_queries: int = 5000
+
+
+TOKEN = Budget(num_steps=3, num_targets=1, fab_steps=3, num_queries=10)
+"""A token budget: the tiny presets' AutoAttack, which the tests run in seconds."""
 
 
 def autoattack(

@@ -118,7 +118,7 @@ PRESETS = {
         eps_values=(0.0, 0.3),
         alpha_values=(0.5, 1.0),
         autoattack_subset=8,
-        autoattack=robustness.Budget(num_steps=3, num_targets=1, fab_steps=3, num_queries=10),
+        autoattack=robustness.TOKEN,
     ),
 }
 
