@@ -95,6 +95,12 @@ def check_batch(x: Any, y: Any) -> None:
     )
 
 
+def check_label_vector(y: Any) -> None:
+  """Raises ValueError unless ``y`` has the shape ``(n,)`` of integer labels."""
+  if np.ndim(y) != 1:
+    raise ValueError(f"y must hold integer labels of shape (n,), got shape {np.shape(y)}.")
+
+
 def check_labels(y: Any, classes: int) -> None:
   """Raises ValueError when known integer labels ``y`` fall outside ``0..classes-1``.
 

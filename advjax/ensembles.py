@@ -240,8 +240,7 @@ def ensemble_loss(probs_fn: ProbsFn) -> LossFn:
 
   def loss(stacked_params: Any, x: Array, y: Array) -> Array:
     _validation.check_batch(x, y)
-    if np.ndim(y) != 1:
-      raise ValueError(f"y must hold integer labels of shape (n,), got shape " f"{np.shape(y)}.")
+    _validation.check_label_vector(y)
     probs = ensemble_probs(probs_fn, stacked_params, x)
     _validation.check_labels(y, probs.shape[-1])
     true_class = jnp.take_along_axis(probs, y[:, None], axis=-1)[:, 0]

@@ -282,8 +282,7 @@ def _check_examples(x: Array, y: Array) -> None:
         f"x must have a batch axis and at least one feature axis, " f"got shape {np.shape(x)}."
     )
   _validation.check_batch(x, y)
-  if np.ndim(y) != 1:
-    raise ValueError(f"y must hold integer labels of shape (n,), got shape " f"{np.shape(y)}.")
+  _validation.check_label_vector(y)
 
 
 def _check_inputs(x: Array) -> None:
