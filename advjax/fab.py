@@ -11,7 +11,6 @@ misclassified point it found lies within ``eps``.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import jax
@@ -31,8 +30,15 @@ def project_onto_halfspace_linf(t: Array, w: Array, b: Array) -> Array:
 
   The exact solution of FAB's projection subproblem: the move ``d`` of least
   max-norm with ``w . (t + d) = b`` and ``t + d`` in the unit box, or, where the
-  box forbids reaching the hyperplane, the move that comes closest. Rows are
-  independent; the search over breakpoints is a fixed-length bisection.
+  box forbids reaching the hyperplane, the move that comes closest (the corner).
+  Rows are independent.
+
+  Each coordinate moves toward the bound that brings ``w . z`` toward ``b``,
+  by ``min(lam, room_i)``, where ``room_i`` is its distance to that bound; the
+  reach ``sum_i |w_i| min(lam, room_i)`` grows piecewise linearly in ``lam``.
+  A bisection on ``lam`` itself (no sort of the breakpoints: XLA's CPU sort
+  was 30 of the 33 ms this took on 256 x 784 rows) brackets the answer, and
+  the linear piece it lands on gives ``lam`` exactly.
 
   Args:
     t: ``(rows, features)`` points, inside [0, 1].
@@ -47,53 +53,41 @@ def project_onto_halfspace_linf(t: Array, w: Array, b: Array) -> Array:
     >>> d
     Array([[0.25, 0.25]], dtype=float32)
   """
-  features = w.shape[1]
-  side = jnp.where(jnp.sum(w * t, axis=1) - b >= 0, 1.0, -1.0).astype(w.dtype)
-  w = w * side[:, None]
-  b = b * side
-  active = (w != 0).astype(w.dtype)
-  a = (w < 0).astype(w.dtype)
-  d = (a - t) * active
-  p = a - t * (2 * a - 1)
-  order = jnp.argsort(p, axis=1)
-  b = b - jnp.sum(w * t, axis=1)
-  b0 = jnp.sum(w * d, axis=1)
-  descending = order[:, ::-1]
-  ws = jnp.take_along_axis(w, descending, axis=1)
-  s = jnp.cumsum(jnp.abs(ws), axis=1)
-  sb = jnp.cumsum(-ws * jnp.take_along_axis(d, descending, axis=1), axis=1) + b0[:, None]
-  p_first = jnp.take_along_axis(p, order[:, :1], axis=1)[:, 0]
-  beyond = b - (sb[:, -1] - s[:, -1] * p_first) > 0
-  inside = (b - b0 > 0) & ~beyond
+  gap = b - jnp.sum(w * t, axis=1)  # the change of w . z to make
+  toward = jnp.sign(w) * jnp.sign(gap)[:, None]  # each coordinate's direction
+  room = jnp.where(toward > 0, 1 - t, t) * (toward != 0)
+  weight = jnp.abs(w)
+  need = jnp.abs(gap)[:, None]
+
+  def reach(lam: Array) -> Array:
+    return jnp.sum(weight * jnp.minimum(lam, room), axis=1, keepdims=True)
 
   def bisect(_, bounds):
     lo, hi = bounds
-    mid = jnp.floor((lo + hi) / 2)
-    at = mid.astype(jnp.int32)[:, None]
-    index = jnp.take_along_axis(order, features - 1 - at, axis=1)
-    level = (
-        jnp.take_along_axis(sb, at, axis=1)
-        - jnp.take_along_axis(s, at, axis=1) * jnp.take_along_axis(p, index, axis=1)
-    )[:, 0]
-    up = b - level > 0
-    return jnp.where(up, mid, lo), jnp.where(up, hi, mid)
+    mid = (lo + hi) / 2
+    short = reach(mid) < need
+    return jnp.where(short, mid, lo), jnp.where(short, hi, mid)
 
   rows = w.shape[0]
   lo, _ = jax.lax.fori_loop(
       0,
-      math.ceil(math.log2(features)),
+      _BISECTIONS,
       bisect,
-      (jnp.zeros(rows, w.dtype), jnp.full(rows, features - 1, w.dtype)),
+      (jnp.zeros((rows, 1), w.dtype), jnp.max(room, axis=1, keepdims=True)),
   )
-  at = lo.astype(jnp.int32)[:, None]
-  lambda_beyond = jnp.maximum((b - sb[:, -1]) / -s[:, -1], 0)[:, None]
-  lambda_inside = jnp.maximum(
-      (b[:, None] - jnp.take_along_axis(sb, at, axis=1)) / -jnp.take_along_axis(s, at, axis=1), 0
+  # On the piece above lo, the coordinates with room <= lo are spent.
+  spent = room <= lo
+  free = jnp.sum(jnp.where(spent, 0, weight), axis=1, keepdims=True)
+  lam = (need - jnp.sum(jnp.where(spent, weight * room, 0), axis=1, keepdims=True)) / jnp.where(
+      free > 0, free, 1
   )
-  d_beyond = (2 * a - 1) * lambda_beyond
-  d_inside = jnp.minimum(lambda_inside, d) * a + jnp.maximum(-lambda_inside, d) * (1 - a)
-  d = jnp.where(beyond[:, None], d_beyond, jnp.where(inside[:, None], d_inside, d))
-  return d * active
+  # Where even the whole box falls short, every coordinate moves all its room.
+  lam = jnp.where(reach(jnp.ones_like(lo)) <= need, 1, jnp.maximum(lam, lo))
+  return toward * jnp.minimum(lam, room)
+
+
+_BISECTIONS = 30
+"""Halvings of the bracket [0, max room] (max room <= 1): past float32's resolution."""
 
 
 def _biased_step(x1: Array, x0: Array, w: Array, b: Array, alpha_max: float, eta: float) -> Array:

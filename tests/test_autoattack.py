@@ -149,7 +149,9 @@ def test_halfspace_projection_is_the_least_linf_move():
   reachable = 0
   for row in range(40):
     best = linf_projection_lp(t[row], w[row], b[row])
-    if best is None:  # the box forbids the hyperplane: FAB takes the nearest corner
+    if best is None:  # the box forbids the hyperplane: FAB takes the corner nearest to it
+      corner = np.where((w[row] > 0) == (b[row] > w[row] @ t[row]), 1.0, 0.0)
+      np.testing.assert_allclose(t[row] + d[row], corner, atol=1e-6)
       continue
     reachable += 1
     assert np.all(t[row] + d[row] >= -1e-6) and np.all(t[row] + d[row] <= 1 + 1e-6)
