@@ -17,9 +17,10 @@ added to ``XLA_FLAGS`` unless it names a level already): the tests run small
 programs on tiny data, so most of their time is compilation, and LLVM's
 optimisation passes cost more than they save. Measured on 2 cores, the suite's
 CPU time: 724 s at level 0, 808 s at level 1 (back to back), 929 s at the
-default level (an earlier run the same day). Results are the same programs' (the level changes code generation,
-not the HLO); the convolutions of the small CNN run slower unoptimised, so
-test_robust_training.py is the one file that got slower (40 s to 111 s).
+default level (an earlier run the same day). The level changes code
+generation, not the HLO. One file got slower, test_robust_training.py (40 s to
+111 s): unoptimised, the small CNN's convolutions inside a while loop (PGD)
+run about 35 times slower than at the default level.
 
 The docstring examples of `advjax/` run as doctests (``--doctest-modules`` in
 pyproject.toml). Besides their module's own globals they see the names of
