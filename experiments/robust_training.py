@@ -133,10 +133,10 @@ PRESETS = {
         steps=2,
         maxout_epochs=1,
         study_steps=(1.25, 2.0),  # 1.25: the main run's step, to compare
-        subset=64,
+        subset=10,
         restarts=1,
         study_restarts=1,
-        watch=64,
+        watch=16,
         autoattack=robustness.TOKEN,
     ),
 }

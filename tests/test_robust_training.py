@@ -55,9 +55,9 @@ def test_every_model_is_trained_scored_and_watched(results):
     # The kept epoch is the best watched one; the standard error the binomial one.
     best = max(row["watch_pgd_accuracy"])
     assert row["watch_pgd_accuracy"][row["kept_epoch"] - 1] == best
-    assert row["pgd_examples"] == 30
+    assert row["pgd_examples"] == preset.subset
     p = row["pgd_error"]
-    assert row["pgd_error_se"] == pytest.approx(math.sqrt(p * (1 - p) / 30))
+    assert row["pgd_error_se"] == pytest.approx(math.sqrt(p * (1 - p) / preset.subset))
   assert (out / written["figures"][0]).is_file()
 
 
@@ -87,5 +87,5 @@ def test_the_report_shows_the_table_and_the_study(results):
   assert "## Beyond the paper: training that holds" in text
   assert "| small CNN | FGSM, random start |" in text
   assert "Study: FGSM from a random start at eps 0.3 over steps of 1.25, 2 eps" in text
-  assert "AutoAttack error (30 images)" in text
+  assert f"AutoAttack error ({robust_training.PRESETS['tiny'].subset} images)" in text
   assert "- target: FGSM, random start, clean accuracy >= 97.5%: " in text
