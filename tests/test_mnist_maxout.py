@@ -156,7 +156,8 @@ def test_two_hosts_match_one(tiny_run, tmp_path):
   env = {
       **os.environ,
       "PYTHONPATH": str(REPO),
-      "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+      # The tests' flags (conftest.py's optimisation level), and 2 devices a host.
+      "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=2",
   }
   hosts = [
       subprocess.Popen(
