@@ -10,6 +10,7 @@ image, shrinks over the queries by `square_fraction`'s schedule.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -24,6 +25,9 @@ from advjax._types import LogitsFn
 
 __all__ = ["margin", "square", "square_fraction"]
 
+
+# Square's search narrows to the examples still unbroken, halving its width down to this.
+_NARROWEST = 8
 
 # Query counts after which the window fraction halves (on a 10,000-query scale).
 _HALVINGS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
@@ -123,8 +127,12 @@ def square(
   """The L-infinity Square attack, stopping once every example is misclassified.
 
   Each example draws its own window position and signs (the reference shares
-  them across the batch). The loop is a ``jax.lax.while_loop`` over at most
-  ``num_queries`` proposals; examples already misclassified stay put.
+  them across the batch). The search is a ``jax.lax.while_loop`` over at most
+  ``num_queries`` proposals; examples already misclassified stay put. Once at
+  most half of the examples it queries are still correctly classified, it
+  gathers those into a batch half as wide (down to 8 wide), as the reference
+  queries only the examples not yet broken: a few robust examples do not pay
+  for the whole batch's queries.
 
   Args:
     logits_fn: ``(params, x) -> (batch, classes)`` logits.
@@ -159,42 +167,69 @@ def square(
     raise ValueError(f"num_queries must be an int >= 1, got {num_queries!r}.")
   height, width, channels = _image_shape(x, image_shape)
   batch = x.shape[0]
-  radius = attacks.broadcast_eps(eps, attacks._widen(x))  # pylint: disable=protected-access
-  images = (batch, height, width, channels)
+  eps_rows = jnp.broadcast_to(jnp.asarray(eps), (batch,))
 
-  def score(point):
-    return margin(logits_fn(params, point), y)
+  def score(point, rows):
+    return margin(logits_fn(params, point), y[rows])
 
-  def project(point):
-    return attacks.project_linf(x, point, eps, clip=clip)
+  def project(point, rows):
+    return attacks.project_linf(x[rows], point, eps_rows[rows], clip=clip)
 
   stripes_key, key = jax.random.split(key)
   stripes = jax.random.rademacher(stripes_key, (batch, 1, width, channels), x.dtype)
-  best = project(x + radius * jnp.broadcast_to(stripes, images).reshape(x.shape))
-  schedule = num_queries if rescale_schedule else None
-  return _search(score, project, best, radius, key, images, num_queries, p_init, schedule)
+  radius = attacks.broadcast_eps(eps_rows, attacks._widen(x))  # pylint: disable=protected-access
+  everyone = jnp.arange(batch)
+  start = project(
+      x + radius * jnp.broadcast_to(stripes, (batch, height, width, channels)).reshape(x.shape),
+      everyone,
+  )
+  state = (jnp.int32(0), start, score(start, everyone), key)
+  search = functools.partial(
+      _search,
+      score,
+      project,
+      radius,
+      (height, width, channels),
+      num_queries,
+      p_init,
+      num_queries if rescale_schedule else None,
+  )
+  widths = [batch]
+  while widths[-1] > _NARROWEST:
+    widths.append(widths[-1] // 2)
+  for size, next_size in zip(widths, widths[1:] + [0]):
+    state = search(state, size, next_size)
+  return state[1]
 
 
-def _search(score, project, best, radius, key, images, num_queries, p_init, schedule):
-  """Square's random search: window proposals from ``best``, kept where they lower the margin."""
-  batch = best.shape[0]
+def _search(score, project, radius, image, num_queries, p_init, schedule, state, size, until):
+  """Square's random search on the ``size`` examples of ``state`` still correctly classified
+  (and others to fill up), until at most ``until`` of them are or the queries run out.
 
-  def body(state):
-    query, best, best_margin, key = state
+  ``state`` is ``(query, best, best_margin, key)`` for the whole batch; the
+  proposals go to ``size`` rows gathered from it and the rows are written back.
+  """
+  query, best, best_margin, key = state
+  rows = jnp.argsort(best_margin <= 0, stable=True)[:size]  # the unbroken ones first
+  rows_radius = radius[rows]
+
+  def body(carry):
+    query, point, point_margin, key = carry
     key, position_key, sign_key = jax.random.split(key, 3)
     fraction = square_fraction(query, p_init, num_queries=schedule)
-    steps = _window_steps(position_key, sign_key, fraction, images, best.dtype)
-    delta = steps.reshape(best.shape) * radius
-    proposal = project(best + delta)
-    proposal_margin = score(proposal)
-    live = best_margin > 0
-    better = live & ((proposal_margin < best_margin) | (proposal_margin <= 0))
-    best = jnp.where(better.reshape((batch,) + (1,) * (best.ndim - 1)), proposal, best)
-    return query + 1, best, jnp.where(better, proposal_margin, best_margin), key
+    steps = _window_steps(position_key, sign_key, fraction, (size, *image), point.dtype)
+    proposal = project(point + steps.reshape(point.shape) * rows_radius, rows)
+    proposal_margin = score(proposal, rows)
+    live = point_margin > 0
+    better = live & ((proposal_margin < point_margin) | (proposal_margin <= 0))
+    point = jnp.where(better.reshape((size,) + (1,) * (point.ndim - 1)), proposal, point)
+    return query + 1, point, jnp.where(better, proposal_margin, point_margin), key
 
-  def cond(state):
-    query, _, best_margin, _ = state
-    return (query < num_queries) & jnp.any(best_margin > 0)
+  def cond(carry):
+    query, _, point_margin, _ = carry
+    return (query < num_queries) & (jnp.sum(point_margin > 0) > until)
 
-  _, best, _, _ = jax.lax.while_loop(cond, body, (jnp.int32(0), best, score(best), key))
-  return best
+  query, point, point_margin, key = jax.lax.while_loop(
+      cond, body, (query, best[rows], best_margin[rows], key)
+  )
+  return query, best.at[rows].set(point), best_margin.at[rows].set(point_margin), key

@@ -280,6 +280,20 @@ def test_square_stays_in_the_ball_and_the_box():
   assert bool(jnp.all(jnp.isclose(moved, eps[:, None]) | on_face | (moved == 0)))
 
 
+def test_square_narrows_to_the_unbroken_examples_and_writes_each_back():
+  params, x, y = linear_problem(seed=7)
+  distance = exact_linear_robust(params, x, y, None)
+  # A quarter of the examples get half their distance to the boundary (unbreakable), the rest
+  # three times it: once most are broken, the search gathers the rest into narrower batches.
+  keep = (np.arange(len(y)) % 4 == 0) & (distance > 0.005)
+  eps = jnp.asarray(np.where(keep, 0.5 * distance, np.minimum(3 * distance, 0.3)), jnp.float32)
+  x_adv = advjax.square(linear_logits, params, x, y, eps, key=jax.random.key(1), num_queries=300)
+  assert bool(jnp.all(jnp.abs(x_adv - x) <= eps[:, None, None, None]))  # each in its own ball
+  wrong = np.asarray(jnp.argmax(linear_logits(params, x_adv), 1) != y)
+  assert not wrong[keep].any()
+  assert wrong[~keep].mean() > 0.9, wrong[~keep].mean()
+
+
 # --- many epsilons, many members -------------------------------------------------------------
 
 
