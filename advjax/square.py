@@ -184,22 +184,21 @@ def square(
       everyone,
   )
   state = (jnp.int32(0), start, score(start, everyone), key)
-  search = functools.partial(
-      _search,
-      score,
-      project,
-      radius,
-      (height, width, channels),
-      num_queries,
-      p_init,
-      num_queries if rescale_schedule else None,
-  )
-  widths = [batch]
-  while widths[-1] > _NARROWEST:
-    widths.append(widths[-1] // 2)
-  for size, next_size in zip(widths, widths[1:] + [0]):
-    state = search(state, size, next_size)
+  image = (height, width, channels)
+  schedule = num_queries if rescale_schedule else None
+  search = functools.partial(_search, score, project, radius, image, num_queries, p_init, schedule)
+  for size, until in _stages(batch):
+    state = search(state, size, until)
   return state[1]
+
+
+def _stages(batch):
+  """``(size, until)`` of each search stage: the whole batch, then halves down to `_NARROWEST`
+  wide; a stage ends once at most ``until`` (the next stage's size) of its examples hold."""
+  sizes = [batch]
+  while sizes[-1] > _NARROWEST:
+    sizes.append(sizes[-1] // 2)
+  return list(zip(sizes, sizes[1:] + [0]))
 
 
 def _search(score, project, radius, image, num_queries, p_init, schedule, state, size, until):
