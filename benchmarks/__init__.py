@@ -20,7 +20,13 @@ measures, in one process on one device:
    parameters;
 9. one compiled epoch of 5 seeds vmapped against 5 sequential one-seed epochs;
 10. the same for the training-time eps study: 7 members, eps 0 to 0.3;
-11. one compiled epoch of the 1600-unit maxout, a GPU target (not run on a CPU).
+11. one compiled epoch of the 1600-unit maxout, a GPU target (not run on a CPU);
+12. AutoAttack standard on 1,000 test images against torchattacks' on the same
+    weights;
+13. AutoAttack's robustness curve over 4 eps as one program against 4 calls.
+
+``--repeat N`` runs every item N times and reports medians and ranges;
+``--only KEY ...`` reruns some items into the last run's results.
 
 Each item is a module of ``benchmarks/items/`` that declares its keys in
 ``results.json`` and the function that measures it (`benchmarks.items`);

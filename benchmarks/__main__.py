@@ -1,10 +1,14 @@
-"""``python -m benchmarks [--quick] [--repeat N] [--out DIR] [--data-dir DIR]``: run them all.
+"""``python -m benchmarks [--quick] [--repeat N] [--only KEY ...] [--out DIR] [--data-dir DIR]``.
 
-The full run (about 10 minutes on 2 CPU cores) writes ``benchmarks/results.json``
-and ``benchmarks/RESULTS.md``; ``--quick`` runs tiny sizes in seconds, as a
-smoke test, and writes into a temporary folder unless ``--out`` says otherwise,
-so that it never overwrites the committed results. ``--repeat N`` runs every
-item N times and reports each ratio's median and range over the runs.
+The full run (37 minutes on 2 CPU cores, half of it items 12 and 13) writes
+``benchmarks/results.json`` and ``benchmarks/RESULTS.md``; ``--quick`` runs
+tiny sizes in seconds, as a smoke test, and writes into a temporary folder
+unless ``--out`` says otherwise, so that it never overwrites the committed
+results. ``--repeat N`` runs every item N times and reports each ratio's median
+and range over the runs. ``--only KEY ...`` runs the items of those
+``results.json`` keys (``autoattack`` is item 12, ``epoch`` item 8) and puts
+their sections into the last run's results, each noting the day and load it
+ran under.
 
 The data folder is ``--data-dir``, else ``$ADVJAX_DATA_DIR``; with neither, the
 items run on random images of MNIST's shape. An empty folder name, or a folder
@@ -23,6 +27,7 @@ import tempfile
 # that JAX and PyTorch read when they load.
 from advjax import data as advjax_data
 from benchmarks import base
+from benchmarks import items
 from benchmarks import suite
 
 
@@ -53,6 +58,14 @@ def main(argv: list[str] | None = None) -> int:
       metavar="N",
       help="run the items N times; each ratio is the median of the runs, with its range",
   )
+  parser.add_argument(
+      "--only",
+      nargs="+",
+      choices=items.keys(),
+      default=None,
+      metavar="KEY",
+      help="run only the items of these results.json keys: " + ", ".join(items.keys()),
+  )
   args = parser.parse_args(argv)
   if args.repeat < 1:
     parser.error(f"--repeat must be >= 1, got {args.repeat}")
@@ -74,7 +87,9 @@ def main(argv: list[str] | None = None) -> int:
         else pathlib.Path(__file__).resolve().parent
     )
   try:
-    suite.run(base.QUICK if args.quick else base.FULL, out, data_dir, repeat=args.repeat)
+    suite.run(
+        base.QUICK if args.quick else base.FULL, out, data_dir, repeat=args.repeat, only=args.only
+    )
   except advjax_data.DataError as error:
     parser.exit(1, f"{parser.prog}: error: {error}\n")
   return 0

@@ -35,10 +35,36 @@ def write(entry: dict[str, Any], out: pathlib.Path) -> tuple[pathlib.Path, pathl
       results = json.loads(json_path.read_text())
     except json.JSONDecodeError:
       results = {}  # A damaged file is replaced rather than blocking the run.
-  results[entry["machine"]["platform"]] = entry
+  platform = entry["machine"]["platform"]
+  results[platform] = merge(results.get(platform), entry)
   json_path.write_text(json.dumps(results, indent=1, allow_nan=False) + "\n")
   markdown_path.write_text(markdown(results))
   return json_path, markdown_path
+
+
+def merge(last: dict[str, Any] | None, entry: dict[str, Any]) -> dict[str, Any]:
+  """A run of some items (``entry["only"]``) put into the device's last run, ``last``.
+
+  The rerun sections replace theirs, each with a note of the day and the load
+  it ran under; the rest, and the header, stay the last run's. A run of every
+  item, or one with no earlier run to join, stands alone.
+  """
+  if not entry.get("only") or last is None:
+    return entry
+  note = (
+      f"Rerun alone on {entry['date']} (`python -m benchmarks --only "
+      f"{' '.join(entry['only'])}`{_runs_flag(entry.get('repeat', 1))}): load average "
+      f"{_load(entry['machine']['load_average'])} at the start, "
+      f"{_load(entry['load_average_end'])} at the end; the other items are the run above's."
+  )
+  sections = dict(last["benchmarks"])
+  for key, section in entry["benchmarks"].items():
+    sections[key] = dict(section, notes=[*section["notes"], note])
+  return dict(last, benchmarks=sections)
+
+
+def _runs_flag(repeat: int) -> str:
+  return "" if repeat == 1 else f" --repeat {repeat}"
 
 
 def markdown(results: dict[str, dict[str, Any]]) -> str:

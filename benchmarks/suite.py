@@ -6,7 +6,7 @@ import dataclasses
 import os
 import pathlib
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from benchmarks import base
 from benchmarks import harness
@@ -22,8 +22,9 @@ def run(
     data_dir: str | None = None,
     log: Callable[[str], None] = print,
     repeat: int = 1,
+    only: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-  """Runs every item and writes ``results.json`` and ``RESULTS.md`` into ``out``.
+  """Runs every item (or those of ``only``) and writes ``results.json`` and ``RESULTS.md``.
 
   Args:
     config: `FULL` or `QUICK` (or any sizes).
@@ -33,12 +34,16 @@ def run(
     repeat: how many times to run the items, one after the other on the same
       fixture; every ratio is then the median of the runs', with its range
       (`benchmarks.base.combine`).
+    only: ``results.json`` keys of the items to run (`benchmarks.items.keys`),
+      or None for all; their sections replace the same keys of the device's
+      last run in ``out``, each noting when it ran (`benchmarks.report.merge`).
 
   Returns:
     This run's entry of ``results.json``.
   """
   if repeat < 1:
     raise ValueError(f"repeat must be >= 1, got {repeat}.")
+  chosen = _chosen(only)
   start = time.perf_counter()
   machine = harness.describe_machine()
   log(f"benchmarks ({config.name}) on {machine['device']}, load {machine['load_average']}")
@@ -52,7 +57,7 @@ def run(
   for run_number in range(1, repeat + 1):
     if repeat > 1:
       log(f"  run {run_number} of {repeat}")
-    for item in items.ITEMS:
+    for item in chosen:
       for key, section in zip(item.keys, item.sections(bench)):
         log(f"  {section.title}: {section.measured_text} (target {section.target})")
         runs.setdefault(key, []).append(section)
@@ -65,6 +70,8 @@ def run(
       "machine": machine,
       "load_average_end": list(os.getloadavg()),
       "seconds": time.perf_counter() - start,
+      "date": time.strftime("%Y-%m-%d", time.gmtime()),
+      "only": None if only is None else list(only),
       "config": dataclasses.asdict(config),
       "repeat": repeat,
       "data": data_text,
@@ -77,3 +84,15 @@ def run(
     for path in report.write(entry, pathlib.Path(out)):
       log(f"wrote {path}")
   return entry
+
+
+def _chosen(only: Sequence[str] | None) -> tuple[Any, ...]:
+  """The items that measure the keys of ``only`` (all for None); an unknown key is an error."""
+  if only is None:
+    return items.ITEMS
+  unknown = sorted(set(only) - set(items.keys()))
+  if unknown or not only:
+    raise ValueError(
+        f"unknown benchmark keys {unknown or list(only)}: choose from {', '.join(items.keys())}."
+    )
+  return tuple(item for item in items.ITEMS if set(item.keys) & set(only))

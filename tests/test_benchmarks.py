@@ -23,6 +23,7 @@ from benchmarks import base
 from benchmarks import items
 from benchmarks import peers as peers_lib
 from benchmarks import report
+from benchmarks import suite
 from benchmarks.items import _epochs
 from benchmarks.items import epoch
 from benchmarks.items import members
@@ -235,6 +236,31 @@ def test_rerun_keeps_other_devices(run, tmp_path):
   assert set(saved) == {entry["machine"]["platform"], "other"}
   text = (tmp_path / "RESULTS.md").read_text()
   assert entry["machine"]["device"] in text and "Other chip" in text
+
+
+def test_only_reruns_its_items_into_the_last_run(run, tmp_path):
+  entry, out = run
+  (tmp_path / "results.json").write_text((out / "results.json").read_text())
+  sweep = dict(entry["benchmarks"]["sweep"], measured_text="0.01x")
+  rerun = dict(entry, only=["sweep"], date="2026-12-06", benchmarks={"sweep": sweep})
+  report.write(rerun, tmp_path)
+  saved = json.loads((tmp_path / "results.json").read_text())[entry["machine"]["platform"]]
+  assert list(saved["benchmarks"]) == items.keys()  # the other items stay, in their order
+  assert saved["benchmarks"]["sweep"]["measured_text"] == "0.01x"
+  assert "Rerun alone on 2026-12-06" in saved["benchmarks"]["sweep"]["notes"][-1]
+  for key in set(items.keys()) - {"sweep"}:
+    assert saved["benchmarks"][key] == entry["benchmarks"][key]
+  assert "--only sweep" in (tmp_path / "RESULTS.md").read_text()
+
+
+def test_only_chooses_the_items_of_its_keys(tmp_path, capsys):
+  chosen = suite._chosen(["autoattack", "eps_study_epoch"])  # pylint: disable=protected-access
+  assert [item.keys for item in chosen] == [("seeds_epoch", "eps_study_epoch"), ("autoattack",)]
+  with pytest.raises(ValueError, match="unknown benchmark keys \\['nope'\\]"):
+    benchmarks.run(TINY, None, only=["nope"])
+  with pytest.raises(SystemExit):
+    cli.main(["--quick", "--out", str(tmp_path), "--only", "nope"])
+  assert "invalid choice: 'nope'" in capsys.readouterr().err
 
 
 def _timed(ratios: list[float | None], measured: float | None) -> base.Section:

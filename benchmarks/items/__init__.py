@@ -27,6 +27,7 @@ ITEMS = (
     members.ITEM,
     wide_epoch.ITEM,
     autoattack.ITEM,
+    autoattack.CURVE_ITEM,
 )
 
 
