@@ -45,14 +45,15 @@ def write(entry: dict[str, Any], out: pathlib.Path) -> tuple[pathlib.Path, pathl
 def merge(last: dict[str, Any] | None, entry: dict[str, Any]) -> dict[str, Any]:
   """A run of some items (``entry["only"]``) put into the device's last run, ``last``.
 
-  The rerun sections replace theirs, each with a note of the day and the load
-  it ran under; the rest, and the header, stay the last run's. A run of every
+  The rerun sections replace theirs, each with a note of the day, the machine
+  and the load it ran under; the rest, and the header, stay the last run's. A run of every
   item, or one with no earlier run to join, stands alone.
   """
   if not entry.get("only") or last is None:
     return entry
   note = (
-      f"Rerun alone on {entry['date']} (`python -m benchmarks --only "
+      f"Rerun alone on {entry['date']}, {entry['machine']['device']} "
+      f"(`python -m benchmarks --only "
       f"{' '.join(entry['only'])}`{_runs_flag(entry.get('repeat', 1))}): load average "
       f"{_load(entry['machine']['load_average'])} at the start, "
       f"{_load(entry['load_average_end'])} at the end; the other items are the run above's."
