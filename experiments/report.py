@@ -357,13 +357,14 @@ def robust_lines(content: dict[str, Any]) -> list[str]:
   """The robust-training section: every model's scores, a sentence per method, the study."""
   config = content.get("config", {})
   subset = content["models"][0]["pgd_examples"] if content["models"] else 0
+  steps = content["models"][0]["pgd_steps"] if content["models"] else "?"
   header = (
       "model",
       "objective",
       "eps",
       "clean error",
       "FGSM error",
-      f"PGD-50 x {config.get('restarts', '?')} error ({subset} images)",
+      f"PGD-{steps} x {config.get('restarts', '?')} error ({subset} images)",
       f"AutoAttack error ({subset} images)",
       "watched PGD collapse",
       "kept epoch",
@@ -408,7 +409,7 @@ def robust_lines(content: dict[str, Any]) -> list[str]:
       f"From robust_training.json ({_run_label(content)}; CNN of Wong et al. at eps "
       f"{config.get('eps', 0.3):g}, the paper's 240-unit maxout at "
       f"{config.get('maxout_eps', 0.25):g}; "
-      f"inputs in [0, 1]). Clean and FGSM errors on the whole test set; PGD-50 (step 0.01, "
+      f"inputs in [0, 1]). Clean and FGSM errors on the whole test set; PGD-{steps} (step 0.01, "
       f"best of the restarts) on the first {subset} test images, with one binomial standard "
       "error. AutoAttack standard (APGD-CE, APGD-T, FAB-T, Square; advjax.autoattack) on the "
       "same images. Every run was watched: PGD-10 accuracy on a fixed batch of training images "
@@ -473,7 +474,7 @@ def target_lines(content: dict[str, Any]) -> list[str]:
       continue
     row = rows[0]
     accuracy = 1 - row[error]
-    what = "clean" if error == "test_error" else "PGD-50"
+    what = "clean" if error == "test_error" else f"PGD-{row['pgd_steps']}"
     verdict = (
         f"met ({numeric.percent(accuracy)})"
         if accuracy >= least
@@ -494,7 +495,8 @@ def tried_lines(content: dict[str, Any]) -> list[str]:
       f"and TRADES with {config.get('steps', '?')} steps, Adam with a triangular schedule "
       f"peaking at {config.get('learning_rate', '?')}; the step study below trains FGSM from a "
       "random start with several steps as one population: the best, "
-      f"{best['step_over_eps']:g} eps, keeps {numeric.percent(1 - best['pgd_error'])} PGD-50 "
+      f"{best['step_over_eps']:g} eps, keeps {numeric.percent(1 - best['pgd_error'])} "
+      f"PGD-{best['pgd_steps']} "
       f"accuracy{_autoattack_accuracy(best)} with {numeric.percent(1 - best['test_error'], 2)} "
       "clean.",
       "",
@@ -519,7 +521,7 @@ def field_and_study_lines(content: dict[str, Any]) -> list[str]:
   lines += [
       f"Study: FGSM from a random start at eps {study['eps']:g} over steps of "
       + ", ".join(f"{m['step_over_eps']:g}" for m in study["members"])
-      + " eps, one vmapped population: PGD-50 accuracy "
+      + f" eps, one vmapped population: PGD-{study['members'][0]['pgd_steps']} accuracy "
       + ", ".join(
           f"{numeric.percent(1 - m['pgd_error'])}{_autoattack_accuracy(m)}"
           for m in study["members"]

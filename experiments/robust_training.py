@@ -69,7 +69,8 @@ class Preset:
     maxout_epochs: epochs of each 240-unit maxout (mnist_maxout's quick recipe).
     study_steps: the study's FGSM steps, as multiples of eps.
     subset: test images the PGD evaluation uses (the first ones).
-    restarts: PGD restarts of the evaluation (50 steps of 0.01 each).
+    pgd_steps: PGD steps of the evaluation (of 0.01 each; 50, the tests' preset fewer).
+    restarts: PGD restarts of the evaluation.
     study_restarts: the same for the study's members.
     watch: training images watched for catastrophic overfitting.
     eps: the CNNs' eps (MNIST's standard, 0.3).
@@ -85,6 +86,7 @@ class Preset:
   maxout_epochs: int = 20
   study_steps: tuple[float, ...] = (0.75, 1.0, 1.25, 1.5, 2.0)
   subset: int = 1000
+  pgd_steps: int = 50
   restarts: int = 10
   study_restarts: int = 3
   watch: int = 500
@@ -134,6 +136,7 @@ PRESETS = {
         maxout_epochs=1,
         study_steps=(1.25, 2.0),  # 1.25: the main run's step, to compare
         subset=10,
+        pgd_steps=5,
         restarts=1,
         study_restarts=1,
         watch=16,
@@ -230,7 +233,7 @@ def score(
     preset: Preset,
     restarts: int,
 ) -> dict[str, Any]:
-  """Clean and FGSM error on the test set; PGD-50 (with restarts) and AutoAttack on a subset."""
+  """Clean and FGSM error on the test set; PGD (with restarts) and AutoAttack on a subset."""
   x_fgsm = evaluation.fgsm_examples(model, params, test.x, test.y, eps, clip=BOX)
   n = min(preset.subset, len(test.y))
   start = time.perf_counter()
@@ -242,7 +245,7 @@ def score(
           test.y[:n],
           eps,
           step_size=0.01,
-          num_steps=50,
+          num_steps=preset.pgd_steps,
           restarts=restarts,
           key=jax.random.key(0),
           clip=BOX,
@@ -264,6 +267,7 @@ def score(
       "pgd_error": pgd,
       "pgd_error_se": standard_error(pgd, n),
       "pgd_examples": n,
+      "pgd_steps": preset.pgd_steps,
       "pgd_restarts": restarts,
       "pgd_seconds": pgd_seconds,
       "autoattack": autoattack,
@@ -381,7 +385,8 @@ def row_text(row: dict[str, Any]) -> str:
   """One model's scores in a line."""
   return (
       f"{row.get('method', '')}: clean {numeric.percent(row['test_error'], 2)}, "
-      f"FGSM {numeric.percent(row['fgsm_error'])}, PGD-50 {numeric.percent(row['pgd_error'])} "
+      f"FGSM {numeric.percent(row['fgsm_error'])}, PGD-{row['pgd_steps']} "
+      f"{numeric.percent(row['pgd_error'])} "
       f"(+-{numeric.percent(row['pgd_error_se'])} on {row['pgd_examples']}), "
       f"train {row['train_seconds']:.0f} s"
   )
@@ -393,7 +398,12 @@ def study_figure(study: dict[str, Any]) -> Figure:
   final, curves = figure.subplots(1, 2)
   members = study["members"]
   steps = [m["step_over_eps"] for m in members]
-  final.plot(steps, [1 - m["pgd_error"] for m in members], "o-", label="PGD-50, test subset")
+  final.plot(
+      steps,
+      [1 - m["pgd_error"] for m in members],
+      "o-",
+      label=f"PGD-{members[0]['pgd_steps']}, test subset",
+  )
   final.plot(steps, [1 - m["fgsm_error"] for m in members], "s--", label="FGSM, test set")
   final.set_xlabel("FGSM step / eps (random start)")
   final.set_ylabel("accuracy")

@@ -55,7 +55,7 @@ def test_every_model_is_trained_scored_and_watched(results):
     # The kept epoch is the best watched one; the standard error the binomial one.
     best = max(row["watch_pgd_accuracy"])
     assert row["watch_pgd_accuracy"][row["kept_epoch"] - 1] == best
-    assert row["pgd_examples"] == preset.subset
+    assert row["pgd_examples"] == preset.subset and row["pgd_steps"] == preset.pgd_steps
     p = row["pgd_error"]
     assert row["pgd_error_se"] == pytest.approx(math.sqrt(p * (1 - p) / preset.subset))
   assert (out / written["figures"][0]).is_file()
