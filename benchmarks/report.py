@@ -46,8 +46,8 @@ def merge(last: dict[str, Any] | None, entry: dict[str, Any]) -> dict[str, Any]:
   """A run of some items (``entry["only"]``) put into the device's last run, ``last``.
 
   The rerun sections replace theirs, each with a note of the day, the machine
-  and the load it ran under; the rest, and the header, stay the last run's. A run of every
-  item, or one with no earlier run to join, stands alone.
+  and the load it ran under; the rest, and the header, stay the last run's.
+  A run of every item, or one with no earlier run to join, stands alone.
   """
   if not entry.get("only") or last is None:
     return entry

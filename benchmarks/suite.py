@@ -92,7 +92,6 @@ def _chosen(only: Sequence[str] | None) -> tuple[Any, ...]:
     return items.ITEMS
   unknown = sorted(set(only) - set(items.keys()))
   if unknown or not only:
-    raise ValueError(
-        f"unknown benchmark keys {unknown or list(only)}: choose from {', '.join(items.keys())}."
-    )
+    named = f"unknown benchmark keys {unknown}" if unknown else "no benchmark key named"
+    raise ValueError(f"{named}: choose from {', '.join(items.keys())}.")
   return tuple(item for item in items.ITEMS if set(item.keys) & set(only))
