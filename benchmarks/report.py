@@ -54,14 +54,29 @@ def merge(last: dict[str, Any] | None, entry: dict[str, Any]) -> dict[str, Any]:
   note = (
       f"Rerun alone on {entry['date']}, {entry['machine']['device']} "
       f"(`python -m benchmarks --only "
-      f"{' '.join(entry['only'])}`{_runs_flag(entry.get('repeat', 1))}): load average "
+      f"{' '.join(entry['only'])}{_runs_flag(entry.get('repeat', 1))}`): load average "
       f"{_load(entry['machine']['load_average'])} at the start, "
       f"{_load(entry['load_average_end'])} at the end; the other items are the run above's."
   )
   sections = dict(last["benchmarks"])
+  rerun = {"date": entry["date"], "device": entry["machine"]["device"]}
   for key, section in entry["benchmarks"].items():
-    sections[key] = dict(section, notes=[*section["notes"], note])
+    sections[key] = dict(section, notes=[*section["notes"], note], rerun=rerun)
   return dict(last, benchmarks=sections)
+
+
+def _reruns(entry: dict[str, Any]) -> list[str]:
+  """The header's line naming the items rerun alone since the run it describes, if any."""
+  reruns: dict[tuple[str, str], list[str]] = {}
+  for section in entry["benchmarks"].values():
+    if section.get("rerun"):
+      where = (section["rerun"]["device"], section["rerun"]["date"])
+      reruns.setdefault(where, []).append(section["title"].split(".")[0])
+  return [
+      f"- rerun alone since, on {device}, {date}: items {', '.join(dict.fromkeys(numbers))} "
+      "(each item's last note says how)"
+      for (device, date), numbers in reruns.items()
+  ]
 
 
 def _runs_flag(repeat: int) -> str:
@@ -124,7 +139,9 @@ def device_section(entry: dict[str, Any]) -> str:
       "- peers: " + "; ".join(f"{name} {text}" for name, text in entry["peers"].items()),
       f"- data: {entry['data']}",
       f"- model: {entry['model']}",
-      f"- float32 matmul peak: {_peak(entry.get('matmul_peak'))}\n",
+      f"- float32 matmul peak: {_peak(entry.get('matmul_peak'))}",
+      *_reruns(entry),
+      "",
       "### Targets\n",
       _table(
           ["item", "target", "measured", "met"],

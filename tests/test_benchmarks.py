@@ -242,7 +242,7 @@ def test_only_reruns_its_items_into_the_last_run(run, tmp_path):
   entry, out = run
   (tmp_path / "results.json").write_text((out / "results.json").read_text())
   sweep = dict(entry["benchmarks"]["sweep"], measured_text="0.01x")
-  rerun = dict(entry, only=["sweep"], date="2026-12-06", benchmarks={"sweep": sweep})
+  rerun = dict(entry, only=["sweep"], date="2026-12-06", repeat=3, benchmarks={"sweep": sweep})
   report.write(rerun, tmp_path)
   saved = json.loads((tmp_path / "results.json").read_text())[entry["machine"]["platform"]]
   assert list(saved["benchmarks"]) == items.keys()  # the other items stay, in their order
@@ -251,7 +251,9 @@ def test_only_reruns_its_items_into_the_last_run(run, tmp_path):
   assert note.startswith(f"Rerun alone on 2026-12-06, {entry['machine']['device']} (")
   for key in set(items.keys()) - {"sweep"}:
     assert saved["benchmarks"][key] == entry["benchmarks"][key]
-  assert "--only sweep" in (tmp_path / "RESULTS.md").read_text()
+  text = (tmp_path / "RESULTS.md").read_text()
+  assert "(`python -m benchmarks --only sweep --repeat 3`)" in text
+  assert f"- rerun alone since, on {entry['machine']['device']}, 2026-12-06: items 4 (" in text
 
 
 def test_only_chooses_the_items_of_its_keys(tmp_path, capsys):
