@@ -45,24 +45,34 @@ def write(entry: dict[str, Any], out: pathlib.Path) -> tuple[pathlib.Path, pathl
 def merge(last: dict[str, Any] | None, entry: dict[str, Any]) -> dict[str, Any]:
   """A run of some items (``entry["only"]``) put into the device's last run, ``last``.
 
-  The rerun sections replace theirs, each with a note of the day, the machine
-  and the load it ran under; the rest, and the header, stay the last run's.
-  A run of every item, or one with no earlier run to join, stands alone.
+  The rerun sections replace theirs, each with a ``rerun`` record of the day,
+  the machine, the command and the load it ran under (`rerun_note` writes it
+  out); the rest, and the header, stay the last run's. A run of every item, or
+  one with no earlier run to join, stands alone.
   """
   if not entry.get("only") or last is None:
     return entry
-  note = (
-      f"Rerun alone on {entry['date']}, {entry['machine']['device']} "
-      f"(`python -m benchmarks --only "
-      f"{' '.join(entry['only'])}{_runs_flag(entry.get('repeat', 1))}`): load average "
-      f"{_load(entry['machine']['load_average'])} at the start, "
-      f"{_load(entry['load_average_end'])} at the end; the other items are the run above's."
-  )
+  rerun = {
+      "date": entry["date"],
+      "device": entry["machine"]["device"],
+      "command": f"python -m benchmarks --only {' '.join(entry['only'])}"
+      + _runs_flag(entry.get("repeat", 1)),
+      "load_start": entry["machine"]["load_average"],
+      "load_end": entry["load_average_end"],
+  }
   sections = dict(last["benchmarks"])
-  rerun = {"date": entry["date"], "device": entry["machine"]["device"]}
   for key, section in entry["benchmarks"].items():
-    sections[key] = dict(section, notes=[*section["notes"], note], rerun=rerun)
+    sections[key] = dict(section, rerun=rerun)
   return dict(last, benchmarks=sections)
+
+
+def rerun_note(rerun: dict[str, Any]) -> str:
+  """The note under a rerun section's table: when, where and how it ran."""
+  return (
+      f"Rerun alone on {rerun['date']}, {rerun['device']} (`{rerun['command']}`): load average "
+      f"{_load(rerun['load_start'])} at the start, {_load(rerun['load_end'])} at the end; the "
+      "other items are the run above's."
+  )
 
 
 def _reruns(entry: dict[str, Any]) -> list[str]:
@@ -188,6 +198,8 @@ def device_section(entry: dict[str, Any]) -> str:
     )
     lines.append(f"\nratio: {section['ratio_meaning']}.")
     lines.extend(f"{note}" for note in section["notes"])
+    if section.get("rerun"):
+      lines.append(rerun_note(section["rerun"]))
   return "\n".join(lines) + "\n"
 
 

@@ -247,12 +247,15 @@ def test_only_reruns_its_items_into_the_last_run(run, tmp_path):
   saved = json.loads((tmp_path / "results.json").read_text())[entry["machine"]["platform"]]
   assert list(saved["benchmarks"]) == items.keys()  # the other items stay, in their order
   assert saved["benchmarks"]["sweep"]["measured_text"] == "0.01x"
-  note = saved["benchmarks"]["sweep"]["notes"][-1]
-  assert note.startswith(f"Rerun alone on 2026-12-06, {entry['machine']['device']} (")
+  rerun = saved["benchmarks"]["sweep"]["rerun"]
+  assert (rerun["date"], rerun["device"]) == ("2026-12-06", entry["machine"]["device"])
   for key in set(items.keys()) - {"sweep"}:
     assert saved["benchmarks"][key] == entry["benchmarks"][key]
   text = (tmp_path / "RESULTS.md").read_text()
-  assert "(`python -m benchmarks --only sweep --repeat 3`)" in text
+  assert (
+      f"Rerun alone on 2026-12-06, {entry['machine']['device']} "
+      "(`python -m benchmarks --only sweep --repeat 3`)"
+  ) in text
   assert f"- rerun alone since, on {entry['machine']['device']}, 2026-12-06: items 4 (" in text
 
 
