@@ -350,6 +350,9 @@ def study_lines(content: dict[str, Any]) -> list[str]:
         for value, row in [lowest(key)]
     ]
     lines += [f"Across {setting}: " + "; ".join(sentences) + ".", ""]
+    if all("autoattack" in row for _, row in pairs):
+      audit = {f"{value:g}": row for value, row in pairs}
+      lines += _survives_lines(audit, f"the member at {setting} {{}}")
   return lines
 
 

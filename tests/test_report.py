@@ -240,3 +240,27 @@ def test_the_study_section_names_members_that_did_not_learn():
   assert "FGSM error at 0.25 is lowest at training eps 0.1" in text  # not at 0.3's 88.65%
   assert "| 0.1 | 2.00% | 50.00% | 2.00% | 100.00% | 2 |" in text  # two epochs at ln 10
   assert "| 0.3 | 88.65% | 50.00% | 88.65% | 100.00% | all 4 |" in text
+
+
+def test_the_study_says_what_autoattack_leaves_of_each_member_that_learned():
+  def member(error, robust, zero_gradients):
+    flags = dict(square_broke=[0, 0], zero_gradients=zero_gradients, non_monotone=False)
+    flags["any"] = bool(zero_gradients)
+    return dict(
+        test_error=error,
+        fgsm_error_own_eps=0.5,
+        fgsm_error=error,
+        pgd_error=1,
+        autoattack=dict(eps=[0.1, 0.3], n=1000, robust_accuracy=robust, flags=flags),
+    )
+
+  members = [member(0.02, [0.75, 0.125], 3), member(0.8865, [0.126, 0.126], 0)]
+  group = {"values": [0.1, 0.3], "members": members}
+  text = "\n".join(report.study_lines({"config": {"eps": 0.25}, "groups": {"eps": group}}))
+  # The table holds errors: one minus the robust accuracy.
+  assert "| 0.1 | 2.00% | 50.00% | 2.00% | 100.00% | 25.0% | 87.5% |" in text
+  assert (
+      "- AutoAttack standard, the member at training eps 0.1: robust accuracy 75.0% at eps "
+      "0.1, 12.5% at eps 0.3; AutoAttack flags gradient masking: 3 points had a zero gradient."
+  ) in text
+  assert "the member at training eps 0.3" not in text  # it did not learn
