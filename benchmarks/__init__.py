@@ -25,6 +25,9 @@ measures, in one process on one device:
     weights;
 13. AutoAttack's robustness curve over 4 eps as one program against 4 calls.
 
+On a CPU, items 3 and 8 also time advjax's programs compiled with the README's
+opt-in CPU recipe (`benchmarks.harness.CPU_RECIPE`), beside its default.
+
 ``--repeat N`` runs every item N times and reports medians and ranges;
 ``--only KEY ...`` reruns some items into the last run's results.
 

@@ -135,14 +135,19 @@ def epoch_section(
     cpu_target: str,
     gpu_seconds: float | None,
     gpu_target: str,
+    judged: base.Row | None = None,
 ) -> base.Section:
-  """Epochs compared: judged by the last row's ratio (<= 1) on a CPU, its seconds on a GPU."""
+  """Epochs compared: judged by one row's ratio (<= 1) on a CPU, its seconds on a GPU.
+
+  The row judged is ``judged``, by default the last.
+  """
+  judged = judged or rows[-1]
   section = base.Section(
       title, ratio_meaning, gpu_target if base.on_gpu() else cpu_target, rows, gpu_target=gpu_target
   )
   if base.on_gpu() and gpu_seconds is not None:
-    return base.judge(section, rows[-1].seconds, gpu_seconds, at_most=True, text="{:.3f} s")
-  return base.judge(section, rows[-1].ratio, 1.0, at_most=True, text="{:.2f}x")
+    return base.judge(section, judged.seconds, gpu_seconds, at_most=True, text="{:.3f} s")
+  return base.judge(section, judged.ratio, 1.0, at_most=True, text="{:.2f}x")
 
 
 def agreement_text(check: dict[str, Any]) -> str:
