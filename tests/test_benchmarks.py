@@ -25,6 +25,7 @@ from benchmarks import peers as peers_lib
 from benchmarks import report
 from benchmarks import suite
 from benchmarks.items import _epochs
+from benchmarks.items import autoattack
 from benchmarks.items import epoch
 from benchmarks.items import fgsm
 from benchmarks.items import members
@@ -185,6 +186,9 @@ def test_the_autoattack_curve_equals_separate_calls(run):
   assert vmapped["cross_check"] == {"examples_differing": 0}
   ours, *theirs = _rows(entry, "autoattack")
   assert ours["status"] == "ok" and "robust accuracy" in ours["note"]
+  (recipe,) = [row for row in theirs if row["name"] == autoattack.RECIPE]
+  assert recipe["note"].startswith(ours["note"].split(";")[0])  # the same robust accuracy
+  theirs.remove(recipe)
   assert all(HIDDEN in row["name"] and row["status"].startswith("not run") for row in theirs)
 
 
