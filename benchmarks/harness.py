@@ -335,8 +335,18 @@ RECIPE_FLAG = "XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=individual_dot"
 
 
 def with_recipe(*lowered: Any) -> tuple[Any, ...] | None:
-  """Each lowered program compiled with `CPU_RECIPE`; None where XLA knows no such option."""
+  """Each lowered program compiled with `CPU_RECIPE`.
+
+  None off a CPU (the recipe is XLA:CPU's), or where XLA knows no such option.
+  """
+  if jax.devices()[0].platform != "cpu":
+    return None
   try:
     return tuple(program.compile(CPU_RECIPE) for program in lowered)
   except jax.errors.JaxRuntimeError:
     return None
+
+
+def recipe_note(finding: str) -> str:
+  """An item's note on what `CPU_RECIPE` changed: ``finding`` after the recipe's name."""
+  return f"CPU recipe (the README's `{RECIPE_FLAG}`, opt-in): {finding}"

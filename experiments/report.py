@@ -227,7 +227,7 @@ AUTOATTACK_COLUMNS = (0.1, 0.25, 0.3)
 def _autoattack_columns(audit: dict[str, Any]) -> dict[str, float]:
   """Header -> eps of the AutoAttack columns every model of ``audit`` has; empty if none."""
   attacks = [attacks.get("autoattack") for attacks in audit.values()]
-  if not all(attacks):
+  if not attacks or not all(attacks):
     return {}
   n = attacks[0]["n"]
   return {
@@ -350,9 +350,8 @@ def study_lines(content: dict[str, Any]) -> list[str]:
         for value, row in [lowest(key)]
     ]
     lines += [f"Across {setting}: " + "; ".join(sentences) + ".", ""]
-    if all("autoattack" in row for _, row in pairs):
-      audit = {f"{value:g}": row for value, row in pairs}
-      lines += _survives_lines(audit, f"the member at {setting} {{}}")
+    audit = {f"{value:g}": row for value, row in pairs}
+    lines += _survives_lines(audit, f"the member at {setting} {{}}")
   return lines
 
 

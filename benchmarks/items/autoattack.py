@@ -77,7 +77,7 @@ def autoattack_speed(bench: base.Bench) -> base.Section:
   robust = np.asarray(ours(params, eps))  # compiles: the warm-up
   calls, masks, missing = _torch_calls(bench, x, y)
   calls = {OURS: functools.partial(base.run_jax, ours, params, eps), **calls}
-  recipe = None if base.on_gpu() else harness.with_recipe(ours.lower(params, eps))
+  recipe = harness.with_recipe(ours.lower(params, eps))
   if recipe is not None:
     masks[RECIPE] = np.asarray(recipe[0](params, eps))
     calls[RECIPE] = functools.partial(base.run_jax, recipe[0], params, eps)
@@ -111,9 +111,10 @@ def autoattack_speed(bench: base.Bench) -> base.Section:
   if recipe is not None and reference is not None and reference.seconds:
     (mine,) = [row for row in rows if row.name == RECIPE]
     section.notes.append(
-        f"CPU recipe (the README's `{harness.RECIPE_FLAG}`, opt-in): advjax takes "
-        f"{mine.ratio:.2f}x its default time; torchattacks with the reference's settings "
-        f"then takes {reference.seconds / mine.seconds:.2f}x advjax's."
+        harness.recipe_note(
+            f"advjax takes {mine.ratio:.2f}x its default time; torchattacks with the "
+            f"reference's settings then takes {reference.seconds / mine.seconds:.2f}x advjax's."
+        )
     )
   section.notes.append(
       "One timed call a row after advjax's compilation (not timed); torchattacks' AutoAttack "

@@ -44,13 +44,9 @@ def compiled_epoch(bench: base.Bench) -> base.Section:
       names[0]: harness.xla_bytes(step, state, bench.batch, key),
       names[1]: one.epoch_bytes(model, bench),
   }
-  recipe = (
-      None
-      if base.on_gpu()
-      else harness.with_recipe(
-          step.lower(state, bench.batch, key),
-          train.train_epoch.lower(model, *one.arguments(bench), batch_size=cfg.batch),
-      )
+  recipe = harness.with_recipe(
+      step.lower(state, bench.batch, key),
+      train.train_epoch.lower(model, *one.arguments(bench), batch_size=cfg.batch),
   )
   if recipe is not None:
     recipe_step, epoch = recipe
@@ -119,9 +115,9 @@ def _notes(names: list[str], steps: int) -> dict[str, str]:
 
 def _recipe_note(rows: list[base.Row]) -> str:
   looped, compiled = rows[2], rows[3]
-  return (
-      f"CPU recipe (the README's `{harness.RECIPE_FLAG}`, opt-in): the compiled epoch takes "
-      f"{compiled.seconds / looped.seconds:.2f}x the per-step loop's time under it, "
+  return harness.recipe_note(
+      f"the compiled epoch takes {compiled.seconds / looped.seconds:.2f}x the per-step loop's "
+      "time under it, "
       f"against {rows[1].ratio:.2f}x without; its parameters "
       + ("agree" if compiled.cross_check["passed"] else "DISAGREE")
       + f" with the recipe's per-step loop ({_epochs.agreement_text(compiled.cross_check)})."

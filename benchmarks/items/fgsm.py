@@ -91,11 +91,9 @@ def fgsm_attacks(bench: base.Bench) -> base.Section:
 
   ours = "advjax.fgsm (jit)"
   attacks = {ours: jax_attack(attack, "unclipped, as in the paper")}
-  recipe = _with_recipe(attack, params, jax_batches)
+  recipe = _with_recipe(attacks[ours], attack, params)
   if recipe is not None:
-    attacks[RECIPE] = dataclasses.replace(
-        attacks[ours], run_batch=recipe, note=f"compiled with {harness.CPU_RECIPE}"
-    )
+    attacks[RECIPE] = recipe
   missing: list[base.Row] = []
 
   name = "cleverhans 4.0.0 fast_gradient_method (jit)"
@@ -225,27 +223,27 @@ def judge(section: base.Section) -> base.Section:
   )
 
 
-def _with_recipe(
-    attack: Any, params: Any, batches: list[tuple[Any, Any]]
-) -> Callable[[Any, Any], Any] | None:
-  """``attack`` compiled with the CPU recipe for each batch size, as ``(x, y) -> x_adv``."""
-  if base.on_gpu():
-    return None
-  shapes = {len(yb): (xb, yb) for xb, yb in batches}
+def _with_recipe(ours: _Attack, attack: Any, params: Any) -> _Attack | None:
+  """``ours`` with ``attack`` compiled with the CPU recipe, one program per batch size."""
+  shapes = {len(yb): (xb, yb) for xb, yb in ours.batches}
   compiled = harness.with_recipe(*(attack.lower(params, *batch) for batch in shapes.values()))
   if compiled is None:
     return None
   by_size = dict(zip(shapes, compiled))
-  return lambda x, y: by_size[len(y)](params, x, y)
+  return dataclasses.replace(
+      ours,
+      run_batch=lambda x, y: by_size[len(y)](params, x, y),
+      note=f"compiled with {harness.CPU_RECIPE}",
+      peak_bytes=harness.compiled_bytes(compiled[0]),
+  )
 
 
 def _recipe_note(rows: list[base.Row]) -> str:
   recipe = next(row for row in rows if row.name == RECIPE)
   peers = [row for row in rows[1:] if row is not recipe and row.seconds]
   fastest = min(peers, key=lambda row: row.seconds, default=None)
-  return (
-      f"CPU recipe (the README's `{harness.RECIPE_FLAG}`, opt-in): advjax's FGSM takes "
-      f"{recipe.ratio:.2f}x its default time"
+  return harness.recipe_note(
+      f"advjax's FGSM takes {recipe.ratio:.2f}x its default time"
       + (
           f"; the fastest peer ({fastest.name}) then takes {fastest.seconds / recipe.seconds:.2f}x "
           "advjax's time."
