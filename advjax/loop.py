@@ -537,10 +537,20 @@ def _init_population(
     example: Array,
     place: Callable[[Any], Any],
 ) -> tuple[train_lib.TrainState, dict[str, Any]]:
-  """Each member's initial state from its seed, and the `_arrays` a checkpoint holds."""
-  keys = jax.vmap(jax.random.split)(jax.vmap(jax.random.key)(jnp.asarray(seeds)))
-  states = jax.vmap(lambda key: train_lib.create_train_state(model, key, example, tx))(keys[:, 0])
-  return states, place(_arrays(states, keys[:, 1], states.params))
+  """Each member's initial state from its seed, and the `_arrays` a checkpoint holds.
+
+  One compiled program: run op by op under `vmap`, every initialiser (a
+  truncated normal per kernel shape, say) compiles on its own, on every call,
+  which cost seconds per fit. The values are the same bits either way.
+  """
+
+  def init(seeds: Array, example: Array) -> tuple[train_lib.TrainState, Array]:
+    keys = jax.vmap(jax.random.split)(jax.vmap(jax.random.key)(seeds))
+    states = jax.vmap(lambda key: train_lib.create_train_state(model, key, example, tx))(keys[:, 0])
+    return states, keys[:, 1]
+
+  states, rngs = jax.jit(init)(jnp.asarray(seeds), example)
+  return states, place(_arrays(states, rngs, states.params))
 
 
 def _arrays(states: train_lib.TrainState, rngs: Array, kept: Params) -> dict[str, Any]:
