@@ -98,7 +98,8 @@ def _setup(batch: int) -> dict[str, Any]:
 
 
 def _max_pieces(z: jax.Array) -> jax.Array:
-  return jnp.max(z.reshape(z.shape[0], -1, 5), axis=-1)
+  """The maxout layer's max, as advjax takes it (`advjax.models.max_over_pieces`)."""
+  return models.max_over_pieces(z.reshape(z.shape[0], -1, 5))
 
 
 def _loss(logits: jax.Array, y: jax.Array) -> jax.Array:
@@ -333,33 +334,24 @@ def flag_sweep(batch: int, repeats: int, rounds: int) -> list[dict[str, Any]]:
   return rows
 
 
-@jax.custom_jvp
-def max_pieces(z: jax.Array) -> jax.Array:
-  """The max over the last axis, as maxout takes it, with no reduction in its program.
-
-  A chain of ``jnp.maximum`` over the pieces; its derivative is the one JAX
-  gives ``jnp.max`` (the tangent split evenly among tied pieces), written as
-  a sum over the pieces: the same numbers wherever a piece wins alone, and
-  at ties up to the order of a sum of equal shares.
-  """
+def _chain(z: jax.Array) -> jax.Array:
+  """The max over the last axis as a chain of ``jnp.maximum``: no reduction in its program."""
   h = z[..., 0]
   for k in range(1, z.shape[-1]):
     h = jnp.maximum(h, z[..., k])
   return h
 
 
-@max_pieces.defjvp
-def _max_pieces_jvp(
-    primals: tuple[jax.Array], tangents: tuple[jax.Array]
-) -> tuple[jax.Array, jax.Array]:
-  (z,), (t,) = primals, tangents
-  h = max_pieces(z)
-  hits = [(z[..., k] == h).astype(z.dtype) for k in range(z.shape[-1])]
-  return h, sum(hit * t[..., k] for k, hit in enumerate(hits)) / sum(hits)
+ADVJAX_MAX = "jnp.max, custom JVP (advjax)"
+MAX_FORMS = {
+    "jnp.max, JAX's derivative": lambda z: jnp.max(z, axis=-1),
+    "chain, custom JVP": models.split_among_ties(_chain),
+}
+"""Other forms of maxout's max, beside advjax's `advjax.models.max_over_pieces`."""
 
 
-def proposed_model() -> models.Classifier:
-  """`advjax.models.maxout_mlp` whose max over pieces is `max_pieces`: the proposal."""
+def proposed_model(max_fn: Callable[[jax.Array], jax.Array]) -> models.Classifier:
+  """`advjax.models.maxout_mlp` whose max over pieces is ``max_fn`` (one of `MAX_FORMS`)."""
   import flax.linen as nn
 
   class Maxout(models.Maxout):
@@ -375,7 +367,7 @@ def proposed_model() -> models.Classifier:
       h = nn.Dropout(1 - self.input_keep, deterministic=not train)(x)
       for i in range(self.layers):
         z = dense(self.units * self.pieces, f"maxout_{i}")(h)
-        h = max_pieces(z.reshape(*z.shape[:-1], self.units, self.pieces))
+        h = max_fn(z.reshape(*z.shape[:-1], self.units, self.pieces))
         h = nn.Dropout(1 - self.hidden_keep, deterministic=not train)(h)
       return dense(self.outputs, "output")(h)
 
@@ -383,71 +375,119 @@ def proposed_model() -> models.Classifier:
   return models.Classifier(Maxout(240, 5), today.head, today.max_col_norm)
 
 
-def proposal(batch: int, repeats: int, steps: int) -> list[str]:
-  """Today's maxout against `proposed_model`: same numbers? how fast? Interleaved.
-
-  Item 3's FGSM (ten batches), one adversarial train step (batch 100) and a
-  compiled epoch of ``steps`` steps, both ways, beside plain PyTorch's FGSM.
-  """
+def _form_calls(
+    model: models.Classifier, v: dict[str, Any], steps: int
+) -> tuple[dict[str, Callable[[], Any]], Callable[[], Any]]:
+  """One form of the max: items 3, 4 and 8's timed calls, and what the forms must agree on."""
+  from advjax import sweeps
   from advjax import train
+  from benchmarks.items import _epochs
+
+  params, batches, (train_x, train_y), (sweep_x, sweep_y) = (
+      v["params"],
+      v["batches"],
+      v["train"],
+      v["sweep"],
+  )
+  attack = jax.jit(lambda p, x, y: advjax.fgsm(model.loss_fn(), p, x, y, 0.25))
+  first = models.maxout_linear_first(model)
+  sweep = jax.jit(
+      lambda p, x, y, e: sweeps.epsilon_sweep(model.loss_fn(), first, p, x, y, e, batch_size=50)
+  )
+  eps_values = jnp.linspace(0.0, 0.5, 32)
+  objective = train.Adversarial(0.25, 0.5)
+  static, dynamic = train.split_objective(objective, 1)
+  state = train.create_train_state(model, jax.random.key(0), train_x[:1], train.recipe_sgd(steps))
+  states, key = jax.tree.map(lambda a: a[None], state), jax.random.key(3)
+  step = jax.jit(train.make_train_step(model, objective))
+  host_x, host_y = np.asarray(train_x), np.asarray(train_y)
+
+  def epoch() -> Any:
+    args = (static, dynamic, states, train_x, train_y, key[None])
+    return jax.block_until_ready(train.train_epoch(model, *args, batch_size=100))
+
+  calls = {
+      "FGSM": lambda: jax.block_until_ready([attack(params, *b) for b in batches]),
+      "sweep": lambda: jax.block_until_ready(sweep(params, sweep_x, sweep_y, eps_values)),
+      "compiled epoch": epoch,
+      "per-step loop": lambda: _epochs.per_step_epoch(step, state, host_x, host_y, key, 100),
+  }
+
+  def outputs() -> Any:
+    examples = np.concatenate([np.asarray(attack(params, *b)) for b in batches])
+    return examples, sweep(params, sweep_x, sweep_y, eps_values).error, epoch()[0].params
+
+  return calls, outputs
+
+
+def _spread(values: Any) -> str:
+  """A ratio's median and range over the rounds."""
+  return f"{np.median(values):.3f}x [{np.min(values):.3f}, {np.max(values):.3f}]"
+
+
+def proposal(batch: int, repeats: int, steps: int) -> list[str]:
+  """advjax's maxout against each of `MAX_FORMS`, interleaved, on items 3, 4 and 8's work.
+
+  Each round times, for each form of the max: item 3's FGSM (ten batches of
+  ``batch``), item 4's sweep (32 eps over 2,000 images in batches of 50,
+  through the linear first layer), and item 8's epoch of ``steps``
+  adversarial steps of batch 100, compiled and as the per-step loop; and
+  plain PyTorch's FGSM. Every ratio is taken round by round (one process,
+  the same data); the lines give its median and range over the rounds, and
+  whether the forms agree.
+  """
   from benchmarks import torch_maxout
 
   v = _setup(batch)
-  params, lines, calls, out = v["params"], [], {}, {}
-  batches = [(jax.random.uniform(jax.random.key(i), (batch, 784)), v["y"]) for i in range(10)]
-  train_x = jax.random.uniform(jax.random.key(11), (steps * 100, 784))
-  train_y = jnp.arange(steps * 100, dtype=jnp.int32) % 10
-  objective = train.Adversarial(0.25, 0.5)
-  static, dynamic = train.split_objective(objective, 1)
-  for name, model in (("today", v["model"]), ("proposed", proposed_model())):
-    attack = jax.jit(lambda p, x, y, m=model: advjax.fgsm(m.loss_fn(), p, x, y, 0.25))
-    step = jax.jit(train.make_train_step(model, objective))
-    state = train.create_train_state(model, jax.random.key(0), train_x[:1], train.recipe_sgd(steps))
-    states = jax.tree.map(lambda a: a[None], state)
-    epoch = functools.partial(
-        train.train_epoch,
-        model,
-        static,
-        dynamic,
-        states,
-        train_x,
-        train_y,
-        jax.random.key(3)[None],
-        batch_size=100,
-    )
-    out[name] = (
-        np.concatenate([np.asarray(attack(params, *b)) for b in batches]),
-        jax.block_until_ready(epoch())[0].params,
-    )
-    calls[f"FGSM, 10 batches of {batch}, {name}"] = functools.partial(
-        lambda a: jax.block_until_ready([a(params, *b) for b in batches]), attack
-    )
-    calls[f"adversarial train step, batch 100, {name}"] = functools.partial(
-        lambda s, st: jax.block_until_ready(
-            s(st, (train_x[:100], train_y[:100]), jax.random.key(1))
-        ),
-        step,
-        state,
-    )
-    calls[f"compiled epoch of {steps} steps, {name}"] = lambda e=epoch: (jax.block_until_ready(e()))
-  net = torch_maxout.Maxout(params, 5, 0.8, 0.5, "cpu").eval()
-  torch_batches = [tuple(torch_maxout.tensor(a, "cpu") for a in b) for b in batches]
-  calls[f"FGSM, 10 batches of {batch}, plain PyTorch"] = lambda: [
+  v["batches"] = [(jax.random.uniform(jax.random.key(i), (batch, 784)), v["y"]) for i in range(10)]
+  v["train"] = (
+      jax.random.uniform(jax.random.key(11), (steps * 100, 784)),
+      jnp.arange(steps * 100, dtype=jnp.int32) % 10,
+  )
+  v["sweep"] = (jax.random.uniform(jax.random.key(12), (2000, 784)), jnp.arange(2000) % 10)
+  forms = {ADVJAX_MAX: v["model"]}
+  forms.update({name: proposed_model(max_fn) for name, max_fn in MAX_FORMS.items()})
+  calls, out = {}, {}
+  for form, model in forms.items():
+    form_calls, outputs = _form_calls(model, v, steps)
+    calls.update({(form, what): call for what, call in form_calls.items()})
+    out[form] = outputs()
+  net = torch_maxout.Maxout(v["params"], 5, 0.8, 0.5, "cpu").eval()
+  torch_batches = [tuple(torch_maxout.tensor(a, "cpu") for a in b) for b in v["batches"]]
+  calls[("plain PyTorch", "FGSM")] = lambda: [
       torch_maxout.fgsm(net, x, y, 0.25) for x, y in torch_batches
   ]
-  differences = [
-      float(jnp.max(jnp.abs(a - b)))
-      for a, b in zip(jax.tree.leaves(out["today"][1]), jax.tree.leaves(out["proposed"][1]))
-  ]
-  lines.append(
-      f"FGSM examples equal: {np.mean(out['today'][0] == out['proposed'][0]):.6f} "
-      f"of pixels; epoch parameters: largest difference {max(differences):.3g}"
-  )
+  today = out[ADVJAX_MAX]
+  lines = []
+  for form in MAX_FORMS:
+    other = out[form]
+    difference = max(
+        float(jnp.max(jnp.abs(a - b)))
+        for a, b in zip(jax.tree.leaves(today[2]), jax.tree.leaves(other[2]))
+    )
+    lines.append(
+        f"{form} against advjax's: FGSM examples equal on {np.mean(today[0] == other[0]):.6f} "
+        f"of pixels; sweep errors equal: {bool(np.all(today[1] == other[1]))}; compiled "
+        f"epochs' parameters: largest difference {difference:.3g}"
+    )
   lines.append(f"load before timing: {os.getloadavg()}")
   timings = harness.time_interleaved(calls, repeats)
-  for name, t in timings.items():
-    lines.append(f"{name:48s} {t.median * 1e3:9.2f} ms (min {t.minimum * 1e3:8.2f})")
   lines.append(f"load after timing: {os.getloadavg()}")
+  seconds = {name: np.asarray(t.seconds) for name, t in timings.items()}
+  for (form, what), t in timings.items():
+    spread = _spread(seconds[form, what] / t.median)
+    lines.append(f"{form + ', ' + what:40s} {t.median * 1e3:10.1f} ms, over the median {spread}")
+  torch_fgsm = seconds["plain PyTorch", "FGSM"]
+  for form in forms:
+    lines.append(
+        f"{form}: item 3, plain PyTorch / advjax FGSM {_spread(torch_fgsm / seconds[form, 'FGSM'])}"
+    )
+    compiled = seconds[form, "compiled epoch"] / seconds[form, "per-step loop"]
+    lines.append(f"{form}: item 8, compiled / per-step {_spread(compiled)}")
+  for form in MAX_FORMS:
+    for what in ("FGSM", "sweep", "compiled epoch", "per-step loop"):
+      ratio = seconds[form, what] / seconds[ADVJAX_MAX, what]
+      lines.append(f"{form} / advjax's, {what}: {_spread(ratio)}")
   return lines
 
 
@@ -468,8 +508,8 @@ def main(argv: list[str] | None = None) -> int:
       type=int,
       metavar="STEPS",
       default=None,
-      help="time today's maxout against proposed_model (FGSM, a train "
-      "step, a compiled epoch of STEPS steps) and check they agree",
+      help="time today's maxout against proposed_model, interleaved, on items 3, 4 and "
+      "8's work (an epoch of STEPS steps), and check they agree",
   )
   parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
   args = parser.parse_args(argv)

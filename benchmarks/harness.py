@@ -51,11 +51,14 @@ class Timing:
     median: the median over the repeats, the figure every table reports.
     minimum: the fastest repeat, a hint of how much load noise the median holds.
     repeats: the number of timed calls.
+    seconds: every repeat's time, in order: round ``r`` of each interleaved
+      call is ``seconds[r]``, so ratios can be taken round by round.
   """
 
   median: float
   minimum: float
   repeats: int
+  seconds: tuple[float, ...] = ()
 
 
 def time_interleaved(
@@ -87,7 +90,9 @@ def time_interleaved(
       start = time.perf_counter()
       call()
       seconds[name].append(time.perf_counter() - start)
-  return {name: Timing(statistics.median(s), min(s), repeats) for name, s in seconds.items()}
+  return {
+      name: Timing(statistics.median(s), min(s), repeats, tuple(s)) for name, s in seconds.items()
+  }
 
 
 def tree_bytes(tree: Any) -> int:

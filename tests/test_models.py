@@ -99,6 +99,37 @@ def test_maxout_takes_the_max_over_the_pieces_of_each_unit():
   np.testing.assert_allclose(scores(model, params, x), [[4.0]])
 
 
+@pytest.mark.parametrize("mode", ["grad", "jvp", "vmap of grad", "grad of grad"])
+def test_max_over_pieces_has_the_values_and_derivatives_of_jnp_max(mode):
+  # Integers drawn from a few values: many ties, two and three pieces wide.
+  z = jax.random.randint(jax.random.key(2), (4, 6, 5), 0, 3).astype(jnp.float32)
+  t = jax.random.normal(jax.random.key(3), z.shape)
+  weights = jax.random.normal(jax.random.key(4), z.shape[:-1])
+  ours, jaxs = models.max_over_pieces, lambda z: jnp.max(z, axis=-1)
+  assert int(jnp.sum(jnp.sum(z == jaxs(z)[..., None], -1) > 1)) > 5  # ties are tested
+  total = lambda f: lambda z: jnp.sum(weights * jnp.tanh(f(z)))  # non-linear above the max
+  transforms = {
+      "grad": lambda f: jax.jit(jax.grad(total(f)))(z),
+      "jvp": lambda f: jax.jit(lambda z, t: jax.jvp(f, (z,), (t,)))(z, t),
+      "vmap of grad": lambda f: jax.vmap(jax.grad(total(f)))(z),
+      "grad of grad": lambda f: jax.grad(lambda z: jnp.sum(jax.grad(total(f))(z) * t))(z),
+  }
+  np.testing.assert_array_equal(ours(z), jaxs(z))
+  close = functools.partial(np.testing.assert_allclose, rtol=1e-6, atol=1e-7)
+  jax.tree.map(close, transforms[mode](ours), transforms[mode](jaxs))
+
+
+def test_max_over_pieces_gradient_matches_central_differences():
+  z = jax.random.normal(jax.random.key(5), (2, 3, 5))  # no ties
+  loss = jax.jit(lambda z: jnp.sum(jnp.sin(models.max_over_pieces(z))))
+  step = 1e-2
+  bumps = step * jnp.eye(z.size).reshape(-1, *z.shape)
+  numeric = jax.vmap(lambda bump: (loss(z + bump) - loss(z - bump)) / (2 * step))(bumps)
+  gradient = jax.grad(loss)(z)
+  np.testing.assert_allclose(gradient.ravel(), numeric, atol=1e-3)
+  assert int(jnp.sum(gradient != 0)) == 6  # one winner per unit
+
+
 def test_clip_column_norms_closed_form():
   kernel = jnp.array([[3.0, 0.3, 0.0], [4.0, 0.4, 0.0]])  # column norms 5, 0.5, 0
   bias = jnp.array([10.0, 10.0, 10.0])
