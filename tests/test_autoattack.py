@@ -340,13 +340,17 @@ def test_flags_fire_on_zero_gradients_and_non_monotone_curves():
 
 
 def test_numpy_inputs_give_what_jax_arrays_give():
-  # A data split holds NumPy arrays; the attacks index them with traced rows.
+  # A data split holds NumPy arrays; `attack_robust` indexes them with traced rows.
   params, x, y = linear_problem()
-  report = functools.partial(
-      advjax.autoattack_report, linear_logits, params, eps_values=[0.03], key=jax.random.key(0)
+  fgsm = lambda x, y, target, eps, key: advjax.fgsm(
+      lambda p, x, y: advjax.cross_entropy(linear_logits(p, x), y).mean(), params, x, y, eps
   )
-  from_numpy = report(x=np.asarray(x), y=np.asarray(y), **SETTINGS)
-  assert from_numpy == report(x=jnp.asarray(x), y=jnp.asarray(y), **SETTINGS)
+  run = lambda x, y: advjax.attack_robust(
+      fgsm, linear_logits, params, x, y, 0.05, y >= 0, target=y, key=jax.random.key(0)
+  )
+  from_numpy = run(np.asarray(x), np.asarray(y))
+  jax.tree.map(np.testing.assert_array_equal, from_numpy, run(x, y))
+  assert 0 < int(np.sum(from_numpy[0])) < len(y)  # some broken, some not
 
 
 @pytest.mark.parametrize("batch_size, robust_count", [(64, 150), (64, 128), (64, 5), (16, 37)])
