@@ -132,22 +132,25 @@ def epoch_section(
     title: str,
     ratio_meaning: str,
     rows: list[base.Row],
-    cpu_target: str,
+    cpu_ratio: str,
     gpu_seconds: float | None,
     gpu_target: str,
     judged: base.Row | None = None,
+    cpu_at_most: float = 1.0,
 ) -> base.Section:
-  """Epochs compared: judged by one row's ratio (<= 1) on a CPU, its seconds on a GPU.
+  """Epochs compared: judged by one row's ratio on a CPU, its seconds on a GPU.
 
-  The row judged is ``judged``, by default the last.
+  On a CPU the target is ``cpu_ratio <= cpu_at_most``. The row judged is
+  ``judged``, by default the last.
   """
   judged = judged or rows[-1]
+  cpu_target = f"{cpu_ratio} <= {cpu_at_most} (CPU)"
   section = base.Section(
       title, ratio_meaning, gpu_target if base.on_gpu() else cpu_target, rows, gpu_target=gpu_target
   )
   if base.on_gpu() and gpu_seconds is not None:
     return base.judge(section, judged.seconds, gpu_seconds, at_most=True, text="{:.3f} s")
-  return base.judge(section, judged.ratio, 1.0, at_most=True, text="{:.2f}x")
+  return base.judge(section, judged.ratio, cpu_at_most, at_most=True, text="{:.2f}x")
 
 
 def agreement_text(check: dict[str, Any]) -> str:

@@ -17,6 +17,8 @@ __all__ = ["ITEM"]
 # Issue 10's GPU target, in seconds per epoch of adversarial training over the
 # 50,000 training images in batches of 100: maxout 240x5, one model.
 GPU_EPOCH_SECONDS = 0.15
+# Issue 23's CPU target: the compiled epoch at most 0.9 of the per-step loop's time.
+CPU_RATIO = 0.9
 
 
 def compiled_epoch(bench: base.Bench) -> base.Section:
@@ -73,10 +75,11 @@ def compiled_epoch(bench: base.Bench) -> base.Section:
       _epochs.epoch_title(bench, "8. Compiled epoch vs per-step loop"),
       "median time over the per-step loop's",
       rows,
-      "compiled / per-step <= 1.0 (CPU)",
+      "compiled / per-step",
       GPU_EPOCH_SECONDS,
       f"compiled epoch <= {GPU_EPOCH_SECONDS} s (GPU)",
       judged=rows[1],
+      cpu_at_most=CPU_RATIO,
   )
   check = rows[1].cross_check
   section.notes += [
