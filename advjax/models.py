@@ -205,7 +205,8 @@ def split_among_ties(max_fn: Callable[[Array], Array]) -> Callable[[Array], Arra
     (z,), (t,) = primals, tangents
     h = fn(z)
     hits = [(z[..., k] == h).astype(z.dtype) for k in range(z.shape[-1])]
-    return h, sum(hit * t[..., k] for k, hit in enumerate(hits)) / sum(hits)
+    tangent = sum(hit * t[..., k] for k, hit in enumerate(hits)) / sum(hits)
+    return h, cast(Array, tangent)  # sum's start, 0, is not an Array to the type checker
 
   return fn
 

@@ -1,6 +1,6 @@
 """Where the time of item 3's FGSM goes, part by part, in jitted JAX and in PyTorch eager.
 
-``python -m benchmarks.fgsm_study [--batch N] [--repeats N] [--flags]``
+``python -m benchmarks.fgsm_study [--batch N] [--repeats N] [--flags | --proposal STEPS]``
 
 One FGSM of the maxout network (240 x 5, as in item 3) on a batch of 1,000
 images is cut into the parts its gradient is made of: the three forward
@@ -12,6 +12,8 @@ and as the PyTorch operations that autograd runs for it, interleaved; then
 the whole FGSM both ways. ``--flags`` reruns the whole jitted FGSM in fresh
 processes under each XLA CPU flag that changes which library runs the
 products, checking that each gives the same adversarial examples.
+``--proposal STEPS`` times advjax's maxout against other forms of its max
+(`MAX_FORMS`), round by round, on the work of benchmark items 3, 4 and 8.
 
 A study, not a benchmark item: it prints a table and writes nothing.
 """
@@ -508,8 +510,8 @@ def main(argv: list[str] | None = None) -> int:
       type=int,
       metavar="STEPS",
       default=None,
-      help="time today's maxout against proposed_model, interleaved, on items 3, 4 and "
-      "8's work (an epoch of STEPS steps), and check they agree",
+      help="time advjax's maxout against each form of MAX_FORMS, interleaved, on items 3, "
+      "4 and 8's work (an epoch of STEPS steps), and check they agree",
   )
   parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
