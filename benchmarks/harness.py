@@ -48,17 +48,26 @@ class Timing:
   """Wall-clock seconds of repeated calls, compilation and warm-up excluded.
 
   Attributes:
-    median: the median over the repeats, the figure every table reports.
-    minimum: the fastest repeat, a hint of how much load noise the median holds.
-    repeats: the number of timed calls.
     seconds: every repeat's time, in order: round ``r`` of each interleaved
       call is ``seconds[r]``, so ratios can be taken round by round.
   """
 
-  median: float
-  minimum: float
-  repeats: int
-  seconds: tuple[float, ...] = ()
+  seconds: tuple[float, ...]
+
+  @property
+  def median(self) -> float:
+    """The median over the repeats, the figure every table reports."""
+    return statistics.median(self.seconds)
+
+  @property
+  def minimum(self) -> float:
+    """The fastest repeat, a hint of how much load noise the median holds."""
+    return min(self.seconds)
+
+  @property
+  def repeats(self) -> int:
+    """The number of timed calls."""
+    return len(self.seconds)
 
 
 def time_interleaved(
@@ -90,9 +99,7 @@ def time_interleaved(
       start = time.perf_counter()
       call()
       seconds[name].append(time.perf_counter() - start)
-  return {
-      name: Timing(statistics.median(s), min(s), repeats, tuple(s)) for name, s in seconds.items()
-  }
+  return {name: Timing(tuple(s)) for name, s in seconds.items()}
 
 
 def tree_bytes(tree: Any) -> int:
