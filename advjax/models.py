@@ -46,6 +46,8 @@ from advjax.sweeps import LinearFirst
 
 __all__ = [
     "Classifier",
+    "DROPOUT_MASKS",
+    "Dropout",
     "EXP",
     "Head",
     "INIT_RANGE",
@@ -223,6 +225,45 @@ parameters after 500 steps (benchmarks/FGSM_STUDY.md).
 """
 
 
+DROPOUT_MASKS = "dropout_masks"
+
+
+class Dropout(nn.Module):
+  """Flax's ``nn.Dropout``, with a mask a caller can draw once and pass back in.
+
+  It draws the mask as ``nn.Dropout`` does (``bernoulli(make_rng("dropout"),
+  1 - rate)``; under the same name, the same bits) and scales the kept inputs
+  by ``1 / (1 - rate)``. Applied with the `DROPOUT_MASKS` collection mutable,
+  it also records its mask there; applied with that collection given, it uses
+  the mask it holds instead of drawing one. `Classifier.dropout_masks` and
+  `Classifier.scores` do both, so that the forward passes of one training step
+  (the attack's, the clean and the adversarial term's) share one draw that
+  every pass reads rather than one draw per pass. XLA merged the repeated
+  draws of a jitted step itself, but not inside a loop, where its loop
+  optimisations move each draw's counters out of the loop first: the compiled
+  epoch then drew every mask three times and ran three forward passes a step
+  instead of two (benchmark item 8).
+
+  Attributes:
+    rate: the probability of dropping an input (one minus the keep probability).
+  """
+
+  rate: float
+
+  @nn.compact
+  def __call__(self, x: Array, *, deterministic: bool) -> Array:
+    if deterministic or self.rate == 0.0:
+      return x
+    keep = 1.0 - self.rate  # as nn.Dropout computes it, for the same scale to the last bit
+    if self.has_variable(DROPOUT_MASKS, "mask"):
+      mask = self.get_variable(DROPOUT_MASKS, "mask")
+    else:
+      mask = jax.random.bernoulli(self.make_rng("dropout"), keep, x.shape)
+      if self.is_mutable_collection(DROPOUT_MASKS):
+        self.put_variable(DROPOUT_MASKS, "mask", mask)
+    return jax.lax.select(mask, x / keep, jnp.zeros_like(x))
+
+
 class Maxout(nn.Module):
   """Maxout MLP: ``layers`` maxout layers, then a linear output layer, with dropout.
 
@@ -255,13 +296,18 @@ class Maxout(nn.Module):
     dense = lambda n, name: nn.Dense(
         n, kernel_init=_uniform_init(INIT_RANGE), bias_init=nn.initializers.zeros, name=name
     )
-    h = nn.Dropout(1 - self.input_keep, deterministic=not train)(x)
+    # The names nn.Dropout would get: the PRNG keys, hence the masks, follow them.
+    h = Dropout(1 - self.input_keep, name="Dropout_0")(x, deterministic=not train)
     for i in range(self.layers):
       # Unit j owns the output columns j*pieces .. j*pieces + pieces - 1.
       z = dense(self.units * self.pieces, f"maxout_{i}")(h)
-      h = max_over_pieces(z.reshape(*z.shape[:-1], self.units, self.pieces))
-      h = nn.Dropout(1 - self.hidden_keep, deterministic=not train)(h)
+      h = self.unit_max(z.reshape(*z.shape[:-1], self.units, self.pieces))
+      h = Dropout(1 - self.hidden_keep, name=f"Dropout_{i + 1}")(h, deterministic=not train)
     return dense(self.outputs, "output")(h)
+
+  def unit_max(self, z: Array) -> Array:
+    """Each unit's max over its pieces (the last axis of ``z``): `max_over_pieces`."""
+    return max_over_pieces(z)
 
 
 class SmallCNN(nn.Module):
@@ -363,22 +409,66 @@ class Classifier:
     """
     return self.module.init(key, x)["params"]
 
-  def scores(self, params: Params, x: Array, *, dropout_key: Array | None = None) -> Array:
+  def scores(
+      self,
+      params: Params,
+      x: Array,
+      *,
+      dropout_key: Array | None = None,
+      dropout_masks: Params | None = None,
+  ) -> Array:
     """The model's raw outputs: logits, per-class ``q_k``, or one score per example.
 
     Args:
       params: the parameters.
       x: inputs, shape ``(n, features)``.
       dropout_key: PRNG key for dropout; dropout is on exactly when given.
+      dropout_masks: masks that `dropout_masks` drew from ``dropout_key`` for
+        inputs of ``x``'s shape; the layers that hold one use it instead of
+        drawing it again.
 
     Returns:
       Scores of shape ``(n, classes)``, or ``(n,)`` for logistic regression.
     """
     train = dropout_key is not None
     rngs = {"dropout": dropout_key} if train else None
+    variables = {"params": params}
+    if train and dropout_masks:
+      variables[DROPOUT_MASKS] = dropout_masks
     # Flax types `apply` as the output or, with `mutable`, (output, state);
     # without `mutable` it is the output, the module's scores.
-    return cast(Array, self.module.apply({"params": params}, x, train=train, rngs=rngs))
+    return cast(Array, self.module.apply(variables, x, train=train, rngs=rngs))
+
+  def dropout_masks(self, params: Params, x: Array, dropout_key: Array) -> Params:
+    """The masks of the module's `Dropout` layers for inputs shaped like ``x``.
+
+    Drawn once, they let every forward pass of a training step read the same
+    masks (`scores` with ``dropout_masks``): see `Dropout`. Under ``jit`` the
+    forward pass that draws them is dead code and compiled away.
+
+    Args:
+      params: the parameters.
+      x: inputs, shape ``(n, features)``.
+      dropout_key: the PRNG key that `scores` would draw them from.
+
+    Returns:
+      The `DROPOUT_MASKS` collection (empty for a module without `Dropout`).
+
+    Example:
+      >>> key = jax.random.key(1)
+      >>> masks = model.dropout_masks(params, x, key)
+      >>> drawn = model.scores(params, x, dropout_key=key, dropout_masks=masks)
+      >>> bool((drawn == model.scores(params, x, dropout_key=key)).all())
+      True
+    """
+    _, variables = self.module.apply(
+        {"params": params},
+        x,
+        train=True,
+        rngs={"dropout": dropout_key},
+        mutable=[DROPOUT_MASKS],
+    )
+    return variables.get(DROPOUT_MASKS, {})
 
   def probabilities(self, params: Params, x: Array) -> Array:
     """Class probabilities at evaluation time (no dropout), shape ``(n, classes)``.
@@ -393,7 +483,15 @@ class Classifier:
     """
     return self.head.probabilities(self.scores(params, x))
 
-  def loss(self, params: Params, x: Array, y: Array, *, dropout_key: Array | None = None) -> Array:
+  def loss(
+      self,
+      params: Params,
+      x: Array,
+      y: Array,
+      *,
+      dropout_key: Array | None = None,
+      dropout_masks: Params | None = None,
+  ) -> Array:
     """The mean training loss of the head on a batch.
 
     Args:
@@ -401,22 +499,27 @@ class Classifier:
       x: inputs, shape ``(n, features)``.
       y: integer labels ``(n,)``, or +-1 for logistic regression.
       dropout_key: PRNG key for dropout; dropout is on exactly when given.
+      dropout_masks: masks drawn from ``dropout_key`` (`scores`).
 
     Returns:
       A scalar.
     """
-    scores = self.scores(params, x, dropout_key=dropout_key)
+    scores = self.scores(params, x, dropout_key=dropout_key, dropout_masks=dropout_masks)
     if scores.ndim == 2 and np.ndim(y) == 1:
       _validation.check_labels(y, scores.shape[-1])
     return self.head.loss(scores, y)
 
-  def loss_fn(self, dropout_key: Array | None = None) -> LossFn:
+  def loss_fn(
+      self, dropout_key: Array | None = None, dropout_masks: Params | None = None
+  ) -> LossFn:
     """`loss` as the ``(params, x, y) -> scalar`` function that advjax's attacks take.
 
     Args:
       dropout_key: if given, dropout is on with this key's masks for every call
         of the returned function: the attack, the clean and the adversarial
         term of a training step then share one mask.
+      dropout_masks: the masks `dropout_masks` drew from ``dropout_key``, for
+        the calls to read rather than draw again.
 
     Returns:
       ``loss_fn(params, x, y) -> scalar``.
@@ -428,7 +531,7 @@ class Classifier:
       # The bound method: equal across calls, so jitted code that takes the
       # loss as a static argument compiles once per model.
       return self.loss
-    return lambda params, x, y: self.loss(params, x, y, dropout_key=dropout_key)
+    return functools.partial(self.loss, dropout_key=dropout_key, dropout_masks=dropout_masks)
 
   def constrain(self, params: Params) -> Params:
     """Projects the weights onto the constraint set (identity without one).

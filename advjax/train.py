@@ -17,7 +17,10 @@ drives it epoch by epoch.
 Dropout and the adversarial example: a step draws one dropout mask and uses
 it three times, for the input gradient that makes the FGSM example, for the
 clean term and for the adversarial term of eq. (6). The attack thus sees the
-same thinned network that the update trains.
+same thinned network that the update trains. The mask is drawn once
+(`advjax.models.Classifier.dropout_masks`) and read by every pass, so that
+XLA, inside the compiled epoch's loop too, runs the attack's forward pass and
+the clean term's as one.
 
 Example:
   >>> model = models.maxout_mlp(units=8, pieces=2)
@@ -228,9 +231,10 @@ def loss_and_grads(
     ``(loss, grads)``.
   """
   dropout_key, objective_key = jax.random.split(rng)
-  logits_fn = functools.partial(model.scores, dropout_key=dropout_key)
-  loss_fn = objective(model.loss_fn(dropout_key), objective_key, logits_fn=logits_fn)
   x, y = batch
+  masks = model.dropout_masks(params, x, dropout_key)  # one draw for every pass (models.Dropout)
+  logits_fn = functools.partial(model.scores, dropout_key=dropout_key, dropout_masks=masks)
+  loss_fn = objective(model.loss_fn(dropout_key, masks), objective_key, logits_fn=logits_fn)
   return jax.value_and_grad(loss_fn)(params, x, y)
 
 

@@ -354,24 +354,11 @@ MAX_FORMS = {
 
 def proposed_model(max_fn: Callable[[jax.Array], jax.Array]) -> models.Classifier:
   """`advjax.models.maxout_mlp` whose max over pieces is ``max_fn`` (one of `MAX_FORMS`)."""
-  import flax.linen as nn
 
   class Maxout(models.Maxout):
 
-    @nn.compact
-    def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
-      dense = lambda n, name: nn.Dense(
-          n,
-          kernel_init=models._uniform_init(models.INIT_RANGE),
-          bias_init=nn.initializers.zeros,
-          name=name,
-      )
-      h = nn.Dropout(1 - self.input_keep, deterministic=not train)(x)
-      for i in range(self.layers):
-        z = dense(self.units * self.pieces, f"maxout_{i}")(h)
-        h = max_fn(z.reshape(*z.shape[:-1], self.units, self.pieces))
-        h = nn.Dropout(1 - self.hidden_keep, deterministic=not train)(h)
-      return dense(self.outputs, "output")(h)
+    def unit_max(self, z: jax.Array) -> jax.Array:
+      return max_fn(z)
 
   today = models.maxout_mlp(240, 5)
   return models.Classifier(Maxout(240, 5), today.head, today.max_col_norm)

@@ -70,3 +70,16 @@ def test_finds_the_loop_of_a_compiled_epoch():
   # The single member's carry is updated in place: no copy of its first
   # kernel (784 x 8 float32) in the loop body.
   assert copies.bytes < 784 * 8 * 4
+
+
+def test_the_loop_body_runs_the_products_of_one_jitted_step():
+  sizes = {"units": 4, "pieces": 2, "batch": 5}
+  step = hlo_copies.step_hlo(train.Adversarial(0.25), **sizes)
+  epoch = hlo_copies.epoch_hlo(train.Adversarial(0.25), **sizes, examples=20, members=1)
+  # Three layers: two forward passes (3 products each; the attack's is the
+  # clean term's), the attack's backward pass to the input (3), and one
+  # backward pass to the parameters per term (3 weight gradients and 2 input
+  # gradients each). Before the masks were drawn once a step, the loop body
+  # ran a third forward pass: 22.
+  assert hlo_copies.products(step, hlo_copies.entry(step)) == 2 * 3 + 3 + 2 * 5
+  assert hlo_copies.products(epoch, hlo_copies.epoch_body(epoch)) == 2 * 3 + 3 + 2 * 5

@@ -6,6 +6,7 @@ than compiling each of dozens of eager operations.
 
 import functools
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -164,6 +165,47 @@ def test_dropout_only_with_a_key_and_same_key_same_mask():
   np.testing.assert_array_equal(a, b)
   assert not np.allclose(a, evaluation)
   assert not np.allclose(a, c)
+
+
+class FlaxDropoutMaxout(nn.Module):
+  """The maxout network as it was written with Flax's own dropout layers."""
+
+  units: int
+
+  @nn.compact
+  def __call__(self, x, *, train=False):
+    dense = lambda n, name: nn.Dense(n, name=name)
+    h = nn.Dropout(1 - 0.8, deterministic=not train)(x)
+    for i in range(2):
+      z = dense(self.units * 2, f"maxout_{i}")(h)
+      h = models.max_over_pieces(z.reshape(*z.shape[:-1], self.units, 2))
+      h = nn.Dropout(1 - 0.5, deterministic=not train)(h)
+    return dense(10, "output")(h)
+
+
+def test_dropout_draws_flax_dropouts_masks_and_reads_them_back():
+  model = models.maxout_mlp(units=16, pieces=2)
+  params = jax.tree.map(lambda p: p * 100, init(model, X))
+  key = jax.random.key(5)
+  masks = jax.jit(model.dropout_masks)(params, X, key)
+  assert {name: mask["mask"].shape for name, mask in masks.items()} == {
+      "Dropout_0": (6, 784),
+      "Dropout_1": (6, 16),
+      "Dropout_2": (6, 16),
+  }
+  drawn = scores(model, params, X, key)
+  flax_drawn = jax.jit(functools.partial(FlaxDropoutMaxout(16).apply, train=True))(
+      {"params": params}, X, rngs={"dropout": key}
+  )
+  np.testing.assert_array_equal(drawn, flax_drawn)  # the same masks, bit for bit
+
+  read = jax.jit(functools.partial(model.scores, dropout_key=key))
+  np.testing.assert_array_equal(read(params, X, dropout_masks=masks), drawn)
+  other = jax.jit(model.dropout_masks)(params, X, jax.random.key(6))
+  assert not np.allclose(read(params, X, dropout_masks=other), drawn)  # read, not drawn again
+  assert (
+      models.softmax_regression().dropout_masks(init(models.softmax_regression(), X), X, key) == {}
+  )
 
 
 def test_input_dropout_is_inverted_with_keep_probability():
