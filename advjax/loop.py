@@ -256,10 +256,12 @@ def fit_members(
   """Trains one model per seed at once, each exactly as `fit` would train it alone.
 
   Every epoch is one compiled program over the stacked states
-  (`advjax.train.train_epoch`). Member ``m`` has its own initialisation,
-  shuffles and dropout from ``seeds[m]``, its own early stopping and best
-  parameters. The same call on the same ``workdir`` resumes after an
-  interruption, bit-identical to an uninterrupted run.
+  (`advjax.train.train_epoch`; on a CPU each member's numbers are its run
+  alone's bit for bit, on an accelerator up to batched products' rounding).
+  Member ``m`` has its own initialisation, shuffles and dropout from
+  ``seeds[m]``, its own early stopping and best parameters. The same call on
+  the same ``workdir`` resumes after an interruption, bit-identical to an
+  uninterrupted run.
 
   Args:
     model: the classifier.

@@ -307,7 +307,9 @@ def epoch_order(key: Array, num_examples: int, batch_size: int) -> Array:
   return order[: steps * batch_size].reshape(steps, batch_size)
 
 
-@functools.partial(jax.jit, static_argnames=("model", "static", "batch_size", "mesh"))
+@functools.partial(
+    jax.jit, static_argnames=("model", "static", "batch_size", "mesh", "vmap_members")
+)
 def train_epoch(
     model: Classifier,
     static: Any,
@@ -319,12 +321,23 @@ def train_epoch(
     *,
     batch_size: int,
     mesh: Mesh | None = None,
+    vmap_members: bool | None = None,
 ) -> tuple[TrainState, Array]:
   """One epoch of every member of a population, as one compiled program.
 
   Member ``m`` walks its own shuffle `epoch_order` ``(keys[m], ...)`` of the
   shared ``(x, y)``, step ``i`` with the key ``fold_in(keys[m], i + 1)``, under
   its own objective: it sees exactly what it would see trained alone.
+
+  How the members share a step depends on the backend. On an accelerator,
+  one step is ``jax.vmap``-ed over them: batched products, one kernel per
+  layer for all members. On a CPU, each loop iteration runs the members' steps
+  one after another, each on its own unbatched state: there XLA's batched
+  products are slower than its plain ones, and the stacked carry made it copy
+  the members' first-layer weights every step (`python -m
+  benchmarks.hlo_copies`). Five members then took 0.88x the time of five runs
+  alone, against 1.10x vmapped, and each member's numbers are its run alone's
+  bit for bit (vmapped, they differ by the rounding of the batched products).
 
   Args:
     model: the classifier (static).
@@ -337,45 +350,60 @@ def train_epoch(
     batch_size: examples per step.
     mesh: if given, every step's batch is split over its devices and the
       states stay replicated; XLA all-reduces the gradient.
+    vmap_members: whether to vmap the step over the members (True) or run
+      them in turn (False); None chooses by the backend as above.
 
   Returns:
     ``(states, loss_sums)``: the new states, and each member's objective
     summed over the epoch's steps, shape ``(members,)``.
   """
   orders = jax.vmap(epoch_order, in_axes=(0, None, None))(keys, x.shape[0], batch_size)
+  steps = jnp.arange(orders.shape[1])
+  orders = orders.swapaxes(0, 1)  # (steps, members, batch_size)
+  if vmap_members is None:
+    vmap_members = jax.default_backend() != "cpu"
 
-  def member_step(state, dynamic_part, batch, rng):
-    return train_step(model, join_objective(static, dynamic_part), state, batch, rng)
-
-  step = jax.vmap(member_step)
-  fold_in = jax.vmap(jax.random.fold_in, in_axes=(0, None))
-  batch_spec = PartitionSpec(None, sharding.DATA_AXIS)  # (members, batch_size, ...)
-  single = keys.shape[0] == 1
-  if single:
-    # One member runs without the member axis. XLA's batched products are
-    # slower than its plain ones (measured 15-20% of an epoch on a CPU), and
-    # an update of shape (784, 1200) cannot be written in place into a carry
-    # of shape (1, 784, 1200): the loop copied its parameters every step
-    # (`python -m benchmarks.hlo_copies`: 6.1 MB a step before, 1.2 MB after).
-    step, fold_in, batch_spec = member_step, jax.random.fold_in, PartitionSpec(sharding.DATA_AXIS)
-    states, dynamic, keys, orders = jax.tree.map(lambda a: a[0], (states, dynamic, keys, orders))
-  else:
-    orders = orders.swapaxes(0, 1)  # (steps, members, batch_size)
-
-  def body(states, inputs):
-    index, i = inputs
+  def member_step(state, dynamic_part, index, i, key):
     batch = (x[index], y[index])
     if mesh is not None:
-      batch = jax.lax.with_sharding_constraint(batch, NamedSharding(mesh, batch_spec))
-    return step(states, dynamic, batch, fold_in(keys, i + 1))
+      spec = PartitionSpec(sharding.DATA_AXIS)
+      batch = jax.lax.with_sharding_constraint(batch, NamedSharding(mesh, spec))
+    objective = join_objective(static, dynamic_part)
+    return train_step(model, objective, state, batch, jax.random.fold_in(key, i + 1))
 
-  states, losses = jax.lax.scan(body, states, (orders, jnp.arange(orders.shape[0])))
-  if single:
-    states, losses = jax.tree.map(lambda a: a[None], states), losses[:, None]
+  if vmap_members and keys.shape[0] > 1:
+    step = jax.vmap(member_step, in_axes=(0, 0, 0, None, 0))
+    body = lambda carry, inputs: step(carry, dynamic, inputs[0], inputs[1], keys)
+    states, losses = jax.lax.scan(body, states, (orders, steps))
+  else:
+    states, losses = _scan_in_turn(member_step, states, dynamic, keys, (orders, steps))
   outputs = states, losses.sum(axis=0)
   if mesh is not None:
     outputs = jax.lax.with_sharding_constraint(outputs, sharding.replicated(mesh))
   return outputs
+
+
+def _scan_in_turn(
+    member_step: Callable[..., Any], states: Any, dynamic: Any, keys: Array, xs: Any
+) -> tuple[Any, Array]:
+  """`train_epoch`'s scan with the members' steps one after another in each iteration.
+
+  The carry is the list of the members' unbatched states, so that each is
+  updated in place; the states come back stacked, the losses as
+  ``(steps, members)``.
+  """
+  member = lambda tree, m: jax.tree.map(lambda a: a[m], tree)
+  own = [member((dynamic, keys), m) for m in range(len(keys))]
+
+  def body(carry, inputs):
+    index, i = inputs
+    made = [
+        member_step(state, d, index[m], i, k) for m, (state, (d, k)) in enumerate(zip(carry, own))
+    ]
+    return [state for state, _ in made], jnp.stack([loss for _, loss in made])
+
+  carry, losses = jax.lax.scan(body, [member(states, m) for m in range(len(keys))], xs)
+  return jax.tree.map(lambda *leaves: jnp.stack(leaves), *carry), losses
 
 
 def split_objective(objective: Objective, members: int) -> tuple[Any, Any]:

@@ -78,7 +78,8 @@ def test_sharded_ensemble_matches_unsharded():
   )
 
 
-def test_sharded_epochs_match_single_device():
+@pytest.mark.parametrize("vmap_members", [True, False], ids=["vmapped", "in turn"])
+def test_sharded_epochs_match_single_device(vmap_members):
   tx = train.recipe_sgd(steps_per_epoch=5)
   keys = jax.vmap(jax.random.split)(jax.vmap(jax.random.key)(jnp.arange(2)))
   static, dynamic = train.split_objective(train.Adversarial(0.25), 2)
@@ -98,6 +99,7 @@ def test_sharded_epochs_match_single_device():
           jax.vmap(jax.random.fold_in, (0, None))(keys[:, 1], epoch),
           batch_size=20,
           mesh=mesh,
+          vmap_members=vmap_members,
       )
     epochs[name] = states.params, losses
   chex.assert_trees_all_close(epochs["sharded"], epochs["single"], rtol=1e-5, atol=1e-6)

@@ -64,17 +64,25 @@ class Population:
     return (self.static, self.dynamic, self.states, bench.train_x, bench.train_y, self.keys)
 
   def epoch(
-      self, model: models.Classifier, bench: base.Bench
+      self, model: models.Classifier, bench: base.Bench, vmap_members: bool | None = None
   ) -> tuple[train.TrainState, jax.Array]:
     """One compiled epoch of every member over the training split, blocking."""
     return jax.block_until_ready(
-        train.train_epoch(model, *self.arguments(bench), batch_size=bench.config.batch)
+        train.train_epoch(
+            model, *self.arguments(bench), batch_size=bench.config.batch, vmap_members=vmap_members
+        )
     )
 
-  def epoch_bytes(self, model: models.Classifier, bench: base.Bench) -> int:
+  def epoch_bytes(
+      self, model: models.Classifier, bench: base.Bench, vmap_members: bool | None = None
+  ) -> int:
     """The compiled epoch's working set, the training split included; compiles it."""
     return harness.xla_bytes(
-        train.train_epoch, model, *self.arguments(bench), batch_size=bench.config.batch
+        train.train_epoch,
+        model,
+        *self.arguments(bench),
+        batch_size=bench.config.batch,
+        vmap_members=vmap_members,
     )
 
 
