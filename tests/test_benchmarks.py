@@ -168,9 +168,12 @@ def test_sweeps_equal_the_loop(run):
 
 def test_the_compiled_epoch_ends_where_the_per_step_loop_does(run):
   entry, _ = run
-  rows = _rows(entry, "epoch")
+  *rows, back_to_back = _rows(entry, "epoch")
   # The library's programs, then both compiled with the CPU recipe.
   assert [row["name"].endswith(", CPU recipe") for row in rows] == [False, False, True, True]
+  # The same steps without the loop between them: bit for bit the per-step loop's parameters.
+  assert back_to_back["name"] == epoch.BACK_TO_BACK
+  assert back_to_back["cross_check"]["max_param_difference"] == 0
   for looped, compiled in zip(rows[::2], rows[1::2]):
     check = compiled["cross_check"]
     assert check["passed"], check
