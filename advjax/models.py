@@ -254,6 +254,8 @@ class Dropout(nn.Module):
   def __call__(self, x: Array, *, deterministic: bool) -> Array:
     if deterministic or self.rate == 0.0:
       return x
+    if self.rate == 1.0:  # as nn.Dropout: no 0 / 0 in the gradient
+      return jnp.zeros_like(x)
     keep = 1.0 - self.rate  # as nn.Dropout computes it, for the same scale to the last bit
     if self.has_variable(DROPOUT_MASKS, "mask"):
       mask = self.get_variable(DROPOUT_MASKS, "mask")

@@ -335,7 +335,7 @@ def train_epoch(
   one after another, each on its own unbatched state: there XLA's batched
   products are slower than its plain ones, and the stacked carry made it copy
   the members' first-layer weights every step (`python -m
-  benchmarks.hlo_copies`). Five members then took 0.88x the time of five runs
+  benchmarks.hlo_copies`). Five members then took 0.87x the time of five runs
   alone, against 1.10x vmapped, and each member's numbers are its run alone's
   bit for bit (vmapped, they differ by the rounding of the batched products).
 

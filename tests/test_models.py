@@ -208,6 +208,14 @@ def test_dropout_draws_flax_dropouts_masks_and_reads_them_back():
   )
 
 
+def test_dropout_of_every_input_gives_zeros_and_a_finite_gradient():
+  layer = models.Dropout(1.0)
+  x = jnp.ones((2, 3))
+  apply = lambda x: layer.apply({}, x, deterministic=False, rngs={"dropout": KEY})
+  np.testing.assert_array_equal(apply(x), 0.0)
+  np.testing.assert_array_equal(jax.grad(lambda x: apply(x).sum())(x), 0.0)
+
+
 def test_input_dropout_is_inverted_with_keep_probability():
   model = models.maxout_mlp(units=4, input_keep=0.8, hidden_keep=0.5)
   x = jnp.full((200, 784), 0.5)
