@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from advjax import train
 from benchmarks import hlo_copies
 
@@ -62,24 +64,28 @@ def test_counts_the_body_its_nested_loops_and_the_module():
   assert hlo_copies.count(HLO, hlo_copies.entry(HLO)) == hlo_copies.Copies(0, 0, 3, 3)
 
 
-def test_finds_the_loop_of_a_compiled_epoch():
-  hlo = hlo_copies.epoch_hlo(
-      train.Adversarial(0.25), units=4, pieces=2, batch=5, examples=20, members=1
-  )
-  copies = hlo_copies.count(hlo, hlo_copies.epoch_body(hlo))
+SIZES = {"units": 4, "pieces": 2, "batch": 5}
+
+
+@pytest.fixture(scope="module")
+def tiny_epoch():
+  """The optimised HLO of a tiny one-member compiled epoch of the paper's objective."""
+  return hlo_copies.epoch_hlo(train.Adversarial(0.25), **SIZES, examples=20, members=1)
+
+
+def test_finds_the_loop_of_a_compiled_epoch(tiny_epoch):
+  copies = hlo_copies.count(tiny_epoch, hlo_copies.epoch_body(tiny_epoch))
   # The single member's carry is updated in place: no copy of its first
   # kernel (784 x 8 float32) in the loop body.
   assert copies.bytes < 784 * 8 * 4
 
 
-def test_the_loop_body_runs_the_products_of_one_jitted_step():
-  sizes = {"units": 4, "pieces": 2, "batch": 5}
-  step = hlo_copies.step_hlo(train.Adversarial(0.25), **sizes)
-  epoch = hlo_copies.epoch_hlo(train.Adversarial(0.25), **sizes, examples=20, members=1)
+def test_the_loop_body_runs_the_products_of_one_jitted_step(tiny_epoch):
+  step = hlo_copies.step_hlo(train.Adversarial(0.25), **SIZES)
   # Three layers: two forward passes (3 products each; the attack's is the
   # clean term's), the attack's backward pass to the input (3), and one
   # backward pass to the parameters per term (3 weight gradients and 2 input
   # gradients each). Before the masks were drawn once a step, the loop body
   # ran a third forward pass: 22.
   assert hlo_copies.products(step, hlo_copies.entry(step)) == 2 * 3 + 3 + 2 * 5
-  assert hlo_copies.products(epoch, hlo_copies.epoch_body(epoch)) == 2 * 3 + 3 + 2 * 5
+  assert hlo_copies.products(tiny_epoch, hlo_copies.epoch_body(tiny_epoch)) == 2 * 3 + 3 + 2 * 5
