@@ -73,8 +73,8 @@ def _members_section(
   cfg, model = bench.config, bench.model
   n, steps = len(population), len(bench.train_y) // cfg.batch
   alone = [population.member(m) for m in range(n)]
-  vmapped_too = not base.on_gpu()
-  form = "vmapped" if base.on_gpu() else "in turn"
+  vmapped_too = jax.default_backend() == "cpu"  # as train_epoch chooses
+  form = "in turn" if vmapped_too else "vmapped"
   names = [
       f"{n} sequential compiled epochs of one member",
       f"one compiled epoch of {n} members, {form} (the backend's choice)",
