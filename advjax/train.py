@@ -77,6 +77,7 @@ __all__ = [
     "split_objective",
     "train_epoch",
     "train_step",
+    "vmaps_members",
 ]
 
 Batch = tuple[Array, Array]
@@ -307,6 +308,15 @@ def epoch_order(key: Array, num_examples: int, batch_size: int) -> Array:
   return order[: steps * batch_size].reshape(steps, batch_size)
 
 
+def vmaps_members() -> bool:
+  """Whether `train_epoch` vmaps a population's step on the default backend.
+
+  Yes on an accelerator; no on a CPU, where the members' steps run in turn
+  (see `train_epoch`).
+  """
+  return jax.default_backend() != "cpu"
+
+
 @functools.partial(
     jax.jit, static_argnames=("model", "static", "batch_size", "mesh", "vmap_members")
 )
@@ -351,7 +361,7 @@ def train_epoch(
     mesh: if given, every step's batch is split over its devices and the
       states stay replicated; XLA all-reduces the gradient.
     vmap_members: whether to vmap the step over the members (True) or run
-      them in turn (False); None chooses by the backend as above.
+      them in turn (False); None chooses by the backend (`vmaps_members`).
 
   Returns:
     ``(states, loss_sums)``: the new states, and each member's objective
@@ -361,7 +371,7 @@ def train_epoch(
   steps = jnp.arange(orders.shape[1])
   orders = orders.swapaxes(0, 1)  # (steps, members, batch_size)
   if vmap_members is None:
-    vmap_members = jax.default_backend() != "cpu"
+    vmap_members = vmaps_members()
 
   def member_step(state, dynamic_part, index, i, key):
     batch = (x[index], y[index])

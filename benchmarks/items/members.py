@@ -73,7 +73,7 @@ def _members_section(
   cfg, model = bench.config, bench.model
   n, steps = len(population), len(bench.train_y) // cfg.batch
   alone = [population.member(m) for m in range(n)]
-  vmapped_too = jax.default_backend() == "cpu"  # as train_epoch chooses
+  vmapped_too = not train.vmaps_members()
   form = "in turn" if vmapped_too else "vmapped"
   names = [
       f"{n} sequential compiled epochs of one member",
