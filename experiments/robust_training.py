@@ -135,11 +135,11 @@ PRESETS = {
         steps=2,
         maxout_epochs=1,
         study_steps=(1.25, 2.0),  # 1.25: the main run's step, to compare
-        subset=10,
+        subset=4,
         pgd_steps=5,
         restarts=1,
         study_restarts=1,
-        watch=16,
+        watch=4,
         autoattack=robustness.TOKEN,
     ),
 }

@@ -199,7 +199,10 @@ def test_the_autoattack_curve_equals_separate_calls(run):
 def test_each_member_is_its_own_run_alone(run, key):
   entry, _ = run
   sequential, in_turn, vmapped = _rows(entry, key)
-  assert in_turn["cross_check"]["max_param_difference"] == 0  # on a CPU, the same bits
+  # On a CPU, the same bits under XLA's default code generator (test_train proves it);
+  # the suite's faster one rounds a few operations differently from one program to another.
+  same = in_turn["cross_check"]
+  assert same["max_param_difference"] <= 1e-6 * same["largest_param"], same
   check = vmapped["cross_check"]
   assert check["passed"], check
   assert check["min_ratio"] >= _epochs.IDENTIFICATION_MARGIN  # member by member

@@ -10,6 +10,7 @@ import sys
 import textwrap
 import time
 
+import chex
 import numpy as np
 import optax
 import pytest
@@ -202,7 +203,9 @@ def test_fit_and_retrain_retrains_each_seed_for_its_best_epoch_count(monkeypatch
         dataclasses.replace(CONFIG, epochs=epochs, seed=seed),
         objective=OBJECTIVE,
     )
-    assert_trees_equal(result.params, direct.params)
+    # Bit for bit under XLA's defaults (test_train: a member in turn is its run alone);
+    # an epoch more or less, or another seed, would differ by far more.
+    chex.assert_trees_all_close(result.params, direct.params, rtol=1e-5, atol=1e-7)
 
 
 def test_fit_rejects_bad_settings():

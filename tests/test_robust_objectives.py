@@ -110,6 +110,7 @@ class ReferenceTest(chex.TestCase):
         jax.value_and_grad(objective)(params, x, y),
         jax.value_and_grad(loss_fn)(params, x_adv, y),
         rtol=1e-5,
+        atol=1e-6,
     )
 
   def test_nfgsm_matches_the_reference_and_leaves_the_eps_ball(self):

@@ -185,7 +185,11 @@ def test_the_compiled_epoch_equals_the_per_step_loop(objective):
   assert int(states.step[0]) == 15
 
 
-@pytest.mark.parametrize("vmap_members", [True, False], ids=["vmapped", "in turn"])
+@pytest.mark.parametrize(
+    "vmap_members",
+    [True, pytest.param(False, marks=pytest.mark.xla_defaults)],
+    ids=["vmapped", "in turn"],
+)
 def test_members_equal_each_member_alone(vmap_members):
   seeds = [0, 1, 2]
   states, losses = compiled_epochs(train.Adversarial(0.25), 2, seeds, vmap_members)
