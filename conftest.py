@@ -22,9 +22,10 @@ vmapped) compile in 2.2 s against 3.7 s with the fusion emitters at level 0
 and 6.8 s at XLA's default level (3). The suite's summed test time, measured on
 2 cores: 629 s with the fusion emitters at level 0, 432 s with both settings.
 (Earlier runs measured its CPU time at 724 s at level 0, 808 s at level 1 and
-929 s at the default level.) Neither setting changes the HLO. Inside a while loop (PGD, the training epoch) the
-small CNN's input-gradient convolutions are left to XLA's own emitter, which
-unoptimised runs PGD-10 on 16 images in 2.1 s against 26 ms at level 1. So
+929 s at the default level.) Neither setting changes the HLO. Inside a while
+loop (PGD, the training epoch) the small CNN's input-gradient convolutions are
+left to XLA's own emitter, which unoptimised runs PGD-10 on 16 images in 2.1 s
+against 26 ms at level 1. So
 test_robust_training.py's tiny preset attacks 4 test images and watches 4
 training images (the file took 41 s with 10 and 16, 28 s with 4 and 4).
 
