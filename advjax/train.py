@@ -44,6 +44,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec
 import optax
 
+from advjax import _trees
 from advjax import sharding
 from advjax._types import Array
 from advjax._types import LossFn
@@ -351,7 +352,7 @@ def train_epoch(
 
   Args:
     model: the classifier (static).
-    static: the objectives' non-array part, from `split_objective` (static).
+    static: the objectives' `advjax._trees.Static` part, from `split_objective` (static).
     dynamic: the objectives' numeric leaves, each with a leading member axis.
     states: the members' training states, stacked along a leading member axis.
     x: the training inputs, on the device (replicated over ``mesh``).
@@ -416,56 +417,34 @@ def _scan_in_turn(
   return jax.tree.map(lambda *leaves: jnp.stack(leaves), *carry), losses
 
 
-def split_objective(objective: Objective, members: int) -> tuple[Any, Any]:
-  """Splits an objective into its static part and its numbers, one per member.
+def split_objective(objective: Objective, members: int) -> tuple[_trees.Static, list[Any]]:
+  """Splits an objective into what fixes the program and its numbers, one per member.
 
-  Leaves that are numbers or arrays (eps, alpha) become float32 arrays of
-  shape ``(members,)``: a scalar is shared by every member, a sequence of
-  ``members`` values gives each its own. Anything else (functions, a plain
-  callable objective) is static: it fixes the program, not its data.
+  `advjax._trees.per_member`, then `advjax._trees.partition`: numbers and
+  arrays (eps, alpha) become float32 arrays of shape ``(members,)``, a scalar
+  shared by every member, a sequence of ``members`` values one each; anything
+  else (functions, a plain callable objective) is static.
 
   Args:
     objective: the objective, a pytree such as `Adversarial(eps, alpha)`.
     members: the population's size.
 
   Returns:
-    ``(static, dynamic)`` for `train_epoch` and `join_objective`.
+    ``(static, dynamic)`` for `train_epoch` and `join_objective`: dynamic
+    holds the arrays in the objective's leaf order, None for a static leaf.
+
+  Raises:
+    ValueError: a setting given as a list whose length is not ``members``.
 
   Example:
     >>> static, dynamic = split_objective(Adversarial(eps=[0.1, 0.25]), 2)
     >>> dynamic  # eps and alpha, one per member
     [Array([0.1 , 0.25], dtype=float32), Array([0.5, 0.5], dtype=float32)]
   """
-  leaves, treedef = jax.tree.flatten(objective, is_leaf=_is_numbers)
-  numeric = [_is_number(leaf) or _is_numbers(leaf) for leaf in leaves]
-  dynamic = []
-  for leaf, is_number in zip(leaves, numeric):
-    if not is_number:
-      continue
-    value = jnp.asarray(leaf, jnp.float32)
-    if value.ndim == 0:
-      value = jnp.broadcast_to(value, (members,))
-    elif value.shape != (members,):
-      raise ValueError(
-          f"an objective's setting must be one number or one per member "
-          f"({members}), got shape {value.shape} in {objective!r}."
-      )
-    dynamic.append(value)
-  static = (treedef, tuple(None if is_number else leaf for leaf, is_number in zip(leaves, numeric)))
+  dynamic, static = _trees.partition(_trees.per_member(objective, members))
   return static, dynamic
 
 
-def join_objective(static: Any, dynamic: Any) -> Objective:
+def join_objective(static: _trees.Static, dynamic: list[Any]) -> Objective:
   """The objective that `split_objective` split, with ``dynamic``'s numbers."""
-  treedef, static_leaves = static
-  numbers = iter(dynamic)
-  return treedef.unflatten([next(numbers) if leaf is None else leaf for leaf in static_leaves])
-
-
-def _is_number(leaf: Any) -> bool:
-  return isinstance(leaf, (int, float, jax.Array)) or hasattr(leaf, "__array__")
-
-
-def _is_numbers(value: Any) -> bool:
-  """A list or tuple of numbers, such as one eps per member: one setting, not many."""
-  return isinstance(value, (list, tuple)) and len(value) > 0 and all(_is_number(v) for v in value)
+  return _trees.combine(dynamic, static)

@@ -227,7 +227,7 @@ def test_split_objective_shares_scalars_and_refuses_the_wrong_member_count():
   # A plain function is an objective too: all static.
   plain = lambda loss_fn, key: loss_fn
   static, dynamic = train.split_objective(plain, 3)
-  assert dynamic == [] and train.join_objective(static, dynamic) is plain
+  assert dynamic == [None] and train.join_objective(static, dynamic) is plain
 
 
 def test_trades_takes_one_beta_per_member_and_the_models_scores():
