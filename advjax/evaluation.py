@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from advjax import _trees
 from advjax import metrics
 from advjax._batching import map_batches
 from advjax._types import Array
@@ -217,12 +218,15 @@ def evaluate_members(
   Returns:
     The keys of `evaluate`, each a float64 NumPy array with one entry per member.
 
+  Raises:
+    ValueError: ``eps`` a list whose length is not the number of members.
+
   Example:
     >>> evaluate_members(model, stacked, data.valid, eps=0.25)["error"].shape
     (3,)
   """
   members = jax.tree.leaves(stacked_params)[0].shape[0]
-  eps = jnp.broadcast_to(jnp.asarray(eps, jnp.float32), (members,))
+  eps = _trees.per_member(eps, members)
   result = _evaluate_members(
       model,
       stacked_params,

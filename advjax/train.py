@@ -353,7 +353,8 @@ def train_epoch(
   Args:
     model: the classifier (static).
     static: the objectives' `advjax._trees.Static` part, from `split_objective` (static).
-    dynamic: the objectives' numeric leaves, each with a leading member axis.
+    dynamic: the objectives' numbers, each with a leading member axis (None
+      for a static leaf), from `split_objective`.
     states: the members' training states, stacked along a leading member axis.
     x: the training inputs, on the device (replicated over ``mesh``).
     y: the training labels.

@@ -44,6 +44,8 @@ def test_evaluate_members_scores_each_member_at_its_eps():
       np.testing.assert_allclose(scores[name][m], alone[name], rtol=1e-6)
   # At eps 0 the FGSM examples are the clean inputs.
   assert scores["fgsm_error"][0] == scores["error"][0]
+  with pytest.raises(ValueError, match=r"one per member \(2\), got shape \(3,\)"):
+    evaluation.evaluate_members(MODEL, stacked, VALID, eps=[0.0, 0.1, 0.25])
 
 
 def test_fgsm_examples_and_probabilities_equal_the_core_functions():
